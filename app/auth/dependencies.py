@@ -1,0 +1,33 @@
+"""The current-tenant dependency: `Authorization: Bearer <key>` -> Principal."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.auth.service import Principal, lookup
+from app.db import SessionDep
+from app.errors import AuthenticationError, PermissionDenied
+
+
+def current_principal(request: Request, session: SessionDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationError(
+            "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
+        )
+    principal = lookup(session, key.strip())
+    if principal is None:
+        raise AuthenticationError("Incorrect API key provided.")
+    request.state.principal = principal
+    return principal
+
+
+def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise PermissionDenied("This endpoint needs an admin key.")
+    return principal
+
+
+TenantDep = Annotated[Principal, Depends(current_principal)]
+AdminDep = Annotated[Principal, Depends(admin_principal)]

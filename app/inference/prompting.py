@@ -1,0 +1,54 @@
+"""Request -> prompt token ids for a variant, with the context-window checks."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.engine.engine import Engine
+from app.engine.prompts import encode, render_chat
+from app.errors import BadRequest, ContextLengthExceeded
+from app.protocol.chat import ChatCompletionRequest
+from app.protocol.common import GenerationRequest
+from app.settings import get_settings
+from app.variants import Variant
+
+DEFAULT_MAX_TOKENS = 512
+
+
+@dataclass
+class PreparedPrompt:
+    token_ids: list[int]
+    examples_used: int | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
+    messages = [m.as_template_dict() for m in req.messages]
+    text = render_chat(engine.tokenizer, messages)
+    return PreparedPrompt(encode(engine.tokenizer, text))
+
+
+def prepare_completion(engine: Engine, variant: Variant, prompt: str, req: GenerationRequest) -> PreparedPrompt:
+    return PreparedPrompt(encode(engine.tokenizer, prompt))
+
+
+def max_tokens_for(engine: Engine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]) -> int:
+    """The completion budget; a request that cannot fit is refused, never truncated silently."""
+    cap = get_settings().max_tokens_cap
+    requested = req.requested_max_tokens() or defaults.get("max_tokens")
+    if requested is not None and requested > cap:
+        raise BadRequest(f"max_tokens is {requested}, above this server's cap of {cap}.",
+                         param="max_tokens", code="max_tokens_too_large")
+    room = engine.context_window - prompt_len
+    if requested is None:
+        if room < 1:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {engine.context_window} tokens; "
+                f"the prompt has {prompt_len}.", param="messages")
+        return min(DEFAULT_MAX_TOKENS, cap, room)
+    if prompt_len + requested > engine.context_window:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {engine.context_window} tokens. "
+            f"The request has {prompt_len} prompt tokens and asks for {requested} more.",
+            param="max_tokens",
+        )
+    return int(requested)

@@ -1,0 +1,138 @@
+"""/v1/models, /v1/chat/completions, /v1/completions: protocol <-> engine, nothing more."""
+
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+
+from app.auth.dependencies import TenantDep
+from app.db import SessionDep
+from app.inference import service
+from app.inference.dependencies import EngineDep
+from app.inference.models_list import list_models
+from app.inference.prompting import max_tokens_for, prepare_chat, prepare_completion
+from app.protocol.chat import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChatResponseMessage,
+)
+from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
+from app.protocol.models import ModelList
+from app.variants import resolve
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+VARIANT_HEADER = "x-adaptd-variant"
+
+
+def _variant_headers(variant) -> dict[str, str]:  # noqa: ANN001
+    headers = {VARIANT_HEADER: variant.model}
+    if variant.alias:
+        headers["x-adaptd-alias"] = variant.alias
+    return headers
+
+
+@router.get("/models", response_model=ModelList)
+def models(principal: TenantDep, session: SessionDep, engine: EngineDep) -> ModelList:
+    return list_models(session, principal.tenant, engine.name)
+
+
+@router.post("/chat/completions", response_model=ChatCompletion)
+async def chat_completions(
+    req: ChatCompletionRequest, principal: TenantDep, session: SessionDep, engine: EngineDep,
+    response: Response,
+):
+    variant = resolve(session, principal.tenant, req.model, engine.name)
+    session.close()  # generation can take a while: give the connection back now
+    prepared = prepare_chat(engine, variant, req)
+    max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
+    params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
+    handles = service.submit_all(
+        engine, variant, [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)]
+    )
+    rid, created = service.response_id("chatcmpl-")
+    headers = _variant_headers(variant)
+    prompt_tokens = len(prepared.token_ids)
+
+    if req.stream:
+        def chunk(index: int, text: str | None, finish: str | None) -> ChatCompletionChunk:
+            delta = ChatDelta(content=text) if text is not None else ChatDelta()
+            return ChatCompletionChunk(id=rid, created=created, model=variant.model,
+                                       choices=[ChatChunkChoice(index=index, delta=delta, finish_reason=finish)])
+
+        def usage_chunk(usage) -> ChatCompletionChunk:  # noqa: ANN001
+            return ChatCompletionChunk(id=rid, created=created, model=variant.model, choices=[], usage=usage)
+
+        async def body():
+            # The role comes first, once per choice, as OpenAI sends it.
+            for i in range(req.n):
+                first = ChatCompletionChunk(id=rid, created=created, model=variant.model,
+                                            choices=[ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
+                yield service.sse(first)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            async for line in service.stream_sse(handles, chunk, usage_chunk if include_usage else None, prompt_tokens):
+                yield line
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+    results = await service.collect(handles)
+    response.headers.update(headers)
+    return ChatCompletion(
+        id=rid, created=created, model=variant.model,
+        choices=[
+            ChatChoice(index=i, message=ChatResponseMessage(content=r.text),
+                       finish_reason=service.finish_reason(r.finish_reason))
+            for i, r in enumerate(results)
+        ],
+        usage=service.usage_of(results, prompt_tokens),
+        examples_used=prepared.examples_used,
+    )
+
+
+@router.post("/completions", response_model=Completion)
+async def completions(
+    req: CompletionRequest, principal: TenantDep, session: SessionDep, engine: EngineDep,
+    response: Response,
+):
+    variant = resolve(session, principal.tenant, req.model, engine.name)
+    session.close()
+    prompts = [prepare_completion(engine, variant, p, req) for p in req.prompts()]
+    jobs = []
+    for prepared in prompts:
+        max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
+        params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
+        jobs.extend((prepared.token_ids, service.seeded(params, i)) for i in range(req.n))
+    handles = service.submit_all(engine, variant, jobs)
+    rid, created = service.response_id("cmpl-")
+    headers = _variant_headers(variant)
+    prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n
+    examples_used = prompts[0].examples_used
+
+    if req.stream:
+        def chunk(index: int, text: str | None, finish: str | None) -> Completion:
+            return Completion(id=rid, created=created, model=variant.model,
+                              choices=[CompletionChoice(index=index, text=text or "", finish_reason=finish)])
+
+        def usage_chunk(usage) -> Completion:  # noqa: ANN001
+            return Completion(id=rid, created=created, model=variant.model, choices=[], usage=usage)
+
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(
+            service.stream_sse(handles, chunk, usage_chunk if include_usage else None, prompt_tokens),
+            media_type="text/event-stream", headers=headers,
+        )
+
+    results = await service.collect(handles)
+    response.headers.update(headers)
+    texts = [(req.prompts()[i // req.n] if req.echo else "") + r.text for i, r in enumerate(results)]
+    return Completion(
+        id=rid, created=created, model=variant.model,
+        choices=[
+            CompletionChoice(index=i, text=texts[i], finish_reason=service.finish_reason(r.finish_reason))
+            for i, r in enumerate(results)
+        ],
+        usage=service.usage_of(results, prompt_tokens),
+        examples_used=examples_used,
+    )

@@ -1,0 +1,72 @@
+"""create_app(): routers, error handlers, and the lifespan that loads the engine."""
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import health
+from app.auth import service as auth_service
+from app.auth.router import router as auth_router
+from app.db import get_sessionmaker
+from app.engine.engine import Engine, EngineConfig
+from app.engine.loader import load_base_model
+from app.errors import install_error_handlers
+from app.inference.router import router as inference_router
+from app.limits import BodySizeLimit
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("adaptd")
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        max_batch_size=settings.max_batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
+        max_queue=settings.max_queue,
+        max_loaded_adapters=settings.max_loaded_adapters,
+        prefix_cache_entries=settings.prefix_cache_entries,
+    )
+
+
+def _load_engine(app: FastAPI, settings: Settings) -> None:
+    try:
+        loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
+        engine = Engine(loaded, engine_config(settings))
+        engine.start()
+        app.state.engine = engine
+        log.info("model %s ready on %s", loaded.name, loaded.device)
+    except Exception:
+        log.exception("loading the base model failed")
+
+
+def create_app(engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
+    """`engine` lets tests share one loaded model across apps; otherwise it loads at startup
+    in the background, so /healthz answers at once and /readyz turns green when it is up."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        admin_key = settings.admin_key()
+        if admin_key:
+            with get_sessionmaker()() as session:
+                auth_service.ensure_admin_key(session, admin_key)
+        app.state.engine = engine
+        if engine is None:
+            threading.Thread(target=_load_engine, args=(app, settings), daemon=True).start()
+        else:
+            engine.start()
+        yield
+        if engine is None and getattr(app.state, "engine", None) is not None:
+            app.state.engine.stop()
+
+    app = FastAPI(title="adaptd", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
+    app.include_router(health.router)
+    app.include_router(auth_router)
+    app.include_router(inference_router)
+    return app

@@ -1,0 +1,28 @@
+"""Every table, imported in one place so Alembic and tests see the whole schema."""
+
+from app.aliases.models import Alias, AliasCounter, AliasVersion
+from app.auth.models import ApiKey
+from app.db import Base
+from app.evals.models import EvalEvent, Evaluation
+from app.files.models import File
+from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
+from app.registry.models import Adapter
+from app.templates.models import Template, TemplateTag, TemplateVersion
+
+__all__ = [
+    "Adapter",
+    "Alias",
+    "AliasCounter",
+    "AliasVersion",
+    "ApiKey",
+    "Base",
+    "EvalEvent",
+    "Evaluation",
+    "File",
+    "FineTuningJob",
+    "JobCheckpoint",
+    "JobEvent",
+    "Template",
+    "TemplateTag",
+    "TemplateVersion",
+]

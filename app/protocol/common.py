@@ -1,0 +1,68 @@
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.engine.sampling import SamplingParams
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class GenerationRequest(BaseModel):
+    """Fields shared by /v1/chat/completions and /v1/completions."""
+
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use
+
+    model: str = Field(min_length=1, max_length=512)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=8)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # Extra variables for template variants ({{ input }} comes from the request itself).
+    variables: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_stop(self) -> "GenerationRequest":
+        stops = self.stop_list()
+        if len(stops) > 4:
+            raise ValueError("stop: at most 4 sequences")
+        if any(not s for s in stops):
+            raise ValueError("stop: sequences must not be empty")
+        return self
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def to_sampling_params(self, defaults: dict[str, Any] | None = None, *, max_tokens: int) -> SamplingParams:
+        """Request fields win over a variant's defaults, which win over OpenAI's defaults."""
+        defaults = defaults or {}
+        temperature = self.temperature if self.temperature is not None else defaults.get("temperature", 1.0)
+        top_p = self.top_p if self.top_p is not None else defaults.get("top_p", 1.0)
+        stop = self.stop_list() or list(defaults.get("stop", []))
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=float(temperature),
+            top_p=float(top_p),
+            seed=self.seed,
+            stop=tuple(stop),
+        )
+
+
+FinishReason = Literal["stop", "length"]

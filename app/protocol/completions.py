@@ -1,0 +1,42 @@
+"""/v1/completions request, response and stream-chunk types."""
+
+from typing import Literal
+
+from pydantic import BaseModel, field_validator
+
+from app.protocol.common import FinishReason, GenerationRequest, Usage
+
+
+class CompletionRequest(GenerationRequest):
+    prompt: str | list[str]
+    echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt must not be an empty list")
+        if isinstance(v, list) and len(v) > 16:
+            raise ValueError("at most 16 prompts per request")
+        return v
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+    examples_used: int | None = None

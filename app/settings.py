@@ -1,0 +1,84 @@
+"""All configuration, read from the environment (and a `.env` file if present)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Storage and queue. Unset means the embedded defaults: SQLite and a filesystem broker,
+    # both under DATA_DIR, so `make run` needs no server.
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    celery_broker_url: str | None = None
+    celery_queue: str = "adaptd"
+
+    # Model. BASE_MODEL is the packaged default's short name, a local folder or a hub id.
+    base_model: str = DEFAULT_BASE_MODEL
+    model_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "adaptd")
+    device: str | None = None  # "cpu", "cuda", "cuda:1"; unset picks CUDA when present
+
+    port: int = 8000
+    adaptd_admin_key: str | None = None
+
+    # Serving engine.
+    max_batch_size: int = 16
+    batch_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_loaded_adapters: int = 8
+    prefix_cache_entries: int = 16
+
+    # Limits for untrusted input.
+    max_tokens_cap: int = 4096
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_upload_bytes: int = 64 * 1024 * 1024
+    rate_limit_per_minute: int = 0  # 0 disables the per-key limit
+    max_active_jobs_per_tenant: int = 4
+
+    # Fine-tuning jobs whose worker stopped reporting for this long are failed or retried.
+    job_heartbeat_timeout_s: float = 120.0
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'adaptd.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.celery_broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin_key"
+
+    def admin_key(self) -> str | None:
+        """The bootstrap admin key: from the environment, else the one `make run` generated."""
+        if self.adaptd_admin_key:
+            return self.adaptd_admin_key
+        if self.admin_key_file.exists():
+            return self.admin_key_file.read_text().strip() or None
+        return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

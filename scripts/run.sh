@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Starts the API (uvicorn) and one Celery worker; Ctrl-C stops both.
+set -euo pipefail
+VENV=${VENV:-.venv}
+PORT=${PORT:-8000}
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+"$VENV/bin/celery" -A workers.celery_app worker --loglevel=INFO --concurrency=1 &
+pids+=($!)
+"$VENV/bin/uvicorn" app.asgi:app --host "${HOST:-0.0.0.0}" --port "$PORT" &
+pids+=($!)
+echo "adaptd: API on http://localhost:$PORT (worker pid ${pids[0]}, api pid ${pids[1]})"
+# Whichever process ends first ends the other.
+wait -n
