@@ -22,5 +22,7 @@ def readyz(request: Request) -> JSONResponse:
     except Exception:  # noqa: BLE001 - any failure means not ready
         checks["database"] = False
     ready = all(checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

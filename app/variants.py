@@ -34,7 +34,9 @@ class Variant:
     alias: str | None = None
 
 
-def resolve(session: Session, tenant: str, model: str, base_name: str, *, _depth: int = 0) -> Variant:
+def resolve(
+    session: Session, tenant: str, model: str, base_name: str, *, _depth: int = 0
+) -> Variant:
     if model == base_name:
         return Variant(model=model, kind="base")
     if model.startswith(ADAPTER_PREFIX):
@@ -42,7 +44,9 @@ def resolve(session: Session, tenant: str, model: str, base_name: str, *, _depth
         if row is None:
             raise ModelNotFound(model)
         return Variant(
-            model=model, kind="adapter", adapter=registry.adapter_ref(row, get_settings().adapters_dir)
+            model=model,
+            kind="adapter",
+            adapter=registry.adapter_ref(row, get_settings().adapters_dir),
         )
     if model.startswith(TEMPLATE_PREFIX):
         from app.templates import service as templates

@@ -85,7 +85,9 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings_env(db_url: str, data_root: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+def settings_env(
+    db_url: str, data_root: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
     """Point the app's settings at this test's database, data folder and the tiny model."""
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.setenv("DATA_DIR", str(data_root))

@@ -40,7 +40,9 @@ def lookup(session: Session, key: str) -> Principal | None:
     return Principal(tenant=row.tenant, key_id=row.id, is_admin=row.is_admin)
 
 
-def create_key(session: Session, tenant: str, name: str = "", is_admin: bool = False) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, tenant: str, name: str = "", is_admin: bool = False
+) -> tuple[ApiKey, str]:
     key = generate_key()
     row = ApiKey(
         id=new_id("key_"),

@@ -1,5 +1,6 @@
 """LoRA adapters loaded into the one base model on first use, least recently used evicted."""
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -55,7 +56,9 @@ class AdapterCache:
             self._unload(oldest)
         try:
             if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.base, str(ref.path), adapter_name=ref.name)
+                self.peft = PeftModel.from_pretrained(
+                    self.base, str(ref.path), adapter_name=ref.name
+                )
             else:
                 self.peft.load_adapter(str(ref.path), adapter_name=ref.name)
             self.peft.eval()
@@ -85,7 +88,5 @@ class AdapterCache:
             self.peft.delete_adapter(name)
 
     def _drop_partial(self, name: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # best effort after a failed load
             self._unload(name)
-        except Exception:  # noqa: BLE001 - best effort after a failed load
-            pass

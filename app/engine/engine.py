@@ -158,6 +158,4 @@ class Engine:
         tail = seq.assembler.flush()
         if tail:
             seq.handle.push(Delta(tail))
-        seq.handle.push(
-            Finished(finish, len(seq.prompt_ids), generated, seq.assembler.text)
-        )
+        seq.handle.push(Finished(finish, len(seq.prompt_ids), generated, seq.assembler.text))

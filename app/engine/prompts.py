@@ -7,7 +7,12 @@ when it is trained on and when it is served.
 from transformers import PreTrainedTokenizerBase
 
 
-def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, str]],
+    *,
+    add_generation_prompt: bool = True,
+) -> str:
     if tokenizer.chat_template:
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt

@@ -9,8 +9,9 @@ from app.errors import ServiceUnavailable
 def get_engine(request: Request) -> Engine:
     engine: Engine | None = getattr(request.app.state, "engine", None)
     if engine is None or not engine.running:
-        raise ServiceUnavailable("The model is still loading.", code="model_loading",
-                                 headers={"Retry-After": "5"})
+        raise ServiceUnavailable(
+            "The model is still loading.", code="model_loading", headers={"Retry-After": "5"}
+        )
     return engine
 
 

@@ -27,23 +27,32 @@ def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -
     return PreparedPrompt(encode(engine.tokenizer, text))
 
 
-def prepare_completion(engine: Engine, variant: Variant, prompt: str, req: GenerationRequest) -> PreparedPrompt:
+def prepare_completion(
+    engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
+) -> PreparedPrompt:
     return PreparedPrompt(encode(engine.tokenizer, prompt))
 
 
-def max_tokens_for(engine: Engine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]) -> int:
+def max_tokens_for(
+    engine: Engine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]
+) -> int:
     """The completion budget; a request that cannot fit is refused, never truncated silently."""
     cap = get_settings().max_tokens_cap
     requested = req.requested_max_tokens() or defaults.get("max_tokens")
     if requested is not None and requested > cap:
-        raise BadRequest(f"max_tokens is {requested}, above this server's cap of {cap}.",
-                         param="max_tokens", code="max_tokens_too_large")
+        raise BadRequest(
+            f"max_tokens is {requested}, above this server's cap of {cap}.",
+            param="max_tokens",
+            code="max_tokens_too_large",
+        )
     room = engine.context_window - prompt_len
     if requested is None:
         if room < 1:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {engine.context_window} tokens; "
-                f"the prompt has {prompt_len}.", param="messages")
+                f"the prompt has {prompt_len}.",
+                param="messages",
+            )
         return min(DEFAULT_MAX_TOKENS, cap, room)
     if prompt_len + requested > engine.context_window:
         raise ContextLengthExceeded(

@@ -41,7 +41,10 @@ def models(principal: TenantDep, session: SessionDep, engine: EngineDep) -> Mode
 
 @router.post("/chat/completions", response_model=ChatCompletion)
 async def chat_completions(
-    req: ChatCompletionRequest, principal: TenantDep, session: SessionDep, engine: EngineDep,
+    req: ChatCompletionRequest,
+    principal: TenantDep,
+    session: SessionDep,
+    engine: EngineDep,
     response: Response,
 ):
     variant = resolve(session, principal.tenant, req.model, engine.name)
@@ -57,22 +60,37 @@ async def chat_completions(
     prompt_tokens = len(prepared.token_ids)
 
     if req.stream:
+
         def chunk(index: int, text: str | None, finish: str | None) -> ChatCompletionChunk:
             delta = ChatDelta(content=text) if text is not None else ChatDelta()
-            return ChatCompletionChunk(id=rid, created=created, model=variant.model,
-                                       choices=[ChatChunkChoice(index=index, delta=delta, finish_reason=finish)])
+            return ChatCompletionChunk(
+                id=rid,
+                created=created,
+                model=variant.model,
+                choices=[ChatChunkChoice(index=index, delta=delta, finish_reason=finish)],
+            )
 
         def usage_chunk(usage) -> ChatCompletionChunk:  # noqa: ANN001
-            return ChatCompletionChunk(id=rid, created=created, model=variant.model, choices=[], usage=usage)
+            return ChatCompletionChunk(
+                id=rid, created=created, model=variant.model, choices=[], usage=usage
+            )
 
         async def body():
             # The role comes first, once per choice, as OpenAI sends it.
             for i in range(req.n):
-                first = ChatCompletionChunk(id=rid, created=created, model=variant.model,
-                                            choices=[ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
+                first = ChatCompletionChunk(
+                    id=rid,
+                    created=created,
+                    model=variant.model,
+                    choices=[
+                        ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))
+                    ],
+                )
                 yield service.sse(first)
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            async for line in service.stream_sse(handles, chunk, usage_chunk if include_usage else None, prompt_tokens):
+            async for line in service.stream_sse(
+                handles, chunk, usage_chunk if include_usage else None, prompt_tokens
+            ):
                 yield line
 
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -80,10 +98,15 @@ async def chat_completions(
     results = await service.collect(handles)
     response.headers.update(headers)
     return ChatCompletion(
-        id=rid, created=created, model=variant.model,
+        id=rid,
+        created=created,
+        model=variant.model,
         choices=[
-            ChatChoice(index=i, message=ChatResponseMessage(content=r.text),
-                       finish_reason=service.finish_reason(r.finish_reason))
+            ChatChoice(
+                index=i,
+                message=ChatResponseMessage(content=r.text),
+                finish_reason=service.finish_reason(r.finish_reason),
+            )
             for i, r in enumerate(results)
         ],
         usage=service.usage_of(results, prompt_tokens),
@@ -93,7 +116,10 @@ async def chat_completions(
 
 @router.post("/completions", response_model=Completion)
 async def completions(
-    req: CompletionRequest, principal: TenantDep, session: SessionDep, engine: EngineDep,
+    req: CompletionRequest,
+    principal: TenantDep,
+    session: SessionDep,
+    engine: EngineDep,
     response: Response,
 ):
     variant = resolve(session, principal.tenant, req.model, engine.name)
@@ -111,26 +137,40 @@ async def completions(
     examples_used = prompts[0].examples_used
 
     if req.stream:
+
         def chunk(index: int, text: str | None, finish: str | None) -> Completion:
-            return Completion(id=rid, created=created, model=variant.model,
-                              choices=[CompletionChoice(index=index, text=text or "", finish_reason=finish)])
+            return Completion(
+                id=rid,
+                created=created,
+                model=variant.model,
+                choices=[CompletionChoice(index=index, text=text or "", finish_reason=finish)],
+            )
 
         def usage_chunk(usage) -> Completion:  # noqa: ANN001
             return Completion(id=rid, created=created, model=variant.model, choices=[], usage=usage)
 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
-            service.stream_sse(handles, chunk, usage_chunk if include_usage else None, prompt_tokens),
-            media_type="text/event-stream", headers=headers,
+            service.stream_sse(
+                handles, chunk, usage_chunk if include_usage else None, prompt_tokens
+            ),
+            media_type="text/event-stream",
+            headers=headers,
         )
 
     results = await service.collect(handles)
     response.headers.update(headers)
-    texts = [(req.prompts()[i // req.n] if req.echo else "") + r.text for i, r in enumerate(results)]
+    texts = [
+        (req.prompts()[i // req.n] if req.echo else "") + r.text for i, r in enumerate(results)
+    ]
     return Completion(
-        id=rid, created=created, model=variant.model,
+        id=rid,
+        created=created,
+        model=variant.model,
         choices=[
-            CompletionChoice(index=i, text=texts[i], finish_reason=service.finish_reason(r.finish_reason))
+            CompletionChoice(
+                index=i, text=texts[i], finish_reason=service.finish_reason(r.finish_reason)
+            )
             for i, r in enumerate(results)
         ],
         usage=service.usage_of(results, prompt_tokens),

@@ -22,10 +22,14 @@ def _finish_reason(reason: str) -> str:
 
 def seeded(params: SamplingParams, index: int) -> SamplingParams:
     # Each of n choices gets its own seed, so n > 1 gives different samples, reproducibly.
-    return params if params.seed is None or index == 0 else replace(params, seed=params.seed + index)
+    return (
+        params if params.seed is None or index == 0 else replace(params, seed=params.seed + index)
+    )
 
 
-def submit_all(engine: Engine, variant: Variant, jobs: list[tuple[list[int], SamplingParams]]) -> list[RequestHandle]:
+def submit_all(
+    engine: Engine, variant: Variant, jobs: list[tuple[list[int], SamplingParams]]
+) -> list[RequestHandle]:
     handles: list[RequestHandle] = []
     try:
         for prompt_ids, params in jobs:
@@ -47,8 +51,11 @@ async def collect(handles: list[RequestHandle]) -> list[Finished]:
 
 def usage_of(results: list[Finished], prompt_tokens: int) -> Usage:
     completion = sum(r.completion_tokens for r in results)
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                 total_tokens=prompt_tokens + completion)
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=prompt_tokens + completion,
+    )
 
 
 def response_id(prefix: str) -> tuple[str, int]:
@@ -56,11 +63,17 @@ def response_id(prefix: str) -> tuple[str, int]:
 
 
 def sse(payload: BaseModel | dict) -> str:
-    body = payload.model_dump_json(exclude_none=False) if isinstance(payload, BaseModel) else json.dumps(payload)
+    body = (
+        payload.model_dump_json(exclude_none=False)
+        if isinstance(payload, BaseModel)
+        else json.dumps(payload)
+    )
     return f"data: {body}\n\n"
 
 
-async def merged_events(handles: list[RequestHandle]) -> AsyncIterator[tuple[int, Delta | Finished | Failed]]:
+async def merged_events(
+    handles: list[RequestHandle],
+) -> AsyncIterator[tuple[int, Delta | Finished | Failed]]:
     """Events of several choices as they come, tagged with the choice index."""
     queue: asyncio.Queue[tuple[int, Delta | Finished | Failed] | None] = asyncio.Queue()
 

@@ -50,10 +50,14 @@ class GenerationRequest(BaseModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
-    def to_sampling_params(self, defaults: dict[str, Any] | None = None, *, max_tokens: int) -> SamplingParams:
+    def to_sampling_params(
+        self, defaults: dict[str, Any] | None = None, *, max_tokens: int
+    ) -> SamplingParams:
         """Request fields win over a variant's defaults, which win over OpenAI's defaults."""
         defaults = defaults or {}
-        temperature = self.temperature if self.temperature is not None else defaults.get("temperature", 1.0)
+        temperature = (
+            self.temperature if self.temperature is not None else defaults.get("temperature", 1.0)
+        )
         top_p = self.top_p if self.top_p is not None else defaults.get("top_p", 1.0)
         stop = self.stop_list() or list(defaults.get("stop", []))
         return SamplingParams(

@@ -28,8 +28,9 @@ def test_admin_creates_tenant_key_that_works_and_is_stored_hashed(client) -> Non
 
 
 def test_tenant_key_cannot_create_keys(client, tenant_key: str) -> None:
-    r = client.post("/v1/admin/keys", json={"tenant": "evil"},
-                    headers={"Authorization": f"Bearer {tenant_key}"})
+    r = client.post(
+        "/v1/admin/keys", json={"tenant": "evil"}, headers={"Authorization": f"Bearer {tenant_key}"}
+    )
     assert r.status_code == 403
     assert r.json()["error"]["type"] == "permission_error"
 

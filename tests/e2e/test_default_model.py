@@ -33,10 +33,15 @@ def default_client(settings_env, default_engine, monkeypatch):
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_capital_of_france(default_client: TestClient) -> None:
-    r = default_client.post("/v1/chat/completions", json={
-        "model": DEFAULT_BASE_MODEL, "max_tokens": 20, "temperature": 0,
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
-    })
+    r = default_client.post(
+        "/v1/chat/completions",
+        json={
+            "model": DEFAULT_BASE_MODEL,
+            "max_tokens": 20,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert "Paris" in body["choices"][0]["message"]["content"]

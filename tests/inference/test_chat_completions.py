@@ -26,7 +26,9 @@ def test_chat_completion_shape_and_usage(client) -> None:
     assert choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] in ("stop", "length")
     engine = client.app.state.engine
-    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
+    prompt = render_chat(
+        engine.tokenizer, [{"role": "user", "content": "What is the capital of France?"}]
+    )
     usage = body["usage"]
     assert usage["prompt_tokens"] == len(encode(engine.tokenizer, prompt))
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
@@ -47,8 +49,12 @@ def test_greedy_is_deterministic_and_seeded_sampling_repeats(client) -> None:
     a = chat(client, max_tokens=12, temperature=0).json()["choices"][0]["message"]["content"]
     b = chat(client, max_tokens=12, temperature=0).json()["choices"][0]["message"]["content"]
     assert a == b
-    s1 = chat(client, max_tokens=12, temperature=1.0, seed=7).json()["choices"][0]["message"]["content"]
-    s2 = chat(client, max_tokens=12, temperature=1.0, seed=7).json()["choices"][0]["message"]["content"]
+    s1 = chat(client, max_tokens=12, temperature=1.0, seed=7).json()["choices"][0]["message"][
+        "content"
+    ]
+    s2 = chat(client, max_tokens=12, temperature=1.0, seed=7).json()["choices"][0]["message"][
+        "content"
+    ]
     assert s1 == s2
 
 
@@ -74,11 +80,18 @@ def test_stop_sequence_truncates(client) -> None:
 
 def test_stream_sends_role_deltas_finish_and_done(client) -> None:
     full = chat(client, max_tokens=10, temperature=0).json()["choices"][0]["message"]["content"]
-    with client.stream("POST", "/v1/chat/completions", json={
-        "model": base_name(client), "max_tokens": 10, "temperature": 0, "stream": True,
-        "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
-    }) as r:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": base_name(client),
+            "max_tokens": 10,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        },
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line]
@@ -116,18 +129,47 @@ def test_malformed_bodies_name_the_field(client) -> None:
         ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
         ({"model": base_name(client)}, "messages"),
         ({"model": base_name(client), "messages": []}, "messages"),
-        ({"model": base_name(client), "messages": [{"role": "wizard", "content": "x"}]}, "messages"),
-        ({"model": base_name(client), "messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
-        ({"model": base_name(client), "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
-        ({"model": base_name(client), "messages": [{"role": "user", "content": "x"}], "n": 100}, "n"),
-        ({"model": base_name(client), "messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 5}, "stop"),
+        (
+            {"model": base_name(client), "messages": [{"role": "wizard", "content": "x"}]},
+            "messages",
+        ),
+        (
+            {
+                "model": base_name(client),
+                "messages": [{"role": "user", "content": "x"}],
+                "temperature": 5,
+            },
+            "temperature",
+        ),
+        (
+            {
+                "model": base_name(client),
+                "messages": [{"role": "user", "content": "x"}],
+                "max_tokens": 0,
+            },
+            "max_tokens",
+        ),
+        (
+            {"model": base_name(client), "messages": [{"role": "user", "content": "x"}], "n": 100},
+            "n",
+        ),
+        (
+            {
+                "model": base_name(client),
+                "messages": [{"role": "user", "content": "x"}],
+                "stop": ["a"] * 5,
+            },
+            "stop",
+        ),
     ]
     for body, field in cases:
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 400, (body, r.text)
         err = r.json()["error"]
         assert field in (err["param"] or "") or field in err["message"], (body, err)
-    r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert "error" in r.json()
 

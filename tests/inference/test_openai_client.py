@@ -22,14 +22,17 @@ def test_chat_plain_and_stream_agree(oai: openai.OpenAI, app) -> None:  # noqa: 
     plain = oai.chat.completions.create(model=name, messages=messages, max_tokens=10, temperature=0)
     assert plain.choices[0].finish_reason in ("stop", "length")
     assert plain.usage.completion_tokens >= 1
-    stream = oai.chat.completions.create(model=name, messages=messages, max_tokens=10,
-                                         temperature=0, stream=True)
+    stream = oai.chat.completions.create(
+        model=name, messages=messages, max_tokens=10, temperature=0, stream=True
+    )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == plain.choices[0].message.content
 
 
 def test_completions_create(oai: openai.OpenAI, app) -> None:  # noqa: ANN001
-    out = oai.completions.create(model=app.state.engine.name, prompt="Hello", max_tokens=4, temperature=0)
+    out = oai.completions.create(
+        model=app.state.engine.name, prompt="Hello", max_tokens=4, temperature=0
+    )
     assert out.object == "text_completion"
     assert out.usage.prompt_tokens >= 1
 
