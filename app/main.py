@@ -14,9 +14,14 @@ from app.db import get_sessionmaker
 from app.engine.engine import Engine, EngineConfig
 from app.engine.loader import load_base_model
 from app.errors import install_error_handlers
+from app.aliases.router import router as aliases_router
+from app.evals.router import router as evals_router
+from app.files.router import router as files_router
+from app.finetune.router import router as finetune_router
 from app.inference.router import router as inference_router
 from app.limits import BodySizeLimit
 from app.settings import Settings, get_settings
+from app.templates.router import router as templates_router
 
 log = logging.getLogger("adaptd")
 
@@ -71,5 +76,13 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     )
     app.include_router(health.router)
     app.include_router(auth_router)
-    app.include_router(inference_router)
+    for router in (
+        inference_router,
+        templates_router,
+        files_router,
+        finetune_router,
+        aliases_router,
+        evals_router,
+    ):
+        app.include_router(router)
     return app

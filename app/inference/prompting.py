@@ -18,6 +18,9 @@ DEFAULT_MAX_TOKENS = 512
 class PreparedPrompt:
     token_ids: list[int]
     examples_used: int | None = None
+    # Leading tokens that are the same for every request of this variant (a template's
+    # system prompt and static examples): the engine may reuse their key/value cache.
+    prefix_len: int = 0
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
