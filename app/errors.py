@@ -122,7 +122,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         param = _field_name(tuple(first.get("loc", ())))
-        message = f"{param}: {first['msg']}" if param else str(first["msg"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        message = f"{param}: {msg}" if param else msg
         err = BadRequest(message, param=param, code="invalid_request")
         return error_response(err)
 

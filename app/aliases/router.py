@@ -1,3 +1,63 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+
+from app.aliases import service
+from app.aliases.schemas import (
+    AliasCreate,
+    AliasHistory,
+    AliasList,
+    AliasRead,
+    AliasRollback,
+    AliasUpdate,
+)
+from app.auth.dependencies import TenantDep
+from app.db import SessionDep
+from app.inference.dependencies import EngineDep
 
 router = APIRouter(prefix="/v1/aliases", tags=["aliases"])
+
+
+@router.post("", response_model=AliasRead, status_code=201)
+def create_alias(
+    body: AliasCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
+) -> AliasRead:
+    alias = service.create(session, principal.tenant, engine.name, body.name, body.targets)
+    return service.read(session, alias)
+
+
+@router.get("", response_model=AliasList)
+def list_aliases(principal: TenantDep, session: SessionDep) -> AliasList:
+    return AliasList(
+        data=[service.read(session, a) for a in service.list_aliases(session, principal.tenant)]
+    )
+
+
+@router.get("/{name}", response_model=AliasRead)
+def get_alias(name: str, principal: TenantDep, session: SessionDep) -> AliasRead:
+    return service.read(session, service.get(session, principal.tenant, name))
+
+
+@router.put("/{name}", response_model=AliasRead)
+def repoint_alias(
+    name: str, body: AliasUpdate, principal: TenantDep, session: SessionDep, engine: EngineDep
+) -> AliasRead:
+    alias = service.repoint(session, principal.tenant, engine.name, name, body.targets)
+    return service.read(session, alias)
+
+
+@router.post("/{name}/rollback", response_model=AliasRead)
+def rollback_alias(
+    name: str, body: AliasRollback, principal: TenantDep, session: SessionDep
+) -> AliasRead:
+    alias = service.rollback(session, principal.tenant, name, body.version)
+    return service.read(session, alias)
+
+
+@router.get("/{name}/history", response_model=AliasHistory)
+def alias_history(name: str, principal: TenantDep, session: SessionDep) -> AliasHistory:
+    return AliasHistory(data=service.history(session, principal.tenant, name))
+
+
+@router.delete("/{name}", status_code=204)
+def delete_alias(name: str, principal: TenantDep, session: SessionDep) -> Response:
+    service.remove(session, principal.tenant, name)
+    return Response(status_code=204)

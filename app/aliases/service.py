@@ -1,7 +1,202 @@
-"""Aliases: stable names over variants. (Filled in by the aliases work; see issue 6.)"""
+"""Aliases: stable names over variants, weighted splits, versioned repointing."""
 
+import random
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from app.aliases.models import Alias, AliasCounter, AliasVersion
+from app.aliases.schemas import AliasRead, AliasTarget, AliasVersionRead
+from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
+from app.ids import new_id
+
+_rng = random.SystemRandom()
+
+
+def get(session: Session, tenant: str, name: str) -> Alias:
+    row = session.scalar(select(Alias).where(Alias.tenant == tenant, Alias.name == name))
+    if row is None:
+        raise NotFound(f"No alias named '{name}'.", param="name", code="alias_not_found")
+    return row
+
+
+def _version(session: Session, alias: Alias, version: int) -> AliasVersion | None:
+    return session.scalar(
+        select(AliasVersion).where(
+            AliasVersion.alias_id == alias.id, AliasVersion.version == version
+        )
+    )
+
+
+def _check_targets(
+    session: Session, tenant: str, base_name: str, targets: list[AliasTarget]
+) -> None:
+    """Every target must be a servable, concrete variant now (never another alias)."""
+    from app import variants
+
+    for i, target in enumerate(targets):
+        try:
+            variant = variants.resolve(session, tenant, target.model, base_name, _depth=1)
+        except ModelNotFound:
+            raise BadRequest(
+                f"Target '{target.model}' does not exist or you do not have access to it.",
+                param=f"targets.{i}.model",
+                code="model_not_found",
+            ) from None
+        if variant.alias is not None:
+            raise BadRequest("An alias cannot point to another alias.", param=f"targets.{i}.model")
+
+
+def read(session: Session, alias: Alias) -> AliasRead:
+    current = _version(session, alias, alias.current_version)
+    assert current is not None
+    counts = session.scalars(select(AliasCounter).where(AliasCounter.alias_id == alias.id))
+    return AliasRead(
+        id=alias.id,
+        name=alias.name,
+        version=alias.current_version,
+        targets=[AliasTarget(**t) for t in current.targets],
+        requests={c.model: c.requests for c in counts},
+        created_at=alias.created_at,
+    )
+
+
+def create(
+    session: Session, tenant: str, base_name: str, name: str, targets: list[AliasTarget]
+) -> Alias:
+    from app.variants import ADAPTER_PREFIX, TEMPLATE_PREFIX
+
+    if name == base_name or name.startswith((ADAPTER_PREFIX, TEMPLATE_PREFIX)):
+        raise BadRequest(
+            f"'{name}' is reserved for a model name.", param="name", code="reserved_name"
+        )
+    _check_targets(session, tenant, base_name, targets)
+    alias = Alias(id=new_id("alias_"), tenant=tenant, name=name, current_version=1)
+    session.add(alias)
+    session.add(
+        AliasVersion(alias_id=alias.id, version=1, targets=[t.model_dump() for t in targets])
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"An alias named '{name}' already exists.", param="name") from None
+    return alias
+
+
+def repoint(
+    session: Session, tenant: str, base_name: str, name: str, targets: list[AliasTarget]
+) -> Alias:
+    alias = get(session, tenant, name)
+    _check_targets(session, tenant, base_name, targets)
+    return _add_version(session, alias, [t.model_dump() for t in targets])
+
+
+def rollback(session: Session, tenant: str, name: str, version: int | None) -> Alias:
+    alias = get(session, tenant, name)
+    wanted = version if version is not None else alias.current_version - 1
+    old = _version(session, alias, wanted) if wanted >= 1 else None
+    if old is None:
+        raise BadRequest(
+            f"Alias '{name}' has no version {wanted} to roll back to.", param="version"
+        )
+    return _add_version(session, alias, old.targets)
+
+
+def _add_version(session: Session, alias: Alias, targets: list[dict]) -> Alias:
+    """A compare-and-set on current_version, so two concurrent repoints never share a number
+    and a reader always sees one whole version."""
+    for _ in range(5):
+        current = alias.current_version
+        new = current + 1
+        session.add(AliasVersion(alias_id=alias.id, version=new, targets=targets))
+        moved = session.execute(
+            update(Alias)
+            .where(Alias.id == alias.id, Alias.current_version == current)
+            .values(current_version=new)
+        ).rowcount
+        if moved == 1:
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                session.refresh(alias)
+                continue
+            session.refresh(alias)
+            return alias
+        session.rollback()
+        session.refresh(alias)
+    raise Conflict("The alias is being repointed concurrently; retry.", param="name")
+
+
+def history(session: Session, tenant: str, name: str) -> list[AliasVersionRead]:
+    alias = get(session, tenant, name)
+    rows = session.scalars(
+        select(AliasVersion).where(AliasVersion.alias_id == alias.id).order_by(AliasVersion.version)
+    )
+    return [
+        AliasVersionRead(
+            version=r.version,
+            targets=[AliasTarget(**t) for t in r.targets],
+            created_at=r.created_at,
+        )
+        for r in rows
+    ]
+
+
+def remove(session: Session, tenant: str, name: str) -> None:
+    alias = get(session, tenant, name)
+    session.execute(delete(AliasCounter).where(AliasCounter.alias_id == alias.id))
+    session.execute(delete(AliasVersion).where(AliasVersion.alias_id == alias.id))
+    session.delete(alias)
+    session.commit()
+
+
+def list_aliases(session: Session, tenant: str) -> list[Alias]:
+    return list(session.scalars(select(Alias).where(Alias.tenant == tenant).order_by(Alias.name)))
+
+
+def pointing_to(session: Session, tenant: str, model: str) -> list[str]:
+    """Names of aliases whose current version targets `model` (checked before deletes)."""
+    names = []
+    for alias in list_aliases(session, tenant):
+        current = _version(session, alias, alias.current_version)
+        if current is not None and any(t["model"] == model for t in current.targets):
+            names.append(alias.name)
+    return names
 
 
 def pick_target(session: Session, tenant: str, name: str) -> str | None:
-    return None
+    """The concrete model for one request through alias `name` (None: no such alias)."""
+    row = session.execute(
+        select(AliasVersion.targets)
+        .join(Alias, Alias.id == AliasVersion.alias_id)
+        .where(
+            Alias.tenant == tenant,
+            Alias.name == name,
+            AliasVersion.version == Alias.current_version,
+        )
+    ).first()
+    if row is None:
+        return None
+    targets = row[0]
+    alias_id = session.scalar(select(Alias.id).where(Alias.tenant == tenant, Alias.name == name))
+    chosen = _rng.choices([t["model"] for t in targets], weights=[t["weight"] for t in targets])[0]
+    _count(session, alias_id, chosen)
+    return chosen
+
+
+def _count(session: Session, alias_id: str, model: str) -> None:
+    bump = (
+        update(AliasCounter)
+        .where(AliasCounter.alias_id == alias_id, AliasCounter.model == model)
+        .values(requests=AliasCounter.requests + 1)
+    )
+    if session.execute(bump).rowcount == 0:
+        try:
+            with session.begin_nested():
+                session.add(AliasCounter(alias_id=alias_id, model=model, requests=1))
+        except IntegrityError:
+            session.execute(bump)  # another request inserted it first
+    session.commit()
