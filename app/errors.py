@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,21 @@ def install_error_handlers(app: FastAPI) -> None:
         err = kind(str(exc.detail))
         err.status_code = exc.status_code
         return error_response(err)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        # A lost connection is the database being briefly unreachable, not a bug: 503, and
+        # the pool's pre-ping reconnects once it is back.
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
+            log.warning("database unavailable: %s", type(exc.orig).__name__)
+            return error_response(
+                ServiceUnavailable(
+                    "The database is unavailable; retry shortly.",
+                    code="database_unavailable",
+                    headers={"Retry-After": "2"},
+                )
+            )
+        return await _unexpected(_, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

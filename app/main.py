@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app import health
 from app.aliases.router import router as aliases_router
 from app.auth import service as auth_service
+from app.auth.rate_limit import RateLimiter
 from app.auth.router import router as auth_router
 from app.db import get_sessionmaker
 from app.engine.engine import Engine, EngineConfig
@@ -69,6 +70,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
 
     app = FastAPI(title="adaptd", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,

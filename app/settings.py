@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     max_tokens_cap: int = 4096
     max_body_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
-    rate_limit_per_minute: int = 0  # 0 disables the per-key limit
+    rate_limit_per_minute: int = 1200  # per API key; 0 disables the limit
     max_active_jobs_per_tenant: int = 4
 
     # Fine-tuning jobs whose worker stopped reporting for this long are failed or retried.

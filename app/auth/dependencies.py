@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.auth.rate_limit import RateLimiter
 from app.auth.service import Principal, lookup
 from app.db import SessionDep
 from app.errors import AuthenticationError, PermissionDenied
@@ -19,6 +20,9 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
     principal = lookup(session, key.strip())
     if principal is None:
         raise AuthenticationError("Incorrect API key provided.")
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(principal.key_id)
     request.state.principal = principal
     return principal
 
