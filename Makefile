@@ -29,6 +29,10 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
+# A longer schemathesis run over every operation (make test runs a short one).
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(VENV)/bin/pytest -q tests/test_fuzz.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

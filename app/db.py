@@ -55,3 +55,8 @@ def get_session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def unix_time(dt: datetime | None) -> int | None:
+    """Stored times are naive UTC; the API speaks Unix seconds, as OpenAI does."""
+    return None if dt is None else int(dt.replace(tzinfo=UTC).timestamp())

@@ -124,7 +124,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         param = _field_name(tuple(first.get("loc", ())))
         msg = str(first["msg"]).removeprefix("Value error, ")
-        message = f"{param}: {msg}" if param else msg
+        message = f"{param}: {msg}" if param else f"Invalid request body: {msg}"
         err = BadRequest(message, param=param, code="invalid_request")
         return error_response(err)
 

@@ -21,6 +21,7 @@ from app.files.router import router as files_router
 from app.finetune.router import router as finetune_router
 from app.inference.router import router as inference_router
 from app.limits import BodySizeLimit
+from app.protocol.errors import ERROR_RESPONSES
 from app.settings import Settings, get_settings
 from app.templates.router import router as templates_router
 
@@ -68,7 +69,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         if engine is None and getattr(app.state, "engine", None) is not None:
             app.state.engine.stop()
 
-    app = FastAPI(title="adaptd", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="adaptd", version="0.1.0", lifespan=lifespan, responses=ERROR_RESPONSES)
     install_error_handlers(app)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.add_middleware(

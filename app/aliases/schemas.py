@@ -1,5 +1,4 @@
 import re
-from datetime import datetime
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -45,7 +44,7 @@ class AliasRollback(BaseModel):
 class AliasVersionRead(BaseModel):
     version: int
     targets: list[AliasTarget]
-    created_at: datetime
+    created_at: int
 
 
 class AliasRead(BaseModel):
@@ -55,7 +54,7 @@ class AliasRead(BaseModel):
     version: int
     targets: list[AliasTarget]
     requests: dict[str, int]  # per concrete variant
-    created_at: datetime
+    created_at: int
 
 
 class AliasList(BaseModel):

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.aliases.models import Alias, AliasCounter, AliasVersion
 from app.aliases.schemas import AliasRead, AliasTarget, AliasVersionRead
+from app.db import unix_time
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
 
@@ -58,7 +59,7 @@ def read(session: Session, alias: Alias) -> AliasRead:
         version=alias.current_version,
         targets=[AliasTarget(**t) for t in current.targets],
         requests={c.model: c.requests for c in counts},
-        created_at=alias.created_at,
+        created_at=unix_time(alias.created_at),
     )
 
 
@@ -139,7 +140,7 @@ def history(session: Session, tenant: str, name: str) -> list[AliasVersionRead]:
         AliasVersionRead(
             version=r.version,
             targets=[AliasTarget(**t) for t in r.targets],
-            created_at=r.created_at,
+            created_at=unix_time(r.created_at),
         )
         for r in rows
     ]

@@ -3,7 +3,7 @@ from fastapi import APIRouter
 from app.auth import service
 from app.auth.dependencies import AdminDep
 from app.auth.schemas import ApiKeyCreate, ApiKeyCreated
-from app.db import SessionDep
+from app.db import SessionDep, unix_time
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -17,6 +17,6 @@ def create_key(body: ApiKeyCreate, session: SessionDep, _: AdminDep) -> ApiKeyCr
         name=row.name,
         prefix=row.prefix,
         is_admin=row.is_admin,
-        created_at=row.created_at,
+        created_at=unix_time(row.created_at),
         key=key,
     )

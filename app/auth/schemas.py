@@ -1,5 +1,4 @@
 import re
-from datetime import datetime
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -24,7 +23,7 @@ class ApiKeyRead(BaseModel):
     name: str
     prefix: str
     is_admin: bool
-    created_at: datetime
+    created_at: int
 
 
 class ApiKeyCreated(ApiKeyRead):

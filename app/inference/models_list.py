@@ -1,11 +1,10 @@
 """Everything a tenant can name in `model`: the base, its adapters, templates and aliases."""
 
-import calendar
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.aliases.models import Alias
+from app.db import unix_time
 from app.protocol.models import ModelCard, ModelList
 from app.registry.models import Adapter
 from app.templates.models import Template
@@ -14,7 +13,7 @@ _SERVER_START = 0
 
 
 def _ts(dt) -> int:  # noqa: ANN001
-    return calendar.timegm(dt.utctimetuple()) if dt else 0
+    return unix_time(dt) or 0
 
 
 def list_models(session: Session, tenant: str, base_name: str) -> ModelList:
