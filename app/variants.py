@@ -35,7 +35,13 @@ class Variant:
 
 
 def resolve(
-    session: Session, tenant: str, model: str, base_name: str, *, _depth: int = 0
+    session: Session,
+    tenant: str,
+    model: str,
+    base_name: str,
+    *,
+    count_alias: bool = True,
+    _depth: int = 0,
 ) -> Variant:
     if model == base_name:
         return Variant(model=model, kind="base")
@@ -62,7 +68,7 @@ def resolve(
     if _depth == 0:
         from app.aliases import service as aliases
 
-        target = aliases.pick_target(session, tenant, model)
+        target = aliases.pick_target(session, tenant, model, count=count_alias)
         if target is not None:
             variant = resolve(session, tenant, target, base_name, _depth=1)
             return Variant(

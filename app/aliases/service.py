@@ -168,7 +168,7 @@ def pointing_to(session: Session, tenant: str, model: str) -> list[str]:
     return names
 
 
-def pick_target(session: Session, tenant: str, name: str) -> str | None:
+def pick_target(session: Session, tenant: str, name: str, *, count: bool = True) -> str | None:
     """The concrete model for one request through alias `name` (None: no such alias)."""
     row = session.execute(
         select(AliasVersion.targets)
@@ -184,7 +184,8 @@ def pick_target(session: Session, tenant: str, name: str) -> str | None:
     targets = row[0]
     alias_id = session.scalar(select(Alias.id).where(Alias.tenant == tenant, Alias.name == name))
     chosen = _rng.choices([t["model"] for t in targets], weights=[t["weight"] for t in targets])[0]
-    _count(session, alias_id, chosen)
+    if count:
+        _count(session, alias_id, chosen)
     return chosen
 
 

@@ -1,3 +1,53 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from app.auth.dependencies import TenantDep
+from app.db import SessionDep
+from app.evals import service
+from app.evals.models import Evaluation
+from app.evals.queue import enqueue_eval
+from app.evals.schemas import EvalCreate, EvalEventList, EvalList, EvalRead
+from app.inference.dependencies import EngineDep
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
+
+
+@router.post("", response_model=EvalRead, status_code=201)
+def create_eval(
+    body: EvalCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
+) -> EvalRead:
+    row = service.create(session, principal.tenant, engine.name, body)
+    enqueue_eval(row.id)  # after the commit, so the worker always finds the row
+    return service.read(row)
+
+
+@router.get("", response_model=EvalList)
+def list_evals(
+    principal: TenantDep,
+    session: SessionDep,
+    after: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+) -> EvalList:
+    query = select(Evaluation).where(Evaluation.tenant == principal.tenant)
+    if after is not None:
+        cursor = service.get(session, principal.tenant, after)
+        query = query.where(
+            (Evaluation.created_at < cursor.created_at)
+            | ((Evaluation.created_at == cursor.created_at) & (Evaluation.id < cursor.id))
+        )
+    rows = list(
+        session.scalars(
+            query.order_by(Evaluation.created_at.desc(), Evaluation.id.desc()).limit(limit + 1)
+        )
+    )
+    return EvalList(data=[service.read(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.get("/{eval_id}", response_model=EvalRead)
+def get_eval(eval_id: str, principal: TenantDep, session: SessionDep) -> EvalRead:
+    return service.read(service.get(session, principal.tenant, eval_id))
+
+
+@router.get("/{eval_id}/events", response_model=EvalEventList)
+def eval_events(eval_id: str, principal: TenantDep, session: SessionDep) -> EvalEventList:
+    return EvalEventList(data=service.events(session, principal.tenant, eval_id))

@@ -1,0 +1,164 @@
+"""Evaluations: create (validate, store, enqueue after commit), run on the worker, read."""
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import variants
+from app.db import get_sessionmaker, unix_time, utcnow
+from app.engine.engine import Engine
+from app.errors import BadRequest, ModelNotFound, NotFound
+from app.evals.dataset import load_labeled_examples
+from app.evals.models import EvalEvent, Evaluation
+from app.evals.report import build_report
+from app.evals.runner import GenerationSettings, run_variant
+from app.evals.schemas import EvalCreate, EvalEventRead, EvalGeneration, EvalRead
+from app.files.models import File
+from app.ids import new_id
+
+log = logging.getLogger(__name__)
+
+TERMINAL = {"succeeded", "failed"}
+
+
+def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> Evaluation:
+    file = session.scalar(select(File).where(File.id == body.file_id, File.tenant == tenant))
+    if file is None:
+        raise NotFound(f"No file with id '{body.file_id}'.", param="file_id", code="file_not_found")
+    for i, model in enumerate(body.variants):
+        try:
+            variants.resolve(session, tenant, model, base_name, count_alias=False)
+        except ModelNotFound:
+            raise BadRequest(
+                f"Variant '{model}' does not exist or you do not have access to it.",
+                param=f"variants.{i}",
+                code="model_not_found",
+            ) from None
+    row = Evaluation(
+        id=new_id("eval_"),
+        tenant=tenant,
+        file_id=file.id,
+        variants=body.variants,
+        metric=body.metric,
+        params={"generation": body.generation.model_dump(), "limit": body.limit},
+        status="queued",
+    )
+    session.add(row)
+    session.add(EvalEvent(eval_id=row.id, message="Evaluation created"))
+    session.commit()
+    return row
+
+
+def get(session: Session, tenant: str, eval_id: str) -> Evaluation:
+    row = session.scalar(
+        select(Evaluation).where(Evaluation.id == eval_id, Evaluation.tenant == tenant)
+    )
+    if row is None:
+        raise NotFound(
+            f"No evaluation with id '{eval_id}'.", param="eval_id", code="eval_not_found"
+        )
+    return row
+
+
+def read(row: Evaluation) -> EvalRead:
+    return EvalRead(
+        id=row.id,
+        status=row.status,
+        file_id=row.file_id,
+        variants=row.variants,
+        metric=row.metric,
+        generation=EvalGeneration(**row.params.get("generation", {})),
+        limit=row.params.get("limit"),
+        created_at=unix_time(row.created_at) or 0,
+        finished_at=unix_time(row.finished_at),
+        error=row.error,
+        report=row.report,
+    )
+
+
+def events(session: Session, tenant: str, eval_id: str) -> list[EvalEventRead]:
+    get(session, tenant, eval_id)
+    rows = session.scalars(
+        select(EvalEvent).where(EvalEvent.eval_id == eval_id).order_by(EvalEvent.id)
+    )
+    return [
+        EvalEventRead(
+            id=r.id, created_at=unix_time(r.created_at) or 0, message=r.message, data=r.data
+        )
+        for r in rows
+    ]
+
+
+def _event(eval_id: str, message: str, data: dict[str, Any] | None = None) -> None:
+    with get_sessionmaker()() as session:
+        session.add(EvalEvent(eval_id=eval_id, message=message, data=data))
+        row = session.get(Evaluation, eval_id)
+        if row is not None:
+            row.heartbeat_at = utcnow()
+        session.commit()
+
+
+def _finish(eval_id: str, **fields: Any) -> None:
+    with get_sessionmaker()() as session:
+        row = session.get(Evaluation, eval_id)
+        if row is None:
+            return
+        for key, value in fields.items():
+            setattr(row, key, value)
+        row.finished_at = utcnow()
+        session.commit()
+
+
+def run(eval_id: str, engine: Engine) -> None:
+    """The worker's side. Idempotent: a finished evaluation is left alone; a redelivered
+    one that was running starts over (its report is written only at the end)."""
+    with get_sessionmaker()() as session:
+        row = session.get(Evaluation, eval_id)
+        if row is None or row.status in TERMINAL:
+            return
+        row.status = "running"
+        row.heartbeat_at = utcnow()
+        session.commit()
+        tenant, names, metric = row.tenant, list(row.variants), row.metric
+        gen = GenerationSettings(**row.params.get("generation", {}))
+        limit = row.params.get("limit")
+        try:
+            examples = load_labeled_examples(session, tenant, row.file_id)
+            resolved = [
+                variants.resolve(session, tenant, m, engine.name, count_alias=False) for m in names
+            ]
+        except Exception as exc:  # noqa: BLE001 - reported on the row, not raised
+            _fail(eval_id, exc)
+            return
+    if limit:
+        examples = examples[:limit]
+    _event(eval_id, f"Evaluating {len(examples)} examples on {len(names)} variants")
+    try:
+        outcomes = {}
+        for i, (name, variant) in enumerate(zip(names, resolved, strict=True)):
+            outcomes[name] = asyncio.run(run_variant(engine, variant, examples, metric, gen))
+            correct = sum(o.correct for o in outcomes[name])
+            _event(
+                eval_id,
+                f"Variant {i + 1}/{len(names)} done: {name}",
+                {"variant": name, "correct": correct, "n": len(examples)},
+            )
+        report = build_report(
+            names, [{"input": ex.input, "expected": ex.expected} for ex in examples], outcomes
+        )
+    except Exception as exc:  # noqa: BLE001
+        log.exception("evaluation %s failed", eval_id)
+        _fail(eval_id, exc)
+        return
+    _finish(eval_id, status="succeeded", report=report)
+    _event(eval_id, "Evaluation succeeded", {"recommendation": report["recommendation"]["variant"]})
+
+
+def _fail(eval_id: str, exc: Exception) -> None:
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    code = getattr(exc, "code", None) or "eval_failed"
+    _finish(eval_id, status="failed", error={"code": code, "message": message, "param": None})
+    _event(eval_id, f"Evaluation failed: {message}")

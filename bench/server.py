@@ -1,0 +1,96 @@
+"""Starts the real service (uvicorn, SQLite, a temporary data folder) for benchmarks."""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(
+        self, extra_env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> None:
+        self.port = free_port()
+        self.key = "sk-adaptd-bench-" + secrets.token_hex(8)
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="adaptd-bench-"))
+        self.env = {
+            **os.environ,
+            "DATA_DIR": str(self.data_dir),
+            "ADAPTD_ADMIN_KEY": self.key,
+            **(extra_env or {}),
+        }
+        if "DATABASE_URL" not in (extra_env or {}):
+            self.env.pop("DATABASE_URL", None)  # SQLite in the data folder
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Server":
+        py = sys.executable
+        subprocess.run(
+            [py, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self.proc = subprocess.Popen(
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "app.asgi:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited during startup")
+            time.sleep(0.5)
+        raise RuntimeError("server not ready after 300 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server process, from /proc."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0

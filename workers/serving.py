@@ -1,0 +1,23 @@
+"""The worker's own inference engine, loaded on first use and kept for the process: an
+evaluation runs through the same engine (and batching) that serves API requests."""
+
+import threading
+
+from app.engine.engine import Engine
+from app.engine.loader import load_base_model
+from app.main import engine_config
+from app.settings import get_settings
+
+_engine: Engine | None = None
+_lock = threading.Lock()
+
+
+def worker_engine() -> Engine:
+    global _engine
+    with _lock:
+        if _engine is None:
+            settings = get_settings()
+            loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
+            _engine = Engine(loaded, engine_config(settings))
+            _engine.start()
+        return _engine
