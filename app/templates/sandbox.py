@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.ext import Extension
 from jinja2.filters import FILTERS
@@ -202,6 +202,22 @@ def _check_size(value: Any) -> Any:
     return value
 
 
+def _finalize(value: Any) -> Any:
+    """Every {{ value }}: size-checked, and an undefined hidden in a list or dict (an unsafe
+    attribute picked by map(), say) fails as it would on its own instead of printing."""
+    stack, seen = [value], 0
+    while stack and seen < 10_000:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, Undefined):
+            str(item)  # StrictUndefined: raises UndefinedError or SecurityError
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return _check_size(value)
+
+
 def _check_all(values: Iterable[Any]) -> None:
     total = 0
     for v in values:
@@ -276,7 +292,9 @@ def _check_int_bits(bits: int) -> None:
 
 def _no_percent_format(left: Any, right: Any) -> Any:
     if isinstance(left, str):
-        raise TemplateRefused("'%' string formatting is not allowed in templates.")
+        raise TemplateRefused(
+            "'%' string formatting is not allowed in templates.", code="template_unsafe"
+        )
     return operator.mod(left, right)
 
 
@@ -334,7 +352,7 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
             autoescape=False,
             keep_trailing_newline=True,
             extensions=[_GuardExtension],
-            finalize=_check_size,  # every {{ value }} is checked before it becomes text
+            finalize=_finalize,  # every {{ value }} is checked before it becomes text
         )
         self.concat = _checked_join  # type: ignore[method-assign]
         self.globals.clear()

@@ -300,33 +300,37 @@ def validate(spec: TemplateSpec, engine: Engine, session: Session, tenant: str) 
 
 
 def _dry_run(spec: TemplateSpec, used: set[str]) -> str:
-    """Render the request turn with empty values: catches unsafe or runaway templates
+    """Render the request turn with placeholder values: catches unsafe or runaway templates
     (range(10**9), attribute walks built at run time) before anything is saved. Errors
     that depend on real request values (a variable meant to be a dict) are left for then."""
-    context: dict[str, Any] = {name: "" for name in used}
+    context: dict[str, Any] = {name: "x" for name in used}
     context.update(defaults_of(spec.variables))
-    context["input"] = ""
+    context["input"] = "x"
     try:
         return sandbox.render(spec.instruction, context)
     except sandbox.TemplateRefused as exc:
-        if exc.code in ("template_unsafe", "template_too_expensive", "template_too_large"):
-            raise _refused(exc, "instruction") from None
-        return ""
+        if exc.code in ("template_render_error", "missing_variable"):
+            return ""
+        raise _refused(exc, "instruction") from None
 
 
 def _check_fits(spec: TemplateSpec, engine: Engine, probe: str) -> None:
-    """With no examples and an empty input, the prompt plus max_tokens must fit."""
+    """With no examples and a one-letter input, the prompt plus max_tokens must fit."""
     messages, _ = chat_messages(spec.system_prompt, [], [{"role": "user", "content": probe}])
     chat_tokens = len(encode(engine.tokenizer, render_chat(engine.tokenizer, messages)))
     text_tokens = len(encode(engine.tokenizer, completion_text(spec.system_prompt, [], probe)))
     needed = max(chat_tokens, text_tokens)
     completion = spec.params.max_tokens or 1
     if needed + completion > engine.context_window:
+        if needed < engine.context_window:
+            param = "params.max_tokens"
+        else:
+            param = "system_prompt" if len(spec.system_prompt) > len(probe) else "instruction"
         raise BadRequest(
-            f"The prompt takes {needed} tokens with no examples and an empty input, plus "
+            f"The prompt takes {needed} tokens with no examples and a one-letter input, plus "
             f"max_tokens {completion}: more than the model's context window of "
             f"{engine.context_window} tokens.",
-            param="system_prompt",
+            param=param,
             code="context_length_exceeded",
         )
 
