@@ -1,9 +1,11 @@
 """LoRA adapters loaded into the one base model on first use, least recently used evicted."""
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +16,19 @@ from app.errors import APIError
 
 log = logging.getLogger(__name__)
 
+BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
 
 @dataclass(frozen=True)
 class AdapterRef:
     name: str  # unique: the registry's ft: name
     path: Path
+
+
+def peft_label(name: str) -> str:
+    """The name the adapter has inside peft: registry names may hold '.', which torch module
+    names cannot, so peft sees a stable digest instead."""
+    return "adapter" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 class AdapterLoadError(APIError):
@@ -38,29 +48,44 @@ class AdapterCache:
         self._loaded: OrderedDict[str, AdapterRef] = OrderedDict()
         self._lock = threading.Lock()
         self._pending_unload: set[str] = set()
+        # Called (on the scheduler thread) with the name of each adapter that was deleted.
+        self.on_forget: list[Callable[[str], None]] = []
+        self.loads = 0  # how many times files were read: eviction shows as a reload
 
     @property
     def loaded(self) -> list[str]:
         return list(self._loaded)
 
-    def ensure(self, ref: AdapterRef) -> None:
-        """Make `ref` resident, loading it (and evicting the oldest) when needed."""
-        self._apply_pending_unloads()
+    @property
+    def has_adapters(self) -> bool:
+        return self.peft is not None and bool(self.peft.peft_config)
+
+    def ensure(self, ref: AdapterRef, pinned: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Make `ref` resident, loading it (and evicting the least recently used adapter that
+        no running row needs) when needed. False: every slot is pinned, try again later."""
+        self.apply_pending_unloads(pinned)
         if ref.name in self._loaded:
             self._loaded.move_to_end(ref.name)
-            return
+            return True
         if not (ref.path / "adapter_config.json").exists():
             raise AdapterLoadError(f"Adapter files for '{ref.name}' are missing.", param="model")
         while len(self._loaded) >= self.capacity:
-            oldest, _ = self._loaded.popitem(last=False)
-            self._unload(oldest)
+            victim = next((n for n in self._loaded if n not in pinned), None)
+            if victim is None:
+                return False
+            del self._loaded[victim]
+            self._unload(victim)
         try:
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(
-                    self.base, str(ref.path), adapter_name=ref.name
+                    self.base, str(ref.path), adapter_name=peft_label(ref.name)
                 )
             else:
-                self.peft.load_adapter(str(ref.path), adapter_name=ref.name)
+                self.peft.load_adapter(str(ref.path), adapter_name=peft_label(ref.name))
+            # peft keeps a stale active adapter after deleting the last one; point it at a
+            # live one so its forward hooks work (rows still pick theirs via adapter_names).
+            if self.peft.active_adapter not in self.peft.peft_config:
+                self.peft.set_adapter(peft_label(ref.name))
             self.peft.eval()
         except Exception as exc:  # corrupt files: fail this request only
             log.warning("adapter %s failed to load: %s", ref.name, type(exc).__name__)
@@ -68,24 +93,40 @@ class AdapterCache:
             raise AdapterLoadError(
                 f"Adapter '{ref.name}' could not be loaded: its files are corrupt.", param="model"
             ) from exc
+        self.loads += 1
         self._loaded[ref.name] = ref
+        return True
 
     def forget(self, name: str) -> None:
         """Called from any thread when an adapter is deleted; applied before the next use."""
         with self._lock:
             self._pending_unload.add(name)
 
-    def _apply_pending_unloads(self) -> None:
+    def apply_pending_unloads(self, pinned: frozenset[str] | set[str] = frozenset()) -> None:
+        """Unload deleted adapters; one still used by a running row waits until it is not."""
         with self._lock:
-            names, self._pending_unload = self._pending_unload, set()
+            names = self._pending_unload - set(pinned)
+            self._pending_unload -= names
         for name in names:
             if name in self._loaded:
                 del self._loaded[name]
                 self._unload(name)
+            for listener in self.on_forget:
+                listener(name)
+
+    def nbytes(self, name: str) -> int:
+        """Bytes of the adapter's weights held in memory."""
+        if self.peft is None:
+            return 0
+        part = f".{peft_label(name)}."
+        return sum(
+            p.numel() * p.element_size() for n, p in self.peft.named_parameters() if part in n
+        )
 
     def _unload(self, name: str) -> None:
-        if self.peft is not None and name in self.peft.peft_config:
-            self.peft.delete_adapter(name)
+        label = peft_label(name)
+        if self.peft is not None and label in self.peft.peft_config:
+            self.peft.delete_adapter(label)
 
     def _drop_partial(self, name: str) -> None:
         with contextlib.suppress(Exception):  # best effort after a failed load

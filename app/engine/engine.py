@@ -1,49 +1,29 @@
 """The engine: accepts token ids for a variant, schedules them, streams text back.
 
-One scheduler thread owns the model; callers only enqueue work and read events, so the
-event loop never blocks on a forward pass.
+One scheduler thread owns the model (app/engine/scheduler.py); callers only enqueue work and
+read events, so the event loop never blocks on a forward pass. Requests for every variant
+(the base model, any adapter, any template) share one batch.
 """
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
 
-import torch
-
-from app.engine.adapters import AdapterCache, AdapterRef
+from app.engine.adapters import AdapterCache, AdapterRef, peft_label
+from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
-from app.engine.requests import Delta, Failed, Finished, RequestHandle
-from app.engine.sampling import Sampler, SamplingParams
-from app.errors import APIError, ServiceUnavailable
+from app.engine.prefix_cache import PrefixCache
+from app.engine.requests import Finished, RequestHandle
+from app.engine.sampling import SamplingParams
+from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
+from app.errors import BadRequest, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class EngineConfig:
-    max_batch_size: int = 16
-    batch_wait_ms: float = 5.0
-    max_queue: int = 256
-    max_loaded_adapters: int = 8
-    prefix_cache_entries: int = 16
-
-
-@dataclass
-class Sequence:
-    """One row of work: a prompt, how to sample it, where its events go."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    handle: RequestHandle
-    adapter: AdapterRef | None = None
-    sampler: Sampler = field(init=False)
-    assembler: TextAssembler = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sampler = Sampler(self.params)
+__all__ = ["Engine", "EngineConfig", "EngineStats", "Sequence"]
 
 
 class Engine:
@@ -54,21 +34,47 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.name = loaded.name
         self.device = loaded.device
+        check_supported(self.model.config)
         self.context_window = context_window(self.model)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.adapters = AdapterCache(self.model, self.config.max_loaded_adapters)
+        self.prefixes = PrefixCache(self.config.prefix_cache_entries)
+        # A deleted adapter's cached prefixes go with it.
+        self.adapters.on_forget.append(lambda name: self.prefixes.drop_adapter(peft_label(name)))
+        self.stats = EngineStats()
         self._queue: queue.Queue[Sequence | None] = queue.Queue(maxsize=self.config.max_queue)
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.scheduler: Scheduler | None = None
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else min(self.eos_ids, default=0)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
-            self._thread.start()
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self.scheduler = scheduler = Scheduler(
+            model=self.model,
+            adapters=self.adapters,
+            prefixes=self.prefixes,
+            config=self.config,
+            inbox=self._queue,
+            eos_ids=self.eos_ids,
+            pad_id=self._pad_id,
+            device=self.device,
+            stats=self.stats,
+            stopping=self._stopping,
+        )
+        self._thread = threading.Thread(target=scheduler.run, name="engine", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         if self._thread is not None:
-            self._queue.put(None)
+            self._stopping.set()
+            # A None wakes an idle scheduler at once; a busy one sees the event next step.
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
             self._thread.join(timeout=30)
             self._thread = None
 
@@ -78,10 +84,19 @@ class Engine:
 
     # -- API for callers -------------------------------------------------------------------
     def submit(
-        self, prompt_ids: list[int], params: SamplingParams, adapter: AdapterRef | None = None
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None = None,
+        *,
+        prefix_len: int = 0,
     ) -> RequestHandle:
+        """Queue a request. `prefix_len`: how many leading tokens are a fixed template prefix
+        whose key/value cache may be shared with other requests of the same variant."""
+        if not prompt_ids:
+            raise BadRequest("The prompt is empty.", param="prompt", code="empty_prompt")
         handle = RequestHandle(asyncio.get_running_loop())
-        seq = Sequence(prompt_ids, params, handle, adapter)
+        seq = Sequence(list(prompt_ids), params, handle, adapter, max(0, prefix_len))
         seq.assembler = TextAssembler(self.tokenizer, params.stop)
         try:
             self._queue.put_nowait(seq)
@@ -94,68 +109,15 @@ class Engine:
         return handle
 
     async def generate(
-        self, prompt_ids: list[int], params: SamplingParams, adapter: AdapterRef | None = None
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None = None,
+        *,
+        prefix_len: int = 0,
     ) -> Finished:
-        return await self.submit(prompt_ids, params, adapter).result()
+        return await self.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()
 
-    # -- scheduler thread ------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            seq = self._queue.get()
-            if seq is None:
-                return
-            try:
-                self._generate_one(seq)
-            except APIError as err:
-                seq.handle.push(Failed(err))
-            except Exception as exc:  # keep serving the other requests
-                log.exception("generation failed")
-                err = APIError(f"Generation failed: {type(exc).__name__}")
-                err.status_code, err.type, err.code = 500, "server_error", "generation_failed"
-                seq.handle.push(Failed(err))
-
-    def _forward_module(self, adapter: AdapterRef | None):  # noqa: ANN202
-        if adapter is None:
-            return self.adapters.peft, True
-        self.adapters.ensure(adapter)
-        assert self.adapters.peft is not None
-        self.adapters.peft.set_adapter(adapter.name)
-        return self.adapters.peft, False
-
-    @torch.inference_mode()
-    def _generate_one(self, seq: Sequence) -> None:
-        peft, base_only = self._forward_module(seq.adapter)
-        if peft is not None and base_only:
-            with peft.disable_adapter():
-                self._decode(seq, self.model)
-        else:
-            self._decode(seq, peft if peft is not None else self.model)
-
-    def _decode(self, seq: Sequence, module: torch.nn.Module) -> None:
-        ids = torch.tensor([seq.prompt_ids], device=self.device)
-        out = module(input_ids=ids, use_cache=True, logits_to_keep=1)
-        finish = "length"
-        generated = 0
-        while generated < seq.params.max_tokens:
-            if seq.handle.cancelled.is_set():
-                finish = "cancelled"
-                break
-            token = seq.sampler(out.logits[0, -1])
-            if token in self.eos_ids:
-                finish = "stop"
-                break
-            generated += 1
-            delta = seq.assembler.add(token)
-            if delta:
-                seq.handle.push(Delta(delta))
-            if seq.assembler.stopped:
-                finish = "stop"
-                break
-            if generated >= seq.params.max_tokens:
-                break
-            step = torch.tensor([[token]], device=self.device)
-            out = module(input_ids=step, cache=out.cache, use_cache=True, logits_to_keep=1)
-        tail = seq.assembler.flush()
-        if tail:
-            seq.handle.push(Delta(tail))
-        seq.handle.push(Finished(finish, len(seq.prompt_ids), generated, seq.assembler.text))
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()

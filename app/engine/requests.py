@@ -18,6 +18,7 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     text: str
+    token_ids: tuple[int, ...] = ()  # the generated ids, eos excluded
 
 
 @dataclass(frozen=True)

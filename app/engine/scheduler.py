@@ -1,0 +1,391 @@
+"""The scheduler thread: continuous batching of every variant, one forward pass per step.
+
+Each step: take new requests (when idle, wait up to batch_wait_ms so a burst shares a
+batch), make their adapters resident, prefill them together (reusing cached template
+prefixes), merge them into the running batch, then run one decode forward for all rows,
+whatever adapter each names (peft's `adapter_names`, "__base__" for the base model).
+Finished and cancelled rows leave at once; their slots go to waiting requests.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
+from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
+from app.engine.detokenizer import TextAssembler
+from app.engine.prefix_cache import PrefixCache
+from app.engine.requests import Delta, Failed, Finished, RequestHandle
+from app.engine.sampling import Sampler, SamplingParams
+from app.errors import APIError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineConfig:
+    max_batch_size: int = 16
+    batch_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_loaded_adapters: int = 8
+    prefix_cache_entries: int = 16
+
+
+@dataclass
+class Sequence:
+    """One row of work: a prompt, how to sample it, where its events go."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    handle: RequestHandle
+    adapter: AdapterRef | None = None
+    prefix_len: int = 0  # leading prompt tokens whose key/values may come from the cache
+    sampler: Sampler = field(init=False)
+    assembler: TextAssembler = field(init=False)
+    generated: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sampler = Sampler(self.params)
+
+    @property
+    def label(self) -> str:
+        return peft_label(self.adapter.name) if self.adapter is not None else BASE
+
+
+@dataclass
+class EngineStats:
+    """Counters tests and the benchmark read to see what the scheduler actually did."""
+
+    forwards: int = 0
+    max_rows: int = 0  # the most rows one forward pass carried
+    mixed_forwards: int = 0  # forward passes whose rows named more than one variant
+    joins: int = 0  # requests admitted while other rows were mid-generation
+    prompt_tokens_run: int = 0  # prompt tokens actually run through the model
+
+
+def internal_error(exc: Exception) -> APIError:
+    err = APIError(f"Generation failed: {type(exc).__name__}")
+    err.status_code, err.type, err.code = 500, "server_error", "generation_failed"
+    return err
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        model: PreTrainedModel,
+        adapters: AdapterCache,
+        prefixes: PrefixCache,
+        config: EngineConfig,
+        inbox: "queue.Queue[Sequence | None]",
+        eos_ids: set[int],
+        pad_id: int,
+        device: torch.device,
+        stats: EngineStats,
+        stopping: threading.Event,
+    ) -> None:
+        self.model = model
+        self.adapters = adapters
+        self.prefixes = prefixes
+        self.config = config
+        self.inbox = inbox
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+        self.device = device
+        self.stats = stats
+        self.stopping = stopping
+        self.max_rows = max(1, config.max_batch_size)
+        self.waiting: deque[Sequence] = deque()
+        self.rows: list[Sequence] = []
+        self.batch: KVBatch | None = None
+        # Tests hook in here to see each step's logits, row by row (None: no cost).
+        self.observe_logits: Callable[[list[Sequence], torch.Tensor], None] | None = None
+
+    # -- main loop ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(self) -> None:
+        try:
+            while self._gather():
+                self._admit()
+                if self.rows:
+                    self._decode()
+        finally:
+            self._fail_everything()
+
+    def _take(self, timeout: float | None) -> bool:
+        """Move one request from the inbox to `waiting`. False: nothing came in time, or
+        stop was asked for (a None in the inbox, or the event)."""
+        try:
+            item = self.inbox.get(timeout=timeout) if timeout else self.inbox.get_nowait()
+        except queue.Empty:
+            return False
+        if item is None:
+            self.stopping.set()
+            return False
+        self.waiting.append(item)
+        return True
+
+    def _gather(self) -> bool:
+        if not self.rows and not self.waiting:
+            while not self.stopping.is_set() and not self._take(0.5):
+                pass
+            # Idle until now: give a burst a moment to arrive, so it shares one batch.
+            deadline = time.monotonic() + self.config.batch_wait_ms / 1000
+            while len(self.waiting) < self.max_rows and not self.stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._take(remaining):
+                    break
+        # Mid-generation: whatever has arrived joins at this step, without waiting. Only a
+        # batch's worth leaves the bounded inbox, so back-pressure stays where clients see it.
+        while len(self.waiting) < self.max_rows and self._take(None):
+            pass
+        return not self.stopping.is_set()
+
+    # -- admission and prefill ---------------------------------------------------------------
+    def _admit(self) -> None:
+        pinned = {r.adapter.name for r in self.rows if r.adapter is not None}
+        self.adapters.apply_pending_unloads(pinned)
+        free = self.max_rows - len(self.rows)
+        admitted: list[Sequence] = []
+        deferred: deque[Sequence] = deque()
+        while self.waiting:
+            seq = self.waiting.popleft()
+            if seq.handle.cancelled.is_set():
+                self._finish(seq, "cancelled")
+            elif len(admitted) >= free:
+                deferred.append(seq)
+            elif seq.params.max_tokens <= 0:
+                self._finish(seq, "length")
+            else:
+                state = self._make_resident(seq, pinned)
+                if state == "ready":
+                    admitted.append(seq)
+                elif state == "wait":
+                    deferred.append(seq)  # every adapter slot is in use by running rows
+        self.waiting = deferred
+        if not admitted:
+            return
+        if self.rows:
+            self.stats.joins += len(admitted)
+        try:
+            batch, logits = self._prefill(admitted)
+        except Exception as exc:  # fail these requests, keep serving the running ones
+            log.exception("prefill failed")
+            for seq in admitted:
+                seq.handle.push(Failed(internal_error(exc)))
+            return
+        keep = self._accept_all(admitted, logits)
+        if not keep:
+            return
+        if len(keep) < len(admitted):
+            batch.select(keep)
+        if self.batch is None:
+            self.batch = batch
+        else:
+            self.batch.merge(batch)
+        self.rows.extend(admitted[i] for i in keep)
+
+    def _make_resident(self, seq: Sequence, pinned: set[str]) -> str:
+        """ "ready", "wait" (no free adapter slot yet) or "failed" (already answered)."""
+        if seq.adapter is None:
+            return "ready"
+        try:
+            if not self.adapters.ensure(seq.adapter, pinned):
+                return "wait"
+        except Exception as exc:  # missing or corrupt files: this request only
+            seq.handle.push(Failed(exc if isinstance(exc, APIError) else internal_error(exc)))
+            return "failed"
+        pinned.add(seq.adapter.name)
+        return "ready"
+
+    def _usable_prefix(self, seq: Sequence) -> int:
+        if not self.prefixes.enabled or seq.prefix_len <= 0:
+            return 0
+        # At least one prompt token must run, to give the logits of the first new token.
+        return min(seq.prefix_len, len(seq.prompt_ids) - 1)
+
+    def _prefix_kv(self, seq: Sequence, length: int) -> KV:
+        key = (seq.label, tuple(seq.prompt_ids[:length]))
+        kv = self.prefixes.get(key)
+        if kv is None:
+            ids = torch.tensor([seq.prompt_ids[:length]], device=self.device)
+            out = self._forward(ids, None, None, None, [seq.label])
+            self.stats.prompt_tokens_run += length
+            kv = kv_of(out.cache)
+            self.prefixes.put(key, kv)
+        return kv
+
+    def _prefill(self, seqs: list[Sequence]) -> tuple[KVBatch, torch.Tensor]:
+        """One forward over the new rows. Row layout on the time axis:
+        [left pad | cached prefix | gap | rest of prompt], pads and gaps masked out."""
+        plans: list[tuple[int, KV | None]] = []
+        for seq in seqs:
+            p = self._usable_prefix(seq)
+            plans.append((p, self._prefix_kv(seq, p) if p else None))
+        width_p = max(p for p, _ in plans)
+        width_s = max(len(seq.prompt_ids) - p for seq, (p, _) in zip(seqs, plans, strict=True))
+        rows = len(seqs)
+        ids = torch.full((rows, width_s), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((rows, width_s), dtype=torch.long)
+        mask = torch.zeros((rows, width_p + width_s), dtype=torch.long)
+        for i, (seq, (p, _)) in enumerate(zip(seqs, plans, strict=True)):
+            n = len(seq.prompt_ids)
+            s = n - p
+            ids[i, width_s - s :] = torch.tensor(seq.prompt_ids[p:])
+            pos[i, width_s - s :] = torch.arange(p, n)
+            mask[i, width_p - p : width_p] = 1
+            mask[i, width_p + width_s - s :] = 1
+        cache = None
+        if width_p:
+            cache = cache_from(self._stack_prefixes(plans, width_p))
+        self.stats.prompt_tokens_run += int(mask[:, width_p:].sum())
+        mask = mask.to(self.device)
+        out = self._forward(
+            ids.to(self.device), mask, pos.to(self.device), cache, [s.label for s in seqs]
+        )
+        lengths = torch.tensor([len(s.prompt_ids) for s in seqs], device=self.device)
+        return KVBatch(out.cache, mask, lengths), out.logits[:, -1]
+
+    @staticmethod
+    def _stack_prefixes(plans: list[tuple[int, KV | None]], width: int) -> KV:
+        sample = next(kv for _, kv in plans if kv is not None)
+        stacked: KV = []
+        for layer, (k0, v0) in enumerate(sample):
+            keys, values = [], []
+            for p, kv in plans:
+                if kv is None:
+                    shape = (1, k0.shape[1], width, k0.shape[3])
+                    keys.append(k0.new_zeros(shape))
+                    values.append(v0.new_zeros((1, v0.shape[1], width, v0.shape[3])))
+                else:
+                    keys.append(pad_left(kv[layer][0], width - p, 2))
+                    values.append(pad_left(kv[layer][1], width - p, 2))
+            stacked.append((torch.cat(keys), torch.cat(values)))
+        return stacked
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _decode(self) -> None:
+        live = [i for i, r in enumerate(self.rows) if not r.handle.cancelled.is_set()]
+        if len(live) < len(self.rows):
+            for i, row in enumerate(self.rows):
+                if i not in live:
+                    self._finish(row, "cancelled")  # the client went away: free the row now
+            self._keep(live)
+        if not self.rows:
+            return
+        assert self.batch is not None
+        batch = self.batch
+        try:
+            ids = torch.tensor([[r.generated[-1]] for r in self.rows], device=self.device)
+            ones = torch.ones((batch.rows, 1), dtype=batch.mask.dtype, device=self.device)
+            mask = torch.cat([batch.mask, ones], dim=1)
+            out = self._forward(
+                ids, mask, batch.positions[:, None], batch.cache, [r.label for r in self.rows]
+            )
+        except Exception as exc:
+            log.exception("decode step failed")
+            for row in self.rows:
+                row.handle.push(Failed(internal_error(exc)))
+            self.rows, self.batch = [], None
+            return
+        batch.cache, batch.mask, batch.positions = out.cache, mask, batch.positions + 1
+        keep = self._accept_all(self.rows, out.logits[:, -1])
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+
+    def _keep(self, indices: list[int]) -> None:
+        self.rows = [self.rows[i] for i in indices]
+        if not self.rows:
+            self.batch = None
+        elif self.batch is not None:
+            self.batch.select(indices)
+
+    def _forward(self, ids, mask, positions, cache, labels: list[str]):  # noqa: ANN001, ANN202
+        stats = self.stats
+        stats.forwards += 1
+        stats.max_rows = max(stats.max_rows, len(labels))
+        if len(set(labels)) > 1:
+            stats.mixed_forwards += 1
+        kwargs = {}
+        module = self.model
+        if self.adapters.has_adapters:
+            assert self.adapters.peft is not None
+            module, kwargs = self.adapters.peft, {"adapter_names": labels}
+        return module(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+
+    # -- tokens out --------------------------------------------------------------------------
+    def _accept_all(self, rows: list[Sequence], logits: torch.Tensor) -> list[int]:
+        """Sample one token per row, stream it; returns the indices of rows still going."""
+        if self.observe_logits is not None:
+            self.observe_logits(rows, logits)
+        greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
+        keep: list[int] = []
+        for i, row in enumerate(rows):
+            token = greedy[i] if row.params.greedy else row.sampler(logits[i])
+            reason = self._accept(row, token)
+            if reason is None:
+                keep.append(i)
+            else:
+                self._finish(row, reason)
+        return keep
+
+    def _accept(self, row: Sequence, token: int) -> str | None:
+        if token in self.eos_ids:
+            return "stop"
+        row.generated.append(token)
+        delta = row.assembler.add(token)
+        if delta:
+            row.handle.push(Delta(delta))
+        if row.assembler.stopped:
+            return "stop"
+        if len(row.generated) >= row.params.max_tokens:
+            return "length"
+        return None
+
+    @staticmethod
+    def _finish(row: Sequence, reason: str) -> None:
+        tail = row.assembler.flush()
+        if tail:
+            row.handle.push(Delta(tail))
+        row.handle.push(
+            Finished(
+                reason,
+                len(row.prompt_ids),
+                len(row.generated),
+                row.assembler.text,
+                tuple(row.generated),
+            )
+        )
+
+    def _fail_everything(self) -> None:
+        err = ServiceUnavailable(
+            "The engine is shutting down.",
+            code="server_shutting_down",
+            headers={"Retry-After": "1"},
+        )
+        pending = [*self.rows, *self.waiting]
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                pending.append(item)
+        for seq in pending:
+            seq.handle.push(Failed(err))
+        self.rows, self.waiting, self.batch = [], deque(), None
