@@ -18,10 +18,12 @@ from app.engine.loader import load_base_model
 from app.errors import install_error_handlers
 from app.evals.router import router as evals_router
 from app.files.router import router as files_router
+from app.finetune.reaper import Reaper
 from app.finetune.router import router as finetune_router
 from app.inference.router import router as inference_router
 from app.limits import BodySizeLimit
 from app.protocol.errors import ERROR_RESPONSES
+from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
 from app.templates.router import router as templates_router
 
@@ -65,7 +67,10 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             threading.Thread(target=_load_engine, args=(app, settings), daemon=True).start()
         else:
             engine.start()
+        # Fails or re-queues fine-tuning jobs whose worker died, with no one watching.
+        reaper = Reaper().start()
         yield
+        reaper.stop()
         if engine is None and getattr(app.state, "engine", None) is not None:
             app.state.engine.stop()
 
@@ -84,6 +89,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         templates_router,
         files_router,
         finetune_router,
+        registry_router,
         aliases_router,
         evals_router,
     ):

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
 
     # Fine-tuning jobs whose worker stopped reporting for this long are failed or retried.
     job_heartbeat_timeout_s: float = 120.0
+    # How often the reaper (a thread in the API and in each worker) looks for such jobs.
+    job_reaper_interval_s: float = 15.0
+    # A job still `queued` this long after it was sent is sent again (a lost broker message,
+    # e.g. Redis restarted); duplicates are harmless, the task is idempotent.
+    job_queue_resend_s: float = 600.0
+    # Runs per job (first try included) before a lost worker fails it for good.
+    job_max_attempts: int = 2
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,8 +1,31 @@
 """Thin Celery tasks: take ids only, call a service that holds the logic."""
 
+import logging
+
+from celery.signals import worker_ready
+
+from app.finetune.queue import FINETUNE_TASK
 from workers.celery_app import celery_app
+
+log = logging.getLogger(__name__)
 
 
 @celery_app.task(name="adaptd.ping")
 def ping() -> str:
     return "pong"
+
+
+@celery_app.task(name=FINETUNE_TASK, acks_late=True)
+def fine_tune(job_id: str) -> None:
+    from workers.finetune_runner import run_job  # torch loads in the worker only
+
+    run_job(job_id)
+
+
+@worker_ready.connect
+def _start_reaper(**_: object) -> None:
+    # Every worker also reaps: a job whose worker died is picked up even with no API up.
+    from app.finetune.reaper import Reaper
+
+    Reaper(run_at_start=True).start()
+    log.info("fine-tuning job reaper started")

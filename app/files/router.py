@@ -1,3 +1,88 @@
-from fastapi import APIRouter
+"""/v1/files: OpenAI-compatible upload, list, retrieve, content, delete."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import File as FileField
+from fastapi.responses import FileResponse
+
+from app.auth.dependencies import TenantDep
+from app.db import SessionDep
+from app.files import service
+from app.files.schemas import FileDeleted, FileList, FileRead
+from app.files.tokens import token_counter, tokenizer_and_window
+from app.finetune.service import file_in_use
+from app.settings import get_settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("", response_model=FileRead)
+def upload_file(
+    request: Request,
+    principal: TenantDep,
+    session: SessionDep,
+    file: Annotated[UploadFile, FileField(description="JSONL or CSV data set")],
+    purpose: Annotated[str, Form(description="fine-tune or evals")],
+) -> FileRead:
+    settings = get_settings()
+    tokenizer, window = tokenizer_and_window(request)
+    row = service.create_file(
+        session,
+        principal.tenant,
+        data=file.file.read(),
+        filename=file.filename,
+        purpose=purpose,
+        files_dir=settings.files_dir,
+        max_bytes=settings.max_upload_bytes,
+        context_window=window,
+        count_tokens=token_counter(tokenizer),
+    )
+    return service.to_read(row)
+
+
+@router.get("", response_model=FileList)
+def list_files(
+    principal: TenantDep,
+    session: SessionDep,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    after: str | None = None,
+    order: Literal["asc", "desc"] = "desc",
+) -> FileList:
+    rows, has_more = service.list_files(
+        session, principal.tenant, purpose=purpose, limit=limit, after=after, order=order
+    )
+    data = [service.to_read(r) for r in rows]
+    return FileList(
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/{file_id}", response_model=FileRead)
+def retrieve_file(file_id: str, principal: TenantDep, session: SessionDep) -> FileRead:
+    return service.to_read(service.get_file(session, principal.tenant, file_id))
+
+
+@router.get("/{file_id}/content", response_class=FileResponse)
+def file_content(file_id: str, principal: TenantDep, session: SessionDep) -> FileResponse:
+    row = service.get_file(session, principal.tenant, file_id)
+    return FileResponse(
+        service.content_path(row, get_settings().files_dir),
+        media_type="application/octet-stream",
+    )
+
+
+@router.delete("/{file_id}", response_model=FileDeleted)
+def delete_file(file_id: str, principal: TenantDep, session: SessionDep) -> FileDeleted:
+    service.delete_file(
+        session,
+        principal.tenant,
+        file_id,
+        get_settings().files_dir,
+        lambda fid: file_in_use(session, principal.tenant, fid),
+    )
+    return FileDeleted(id=file_id)

@@ -1,11 +1,18 @@
-"""Registered adapters: lookup for serving, listing. Writing lives with the trainer."""
+"""Registered adapters: lookup for serving, listing, deletion.
 
+Adapters are registered by app.finetune.lifecycle.succeed, in the same transaction that
+marks the job succeeded, after the files are complete on disk.
+"""
+
+import contextlib
+import shutil
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.engine.adapters import AdapterRef
+from app.errors import ModelNotFound
 from app.registry.models import Adapter
 
 
@@ -23,3 +30,21 @@ def list_adapters(session: Session, tenant: str) -> list[Adapter]:
 
 def adapter_ref(row: Adapter, adapters_dir: Path) -> AdapterRef:
     return AdapterRef(name=row.name, path=(adapters_dir / row.path).resolve())
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def delete_adapter(session: Session, tenant: str, name: str, adapters_dir: Path) -> Adapter:
+    """Remove the row, then the files. The caller tells the engine to forget the name."""
+    row = find_adapter(session, tenant, name)
+    if row is None:
+        raise ModelNotFound(name)
+    session.delete(row)
+    session.commit()
+    folder = (adapters_dir / row.path).resolve()
+    if folder.parent == adapters_dir.resolve():  # never outside the adapters folder
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(folder)
+    return row

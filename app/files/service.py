@@ -1,0 +1,202 @@
+"""Uploaded data sets: validate, store once under DATA_DIR/files (named by id), list, delete.
+
+On disk, per file: `<id>` holds the bytes exactly as uploaded (served by /content) and
+`<id>.examples.jsonl` the examples normalised to chat messages (what the trainer reads).
+Both are written to temporary names and renamed before the row is committed, so a row
+always points at complete files.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import unix_time
+from app.errors import BadRequest, Conflict, NotFound
+from app.files.models import File
+from app.files.schemas import FileRead
+from app.files.validation import MAX_REPORTED_ERRORS, TokenCounter, parse_dataset
+from app.ids import new_id
+
+PURPOSES = {"fine-tune": 10, "evals": 1}  # purpose -> fewest examples accepted
+EXAMPLES_SUFFIX = ".examples.jsonl"
+
+
+class InvalidFile(BadRequest):
+    code = "invalid_file"
+
+
+def safe_filename(name: str | None) -> str:
+    """The client's name, for display only: last path part, no control characters."""
+    base = PurePath((name or "upload").replace("\\", "/")).name
+    cleaned = "".join(ch for ch in base if ch.isprintable()).strip()
+    return (cleaned or "upload")[:255]
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def create_file(
+    session: Session,
+    tenant: str,
+    *,
+    data: bytes,
+    filename: str | None,
+    purpose: str,
+    files_dir: Path,
+    max_bytes: int,
+    context_window: int,
+    count_tokens: TokenCounter | None,
+) -> File:
+    if purpose not in PURPOSES:
+        raise BadRequest(
+            f"purpose must be one of {', '.join(sorted(PURPOSES))}; got {purpose!r}",
+            param="purpose",
+            code="invalid_purpose",
+        )
+    name = safe_filename(filename)
+    parsed = parse_dataset(
+        data,
+        name,
+        max_bytes=max_bytes,
+        min_examples=PURPOSES[purpose],
+        context_window=context_window,
+        count_tokens=count_tokens,
+    )
+    if parsed.problems:
+        shown = parsed.problems[:MAX_REPORTED_ERRORS]
+        first = "; ".join(
+            f"line {p.line}: {p.code}" if p.line else p.code for p in parsed.problems[:5]
+        )
+        raise InvalidFile(
+            f"The file has {len(parsed.problems)} problem(s) and was not stored: {first}"
+            + (" ..." if len(parsed.problems) > 5 else ""),
+            param="file",
+            details=[p.as_dict() for p in shown],
+        )
+    file_id = new_id("file-")
+    files_dir.mkdir(parents=True, exist_ok=True)
+    normalised = "".join(
+        json.dumps({"messages": e["messages"]}, ensure_ascii=False) + "\n" for e in parsed.examples
+    ).encode()
+    _write_atomic(files_dir / file_id, data)
+    _write_atomic(files_dir / f"{file_id}{EXAMPLES_SUFFIX}", normalised)
+    row = File(
+        id=file_id,
+        tenant=tenant,
+        filename=name,
+        purpose=purpose,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=parsed.format,
+        num_examples=len(parsed.examples),
+        storage_path=file_id,
+        stats={"total_tokens": parsed.total_tokens, "max_tokens": parsed.max_tokens},
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        _remove_files(files_dir, file_id)
+        raise
+    return row
+
+
+def get_file(session: Session, tenant: str, file_id: str, param: str = "file_id") -> File:
+    row = session.get(File, file_id)
+    if row is None or row.tenant != tenant:
+        raise NotFound(f"No such file: '{file_id}'.", param=param, code="file_not_found")
+    return row
+
+
+def list_files(
+    session: Session,
+    tenant: str,
+    *,
+    purpose: str | None,
+    limit: int,
+    after: str | None,
+    order: str,
+) -> tuple[list[File], bool]:
+    query = select(File).where(File.tenant == tenant)
+    if purpose:
+        query = query.where(File.purpose == purpose)
+    descending = order != "asc"
+    if after:
+        cursor = get_file(session, tenant, after, param="after")
+        at, same_at = cursor.created_at, File.created_at == cursor.created_at
+        if descending:
+            query = query.where((File.created_at < at) | (same_at & (File.id < cursor.id)))
+        else:
+            query = query.where((File.created_at > at) | (same_at & (File.id > cursor.id)))
+    if descending:
+        query = query.order_by(File.created_at.desc(), File.id.desc())
+    else:
+        query = query.order_by(File.created_at, File.id)
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def _remove_files(files_dir: Path, file_id: str) -> None:
+    for path in (files_dir / file_id, files_dir / f"{file_id}{EXAMPLES_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def delete_file(
+    session: Session, tenant: str, file_id: str, files_dir: Path, in_use: Callable[[str], bool]
+) -> None:
+    row = get_file(session, tenant, file_id)
+    if in_use(file_id):
+        raise Conflict(
+            f"File '{file_id}' is used by a fine-tuning job that has not finished.",
+            param="file_id",
+            code="file_in_use",
+        )
+    session.delete(row)
+    session.commit()
+    _remove_files(files_dir, row.storage_path)
+
+
+def content_path(row: File, files_dir: Path) -> Path:
+    return files_dir / row.storage_path
+
+
+def read_examples(row: File, files_dir: Path) -> list[dict[str, Any]]:
+    """The normalised chat examples of a stored file, in upload order."""
+    path = files_dir / f"{row.storage_path}{EXAMPLES_SUFFIX}"
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def to_read(row: File) -> FileRead:
+    return FileRead(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=unix_time(row.created_at) or 0,
+        filename=row.filename,
+        purpose=row.purpose,
+        sha256=row.sha256,
+        format=row.format,
+        num_examples=row.num_examples,
+        stats=row.stats or {},
+    )

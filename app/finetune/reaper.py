@@ -1,0 +1,54 @@
+"""A background thread that keeps jobs from being stuck: it fails or re-queues running jobs
+whose worker stopped heartbeating, and re-sends queued jobs the broker seems to have lost.
+
+Runs in the API process (lifespan) and in every worker (on start), with no one watching;
+the transitions are compare-and-set, so several reapers at once are harmless.
+"""
+
+import logging
+import threading
+
+from app.finetune import lifecycle
+from app.finetune.queue import enqueue_job
+from app.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def reap_once() -> list[str]:
+    settings = get_settings()
+    ids = lifecycle.reap(
+        settings.job_heartbeat_timeout_s, settings.job_queue_resend_s, settings.job_max_attempts
+    )
+    for job_id in ids:
+        enqueue_job(job_id)
+    if ids:
+        log.warning("reaper re-sent fine-tuning jobs: %s", ", ".join(ids))
+    return ids
+
+
+class Reaper:
+    def __init__(self, *, run_at_start: bool = False) -> None:
+        self._stop = threading.Event()
+        self._run_at_start = run_at_start
+        self._thread = threading.Thread(target=self._loop, name="job-reaper", daemon=True)
+
+    def start(self) -> "Reaper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        if self._run_at_start:
+            self._tick()
+        while not self._stop.wait(get_settings().job_reaper_interval_s):
+            self._tick()
+
+    def _tick(self) -> None:
+        try:
+            reap_once()
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is briefly down
+            log.warning("job reaper pass failed: %s", type(exc).__name__)

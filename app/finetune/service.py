@@ -1,0 +1,266 @@
+"""Fine-tuning jobs as the API sees them: create (commit, then send), list, cancel, events.
+
+Transitions shared with the worker live in app/finetune/lifecycle.py.
+"""
+
+import secrets
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db import unix_time, utcnow
+from app.errors import APIError, BadRequest, Conflict, NotFound
+from app.files import service as files
+from app.files.models import File
+from app.finetune import lifecycle
+from app.finetune.lifecycle import ACTIVE, CANCELLED, QUEUED, RUNNING, TERMINAL, add_event
+from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
+from app.finetune.queue import enqueue_job
+from app.finetune.schemas import (
+    CheckpointRead,
+    EventRead,
+    JobCreate,
+    JobError,
+    JobHyperparameters,
+    JobRead,
+)
+from app.ids import new_id
+
+
+class QuotaExceeded(APIError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "quota_exceeded"
+
+
+def _training_file(session: Session, tenant: str, file_id: str, param: str) -> File:
+    row = files.get_file(session, tenant, file_id, param=param)
+    if row.purpose != "fine-tune":
+        raise BadRequest(
+            f"File '{file_id}' was uploaded with purpose '{row.purpose}', not 'fine-tune'.",
+            param=param,
+            code="invalid_file_purpose",
+        )
+    return row
+
+
+def create_job(
+    session: Session,
+    tenant: str,
+    body: JobCreate,
+    *,
+    base_name: str,
+    max_active: int,
+    module_names: set[str] | None,
+) -> FineTuningJob:
+    if body.model != base_name:
+        raise BadRequest(
+            f"Model '{body.model}' cannot be fine-tuned here; use '{base_name}'.",
+            param="model",
+            code="model_not_available",
+        )
+    _training_file(session, tenant, body.training_file, "training_file")
+    if body.validation_file:
+        _training_file(session, tenant, body.validation_file, "validation_file")
+    hyperparameters = body.merged_hyperparameters()
+    unknown = [
+        m
+        for m in hyperparameters.get("target_modules", [])
+        if module_names is not None and m not in module_names
+    ]
+    if unknown:
+        raise BadRequest(
+            f"target_modules not found in the base model: {', '.join(unknown)}",
+            param="method.supervised.hyperparameters.target_modules",
+            code="invalid_hyperparameters",
+        )
+    active = session.scalar(
+        select(func.count())
+        .select_from(FineTuningJob)
+        .where(FineTuningJob.tenant == tenant, FineTuningJob.status.in_(ACTIVE))
+    )
+    if active >= max_active:
+        raise QuotaExceeded(
+            f"This tenant already has {active} active fine-tuning jobs (limit {max_active}); "
+            "wait for one to finish or cancel one."
+        )
+    row = FineTuningJob(
+        id=new_id("ftjob-"),
+        tenant=tenant,
+        model=body.model,
+        training_file=body.training_file,
+        validation_file=body.validation_file,
+        suffix=body.suffix,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+        hyperparameters=hyperparameters,
+        status=lifecycle.VALIDATING,
+    )
+    session.add(row)
+    session.flush()
+    add_event(session, row.id, f"Created fine-tuning job: {row.id}")
+    add_event(session, row.id, f"Validating training file: {row.training_file}")
+    session.commit()
+    # The files were validated on upload; here they only need to be present still.
+    row.status = QUEUED
+    row.heartbeat_at = utcnow()  # for a queued job: when it was sent to the broker
+    add_event(session, row.id, "Files validated, moving job to queued state")
+    session.commit()
+    enqueue_job(row.id)  # after the commit: a worker must find the row
+    return row
+
+
+def get_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
+    row = session.get(FineTuningJob, job_id)
+    if row is None or row.tenant != tenant:
+        raise NotFound(
+            f"No such fine-tuning job: '{job_id}'.", param="fine_tuning_job_id", code="not_found"
+        )
+    return row
+
+
+def list_jobs(
+    session: Session, tenant: str, *, after: str | None, limit: int
+) -> tuple[list[FineTuningJob], bool]:
+    query = select(FineTuningJob).where(FineTuningJob.tenant == tenant)
+    if after:
+        cursor = get_job(session, tenant, after)
+        query = query.where(
+            or_(
+                FineTuningJob.created_at < cursor.created_at,
+                (FineTuningJob.created_at == cursor.created_at) & (FineTuningJob.id < cursor.id),
+            )
+        )
+    rows = list(
+        session.scalars(
+            query.order_by(FineTuningJob.created_at.desc(), FineTuningJob.id.desc()).limit(
+                limit + 1
+            )
+        )
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
+    row = get_job(session, tenant, job_id)
+    was = row.status
+    done = session.execute(
+        update(FineTuningJob)
+        .where(FineTuningJob.id == job_id, FineTuningJob.status.in_(ACTIVE))
+        .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
+    )
+    if done.rowcount == 1:
+        add_event(
+            session,
+            job_id,
+            "Job cancelled"
+            + ("; the worker stops training within a step" if was == RUNNING else ""),
+        )
+        session.commit()
+    else:
+        session.rollback()
+    session.refresh(row)
+    if row.status in TERMINAL and row.status != CANCELLED:
+        raise Conflict(
+            f"Job '{job_id}' has already {row.status}; only an unfinished job can be cancelled.",
+            param="fine_tuning_job_id",
+            code="job_not_cancellable",
+        )
+    return row
+
+
+def list_events(
+    session: Session, tenant: str, job_id: str, *, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    get_job(session, tenant, job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after:
+        try:
+            query = query.where(JobEvent.id < int(after.removeprefix("ftevent-")))
+        except ValueError as exc:
+            raise BadRequest(f"Invalid event cursor '{after}'.", param="after") from exc
+    rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def list_checkpoints(
+    session: Session, tenant: str, job_id: str, *, after: str | None, limit: int
+) -> tuple[list[JobCheckpoint], bool]:
+    get_job(session, tenant, job_id)
+    query = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
+    if after:
+        cursor = session.get(JobCheckpoint, after)
+        if cursor is not None and cursor.job_id == job_id:
+            query = query.where(JobCheckpoint.step < cursor.step)
+    rows = list(session.scalars(query.order_by(JobCheckpoint.step.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def file_in_use(session: Session, tenant: str, file_id: str) -> bool:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(FineTuningJob)
+            .where(
+                FineTuningJob.tenant == tenant,
+                FineTuningJob.status.in_(ACTIVE),
+                or_(
+                    FineTuningJob.training_file == file_id,
+                    FineTuningJob.validation_file == file_id,
+                ),
+            )
+        )
+        > 0
+    )
+
+
+def _public_hp(hp: dict[str, Any]) -> JobHyperparameters:
+    return JobHyperparameters(
+        n_epochs=hp.get("n_epochs", "auto"),
+        batch_size=hp.get("batch_size", "auto"),
+        learning_rate_multiplier=hp.get("learning_rate_multiplier", "auto"),
+    )
+
+
+def to_read(row: FineTuningJob) -> JobRead:
+    hp = dict(row.hyperparameters or {})
+    return JobRead(
+        id=row.id,
+        created_at=unix_time(row.created_at) or 0,
+        error=JobError(**row.error) if row.error else None,
+        fine_tuned_model=row.fine_tuned_model,
+        finished_at=unix_time(row.finished_at),
+        hyperparameters=_public_hp(hp),
+        method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+        model=row.model,
+        organization_id=row.tenant,
+        seed=row.seed,
+        status=row.status,
+        trained_tokens=row.trained_tokens,
+        training_file=row.training_file,
+        validation_file=row.validation_file,
+        suffix=row.suffix,
+        attempts=row.attempts,
+    )
+
+
+def event_to_read(row: JobEvent) -> EventRead:
+    return EventRead(
+        id=f"ftevent-{row.id}",
+        created_at=unix_time(row.created_at) or 0,
+        level=row.level,
+        message=row.message,
+        type=row.type,
+        data=row.data,
+    )
+
+
+def checkpoint_to_read(row: JobCheckpoint) -> CheckpointRead:
+    return CheckpointRead(
+        id=row.id,
+        created_at=unix_time(row.created_at) or 0,
+        fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=row.job_id,
+        metrics=row.metrics or {},
+        step_number=row.step,
+    )

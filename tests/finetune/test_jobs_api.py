@@ -1,0 +1,150 @@
+"""Jobs API without a worker: validation of requests, states, cancel, events, tenancy."""
+
+import pytest
+
+from tests.conftest import make_tenant_key
+from tests.files.data import chat_rows, jsonl, upload
+
+
+@pytest.fixture
+def training_file(client) -> str:
+    r = upload(client, jsonl(chat_rows(12)))
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def _create(client, **body):
+    return client.post("/v1/fine_tuning/jobs", json=body)
+
+
+def test_create_is_queued_with_openai_shape(client, training_file, settings_env):
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=training_file,
+        suffix="greeter",
+        seed=7,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 2, "batch_size": "auto", "r": 4},
+                "lora": {"alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+            },
+        },
+    )
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["object"] == "fine_tuning.job" and job["id"].startswith("ftjob-")
+    assert job["status"] == "queued" and job["seed"] == 7 and job["error"] is None
+    assert job["hyperparameters"] == {
+        "n_epochs": 2,
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+    }
+    hp = job["method"]["supervised"]["hyperparameters"]
+    assert hp["r"] == 4 and hp["alpha"] == 8 and hp["target_modules"] == ["q_proj", "v_proj"]
+    assert job["fine_tuned_model"] is None and job["training_file"] == training_file
+
+    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events").json()["data"]
+    messages = [e["message"] for e in events][::-1]  # oldest first
+    assert messages[0] == f"Created fine-tuning job: {job['id']}"
+    assert "Files validated, moving job to queued state" in messages
+    assert all(e["type"] == "message" and e["level"] == "info" for e in events)
+    assert client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "queued"
+
+
+def test_list_pagination_and_cancel_queued(client, training_file):
+    ids = [
+        _create(client, model="tiny-llama", training_file=training_file).json()["id"]
+        for _ in range(3)
+    ]
+    listed = client.get("/v1/fine_tuning/jobs", params={"limit": 2}).json()
+    assert [j["id"] for j in listed["data"]] == ids[::-1][:2] and listed["has_more"] is True
+    rest = client.get("/v1/fine_tuning/jobs", params={"after": ids[1]}).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["has_more"] is False
+
+    r = client.post(f"/v1/fine_tuning/jobs/{ids[0]}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["finished_at"] is not None
+    again = client.post(f"/v1/fine_tuning/jobs/{ids[0]}/cancel")
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert client.get(f"/v1/fine_tuning/jobs/{ids[0]}/checkpoints").json()["data"] == []
+
+
+def test_unknown_and_other_tenants_files_are_404(client, training_file):
+    r = _create(client, model="tiny-llama", training_file="file-nope")
+    assert r.status_code == 404 and r.json()["error"]["param"] == "training_file"
+    r = _create(
+        client, model="tiny-llama", training_file=training_file, validation_file="file-nope"
+    )
+    assert r.status_code == 404 and r.json()["error"]["param"] == "validation_file"
+
+    other = make_tenant_key(client, "other")
+    h = {"Authorization": f"Bearer {other}"}
+    r = client.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": "tiny-llama", "training_file": training_file},
+        headers=h,
+    )
+    assert r.status_code == 404 and r.json()["error"]["code"] == "file_not_found"
+    job = _create(client, model="tiny-llama", training_file=training_file).json()
+    assert client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=h).status_code == 404
+    assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=h).status_code == 404
+    assert client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=h).status_code == 404
+    assert client.get("/v1/fine_tuning/jobs", headers=h).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "param"),
+    [
+        ({"n_epochs": 0}, "n_epochs"),
+        ({"n_epochs": "lots"}, "n_epochs"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"learning_rate_multiplier": 0}, "learning_rate_multiplier"),
+        ({"r": 0}, "r"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"target_modules": []}, "target_modules"),
+        ({"learning_rate": 0.1}, "learning_rate"),  # not a field: typos are rejected
+    ],
+)
+def test_bad_hyperparameters_are_400(client, training_file, hyperparameters, param):
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=training_file,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+    )
+    assert r.status_code == 400, r.text
+    assert param in r.json()["error"]["param"]
+
+
+def test_unknown_target_module_model_and_suffix_are_400(client, training_file):
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=training_file,
+        method={"supervised": {"lora": {"target_modules": ["qq_proj"]}}},
+    )
+    assert r.status_code == 400 and "qq_proj" in r.json()["error"]["message"]
+    r = _create(client, model="gpt-4o", training_file=training_file)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_available"
+    r = _create(client, model="tiny-llama", training_file=training_file, suffix="Bad:Suffix")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "suffix"
+
+
+def test_evals_file_cannot_train_and_in_use_file_cannot_be_deleted(client, training_file):
+    evals = upload(client, jsonl(chat_rows(3)), purpose="evals").json()["id"]
+    r = _create(client, model="tiny-llama", training_file=evals)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file_purpose"
+    job = _create(client, model="tiny-llama", training_file=training_file).json()
+    assert client.delete(f"/v1/files/{training_file}").status_code == 409
+    client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    assert client.delete(f"/v1/files/{training_file}").status_code == 200
+
+
+def test_active_job_quota(client, training_file, settings_env, monkeypatch):
+    monkeypatch.setattr(settings_env, "max_active_jobs_per_tenant", 2)
+    for _ in range(2):
+        assert _create(client, model="tiny-llama", training_file=training_file).status_code == 200
+    r = _create(client, model="tiny-llama", training_file=training_file)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"

@@ -1,0 +1,224 @@
+"""Runs one attempt of a fine-tuning job: claim the row, train, write the adapter, register.
+
+Idempotent: a second delivery of the same job finds it finished, cancelled or in another
+worker's hands and does nothing; a delivery after a lost worker restarts it from scratch.
+Files are written to a temporary folder under adapters_dir and renamed into place before the
+adapter row exists, so a registered adapter always has complete files.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from app.db import get_sessionmaker
+from app.engine.loader import context_window, load_base_model
+from app.files import service as files
+from app.files.models import File
+from app.finetune import lifecycle
+from app.registry.service import folder_bytes
+from app.settings import get_settings
+from workers.training import (
+    ExampleError,
+    StepMetrics,
+    TrainingStopped,
+    config_from_hyperparameters,
+    resolve_hyperparameters,
+    tokenize_chat,
+    train_lora,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_VALID_EXAMPLES = 64  # validation loss on a sample, so it stays cheap per logged step
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Refreshes the job's heartbeat from a thread, so slow steps never look like a death;
+    a dead process stops it, which is exactly what the reaper looks for."""
+
+    def __init__(self, job_id: str, attempt: int, interval_s: float) -> None:
+        self.job_id, self.attempt, self.interval_s = job_id, attempt, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if not lifecycle.heartbeat(self.job_id, self.attempt):
+                    return
+            except Exception as exc:  # noqa: BLE001 - the database may blip; keep trying
+                log.warning("heartbeat failed: %s", type(exc).__name__)
+
+
+def _load_file(tenant: str, file_id: str) -> tuple[File, list[dict[str, Any]]]:
+    settings = get_settings()
+    with get_sessionmaker()() as session:
+        row = files.get_file(session, tenant, file_id)
+        return row, files.read_examples(row, settings.files_dir)
+
+
+def adapter_name(base: str, suffix: str | None, job_id: str) -> str:
+    return f"ft:{base}:{suffix or ''}:{job_id}"
+
+
+def run_job(job_id: str) -> None:
+    settings = get_settings()
+    claim = lifecycle.claim(
+        job_id, worker_name(), settings.job_heartbeat_timeout_s, settings.job_max_attempts
+    )
+    if claim is None:
+        log.info("job %s: nothing to run", job_id)
+        return
+    interval = max(0.2, settings.job_heartbeat_timeout_s / 4)
+    with Heartbeat(claim.job_id, claim.attempt, interval):
+        try:
+            _train_and_register(claim)
+        except TrainingStopped:
+            status = lifecycle.current_status(job_id)
+            if status == lifecycle.CANCELLED:
+                lifecycle.event(job_id, "Training stopped: the job was cancelled")
+            else:
+                log.warning("job %s attempt %s lost its lease", job_id, claim.attempt)
+        except (ExampleError, ValueError) as exc:
+            lifecycle.fail(job_id, "invalid_training_setup", str(exc), attempt=claim.attempt)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            lifecycle.fail(
+                job_id,
+                "training_error",
+                f"Training failed: {type(exc).__name__}: {str(exc)[:500]}",
+                attempt=claim.attempt,
+            )
+
+
+def _train_and_register(claim: lifecycle.Claim) -> None:
+    settings = get_settings()
+    train_file, train_examples = _load_file(claim.tenant, claim.training_file)
+    valid_file, valid_examples = None, []
+    if claim.validation_file:
+        valid_file, valid_examples = _load_file(claim.tenant, claim.validation_file)
+    loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
+    if claim.model != loaded.name:
+        lifecycle.fail(
+            claim.job_id,
+            "model_not_available",
+            f"This worker serves '{loaded.name}', not '{claim.model}'.",
+            param="model",
+            attempt=claim.attempt,
+        )
+        return
+    hp = resolve_hyperparameters(claim.hyperparameters, len(train_examples))
+    lifecycle.set_resolved_hyperparameters(claim.job_id, claim.attempt, hp)
+    window = context_window(loaded.model)
+    config = config_from_hyperparameters(hp, claim.seed, window)
+    tok = loaded.tokenizer
+    train = [tokenize_chat(tok, e["messages"], window) for e in train_examples]
+    valid = [tokenize_chat(tok, e["messages"], window) for e in valid_examples][:MAX_VALID_EXAMPLES]
+    lifecycle.event(
+        claim.job_id,
+        f"Training {len(train)} examples for {config.n_epochs} epoch(s), batch size "
+        f"{config.batch_size}, learning rate {config.learning_rate:g}, LoRA r={config.r}",
+    )
+
+    def report(m: StepMetrics) -> bool:
+        text = f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.4f}"
+        if m.valid_loss is not None:
+            text += f", validation loss={m.valid_loss:.4f}"
+        lifecycle.event(claim.job_id, text, type="metrics", data=_metrics(m))
+        return True
+
+    result = train_lora(
+        loaded.model,
+        tok,
+        train,
+        config,
+        valid=valid,
+        report=report,
+        should_continue=lambda: lifecycle.should_continue(claim.job_id, claim.attempt),
+    )
+    name = adapter_name(loaded.name, claim.suffix, claim.job_id)
+    final_metrics = _metrics(result.history[-1]) if result.history else {}
+    manifest = {
+        "name": name,
+        "job_id": claim.job_id,
+        "base_model": loaded.name,
+        "base_model_source": settings.base_model,
+        "hyperparameters": hp,
+        "seed": claim.seed,
+        "training_file": {"id": train_file.id, "sha256": train_file.sha256},
+        "validation_file": (
+            {"id": valid_file.id, "sha256": valid_file.sha256} if valid_file else None
+        ),
+        "data_sha256": hashlib.sha256(
+            (train_file.sha256 + (valid_file.sha256 if valid_file else "")).encode()
+        ).hexdigest(),
+        "metrics": {
+            **final_metrics,
+            "steps": result.steps,
+            "trained_tokens": result.trained_tokens,
+            "train_seconds": round(result.train_seconds, 3),
+        },
+    }
+    folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
+    registered = lifecycle.succeed(
+        claim,
+        adapter_name=name,
+        adapter_path=folder.name,
+        adapter_bytes=folder_bytes(folder),
+        base_model=loaded.name,
+        manifest=manifest,
+        trained_tokens=result.trained_tokens,
+        checkpoint_metrics={**final_metrics, "full_valid_loss": result.final_valid_loss},
+        step=result.steps,
+    )
+    if not registered:  # cancelled (or taken over) at the last moment: leave nothing behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise TrainingStopped
+
+
+def _metrics(m: StepMetrics) -> dict[str, Any]:
+    return {
+        "step": m.step,
+        "total_steps": m.total_steps,
+        "epoch": m.epoch,
+        "train_loss": m.train_loss,
+        "valid_loss": m.valid_loss,
+        "learning_rate": m.learning_rate,
+        "tokens_per_second": m.tokens_per_second,
+        "eta_seconds": m.eta_seconds,
+    }
+
+
+def _write_adapter(model: Any, manifest: dict[str, Any], adapters_dir: Path, job_id: str) -> Path:
+    """safetensors + adapter_config.json + manifest.json, complete before it is visible."""
+    adapters_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-", dir=adapters_dir))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        final = adapters_dir / job_id
+        if final.exists():  # left by an earlier attempt that died before registering
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
