@@ -471,11 +471,13 @@ def compile_template(source: str):  # noqa: ANN201
         raise TemplateRefused(f"Template error: {exc}", "template_syntax_error") from None
 
 
-def undeclared_variables(source: str) -> set[str]:
+@lru_cache(maxsize=512)
+def undeclared_variables(source: str) -> frozenset[str]:
+    """Names the template reads from its context (it is asked once per request)."""
     from jinja2 import meta
 
     compile_template(source)  # syntax and safety first, with their own messages
-    return set(meta.find_undeclared_variables(_env.parse(source)))
+    return frozenset(meta.find_undeclared_variables(_env.parse(source)))
 
 
 class MissingVariable(TemplateRefused):
