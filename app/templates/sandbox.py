@@ -125,13 +125,14 @@ SAFE_LOOP_ATTRS = frozenset(
 
 # Filters whose output is bounded by their input. Left out on purpose: attr (attribute
 # walks by name), format/center/wordwrap (a width argument allocates), random (not
-# reproducible), slice (its count argument loops), pprint, xmlattr, filesizeformat.
+# reproducible), slice and batch (a count argument loops or pads), pprint, xmlattr,
+# filesizeformat.
 SAFE_FILTERS = [
     *("abs", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "first"),
     *("float", "forceescape", "int", "items", "join", "last", "length", "list", "lower"),
     *("map", "max", "min", "reject", "rejectattr", "reverse", "round", "safe", "select"),
     *("selectattr", "sort", "string", "striptags", "sum", "title", "tojson", "trim"),
-    *("truncate", "unique", "upper", "urlencode", "wordcount", "batch", "groupby"),
+    *("truncate", "unique", "upper", "urlencode", "wordcount", "groupby"),
 ]
 
 

@@ -116,6 +116,7 @@ def test_huge_loops_and_recursion(client, payload: str, code: str) -> None:
         "{% set x = 'a' * 199999 %}{{ [x, x, x] }}",
         "{% set x = 'a' * 199999 %}{% set y %}{{ x }}{{ x }}{% endset %}{{ y }}",
         "{{ input|center(999999999) }}",
+        "{{ input|batch(999999999, 'x')|list }}",
         "{{ 'ab'|replace('a', 'a' * 100000) * 3 }}",
     ],
 )
