@@ -67,6 +67,7 @@ class EngineStats:
     max_rows: int = 0  # the most rows one forward pass carried
     mixed_forwards: int = 0  # forward passes whose rows named more than one variant
     joins: int = 0  # requests admitted while other rows were mid-generation
+    deferred: int = 0  # admissions put off because every adapter slot was in use
     prompt_tokens_run: int = 0  # prompt tokens actually run through the model
 
 
@@ -168,6 +169,7 @@ class Scheduler:
                 if state == "ready":
                     admitted.append(seq)
                 elif state == "wait":
+                    self.stats.deferred += 1
                     deferred.append(seq)  # every adapter slot is in use by running rows
         self.waiting = deferred
         if not admitted:

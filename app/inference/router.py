@@ -53,7 +53,10 @@ async def chat_completions(
     max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
     params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
     handles = service.submit_all(
-        engine, variant, [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)]
+        engine,
+        variant,
+        [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)],
+        prefix_len=prepared.prefix_len,
     )
     rid, created = service.response_id("chatcmpl-")
     headers = _variant_headers(variant)
@@ -130,7 +133,10 @@ async def completions(
         max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
         params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
         jobs.extend((prepared.token_ids, service.seeded(params, i)) for i in range(req.n))
-    handles = service.submit_all(engine, variant, jobs)
+    # A template's prefix is the same for every prompt of the request.
+    handles = service.submit_all(
+        engine, variant, jobs, prefix_len=min(p.prefix_len for p in prompts)
+    )
     rid, created = service.response_id("cmpl-")
     headers = _variant_headers(variant)
     prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n

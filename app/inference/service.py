@@ -28,12 +28,19 @@ def seeded(params: SamplingParams, index: int) -> SamplingParams:
 
 
 def submit_all(
-    engine: Engine, variant: Variant, jobs: list[tuple[list[int], SamplingParams]]
+    engine: Engine,
+    variant: Variant,
+    jobs: list[tuple[list[int], SamplingParams]],
+    prefix_len: int = 0,
 ) -> list[RequestHandle]:
+    """`prefix_len`: leading tokens every job shares with the variant's fixed template prefix
+    (the engine reuses their key/value cache)."""
     handles: list[RequestHandle] = []
     try:
         for prompt_ids, params in jobs:
-            handles.append(engine.submit(prompt_ids, params, variant.adapter))
+            handles.append(
+                engine.submit(prompt_ids, params, variant.adapter, prefix_len=prefix_len)
+            )
     except Exception:
         for h in handles:
             h.cancel()

@@ -1,0 +1,123 @@
+"""Back-pressure (a bounded queue answers 503 with Retry-After) and cancellation (a client
+that goes away frees its row at the next step)."""
+
+import asyncio
+import time
+
+import pytest
+
+from app.engine.requests import Finished
+from app.errors import ServiceUnavailable
+from tests.engine.helpers import Job, run_alone
+
+
+def test_full_queue_refuses_with_retry_after(make_engine) -> None:
+    engine = make_engine(start=False, max_queue=2)  # nothing drains the queue
+    job = Job("The capital of France is", max_tokens=4)
+
+    async def scenario() -> None:
+        handles = [engine.submit(job.ids(engine), job.params()) for _ in range(2)]
+        with pytest.raises(ServiceUnavailable) as caught:
+            engine.submit(job.ids(engine), job.params())
+        err = caught.value
+        assert err.status_code == 503
+        assert err.code == "server_overloaded"
+        assert err.headers == {"Retry-After": "1"}
+        assert engine.queued == 2  # the refused request took no room
+        # Once the engine runs, the queued requests are served and room frees up.
+        engine.start()
+        results = await asyncio.gather(*(h.result() for h in handles))
+        assert all(r.completion_tokens == 4 for r in results)
+        await engine.submit(job.ids(engine), job.params()).result()
+
+    asyncio.run(scenario())
+
+
+def test_in_memory_work_stays_bounded(make_engine) -> None:
+    """However many clients push, the engine holds at most queue + batch + waiting rows."""
+    engine = make_engine(max_queue=4, max_batch_size=2, batch_wait_ms=0)
+    job = Job("Review: great film", max_tokens=40)
+
+    async def scenario() -> tuple[int, int]:
+        accepted, refused = [], 0
+        for _ in range(30):
+            try:
+                accepted.append(engine.submit(job.ids(engine), job.params()))
+            except ServiceUnavailable:
+                refused += 1
+        await asyncio.gather(*(h.result() for h in accepted))
+        return len(accepted), refused
+
+    accepted, refused = asyncio.run(scenario())
+    assert refused > 0
+    assert accepted <= 4 + 2 + 2  # queue bound, running rows, one batch pulled to wait
+    assert engine.stats.max_rows <= 2
+
+
+def test_cancel_frees_the_row(make_engine) -> None:
+    # One row only: the second request can run only once the first one's row is freed.
+    engine = make_engine(max_batch_size=1, batch_wait_ms=0)
+    long = Job("The capital of France is", max_tokens=200)
+    short = Job("Review: great film", max_tokens=5)
+    expected_short = run_alone(engine, [short])[0]
+
+    async def scenario() -> tuple[Finished, Finished]:
+        first = engine.submit(long.ids(engine), long.params())
+        start = engine.stats.forwards
+        deadline = time.monotonic() + 60
+        while engine.stats.forwards < start + 3:  # it is generating
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        second = engine.submit(short.ids(engine), short.params())
+        first.cancel()  # what the SSE stream does when the client disconnects
+        return await first.result(), await second.result()
+
+    cancelled, served = asyncio.run(scenario())
+    assert cancelled.finish_reason == "cancelled"
+    assert 0 < cancelled.completion_tokens < 200
+    assert served.token_ids == expected_short.token_ids
+    deadline = time.monotonic() + 60
+    # The scheduler drops the row right after its last event.
+    while engine.scheduler.rows or engine.scheduler.batch is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def test_cancelled_row_leaves_a_running_batch(make_engine) -> None:
+    engine = make_engine(batch_wait_ms=300)
+    jobs = [
+        Job("The capital of France is", max_tokens=150),
+        Job("Review: great film", max_tokens=30),
+    ]
+    expected = run_alone(engine, jobs[1:])[0]
+
+    async def scenario() -> tuple[Finished, Finished, int]:
+        handles = [engine.submit(j.ids(engine), j.params()) for j in jobs]
+        deadline = time.monotonic() + 60
+        while engine.stats.forwards < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        handles[0].cancel()
+        while len(engine.scheduler.rows) == 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        rows_after_cancel = len(engine.scheduler.rows)
+        return await handles[0].result(), await handles[1].result(), rows_after_cancel
+
+    cancelled, other, rows_after = asyncio.run(scenario())
+    assert cancelled.finish_reason == "cancelled"
+    assert rows_after <= 1
+    assert other.token_ids == expected.token_ids  # its neighbour's exit did not disturb it
+
+
+def test_empty_prompt_is_refused(make_engine) -> None:
+    engine = make_engine(start=False)
+
+    async def scenario() -> None:
+        from app.engine.sampling import SamplingParams
+        from app.errors import BadRequest
+
+        with pytest.raises(BadRequest):
+            engine.submit([], SamplingParams())
+
+    asyncio.run(scenario())
