@@ -342,7 +342,9 @@ def _embeddings_for(spec: TemplateSpec) -> bytes | None:
     return selection.compute_embeddings(spec.examples)
 
 
-def _version_row(template_id: str, number: int, spec: TemplateSpec, model: str) -> TemplateVersion:
+def _version_row(
+    template_id: str, number: int, spec: TemplateSpec, model: str, vectors: bytes | None
+) -> TemplateVersion:
     params = spec.params.model_dump(exclude_none=True)
     params[VARIABLES_KEY] = dict(spec.variables)
     return TemplateVersion(
@@ -355,7 +357,7 @@ def _version_row(template_id: str, number: int, spec: TemplateSpec, model: str) 
         example_selection=spec.example_selection.model_dump(),
         params=params,
         model=model,
-        embeddings=_embeddings_for(spec),
+        embeddings=vectors,
     )
 
 
@@ -369,10 +371,11 @@ def create(
     if exists is not None:
         raise Conflict(f"A template named '{name}' already exists.", param="name")
     resolved = validate(spec, engine, session, tenant)
+    vectors = _embeddings_for(spec)
     template = Template(id=new_id("tmpl_"), tenant=tenant, name=name, latest_version=1)
     session.add(template)
     session.flush()
-    session.add(_version_row(template.id, 1, spec, resolved.model))
+    session.add(_version_row(template.id, 1, spec, resolved.model, vectors))
     try:
         session.commit()
     except IntegrityError:
@@ -395,22 +398,24 @@ def add_version(
     }
     spec = TemplateSpec(**{**latest.model_dump(), **changes})
     resolved = validate(spec, engine, session, tenant)
-    # Compare-and-set on latest_version: two concurrent updates never share a number.
-    for _ in range(5):
+    vectors = _embeddings_for(spec)  # before claiming the number: it can take a moment
+    # Compare-and-set on latest_version claims the next number (on PostgreSQL the row lock
+    # holds until commit); only then is the version row written.
+    for _ in range(10):
         current = template.latest_version
-        row = _version_row(template.id, current + 1, spec, resolved.model)
-        session.add(row)
-        moved = session.execute(
-            update(Template)
-            .where(Template.id == template.id, Template.latest_version == current)
-            .values(latest_version=current + 1)
-        ).rowcount
-        if moved == 1:
-            try:
+        try:
+            moved = session.execute(
+                update(Template)
+                .where(Template.id == template.id, Template.latest_version == current)
+                .values(latest_version=current + 1)
+            ).rowcount
+            if moved == 1:
+                row = _version_row(template.id, current + 1, spec, resolved.model, vectors)
+                session.add(row)
                 session.commit()
                 return row
-            except IntegrityError:
-                pass
+        except IntegrityError:
+            pass
         session.rollback()
         session.refresh(template)
     raise Conflict("The template is being updated concurrently; retry.", param="name")

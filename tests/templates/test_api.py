@@ -170,3 +170,32 @@ def test_model_may_be_an_adapter_of_the_tenant(client) -> None:
     other = {"Authorization": f"Bearer {make_tenant_key(client, 'other')}"}
     r = client.post("/v1/templates", json={**SENTIMENT, "model": ft}, headers=other)
     assert r.status_code == 400 and error_of(r)["code"] == "model_not_found"
+
+
+def test_concurrent_updates_get_distinct_versions(client) -> None:
+    import threading
+
+    assert create(client).status_code == 201
+    statuses: list[int] = []
+
+    def update(i: int) -> None:
+        for j in range(3):
+            r = client.post(
+                "/v1/templates/sentiment/versions", json={"system_prompt": f"writer {i} {j}"}
+            )
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=update, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count(201) + statuses.count(409) == 12
+    body = client.get("/v1/templates/sentiment").json()
+    created = statuses.count(201)
+    assert body["versions"] == list(range(1, created + 2))
+    assert body["latest_version"] == created + 1
+    prompts = {
+        v["system_prompt"] for v in client.get("/v1/templates/sentiment/versions").json()["data"]
+    }
+    assert len(prompts) == created + 1  # every version holds what its writer sent
