@@ -1,31 +1,24 @@
-"""Labeled examples for an evaluation, read from a stored file of the files API."""
+"""Labeled examples for an evaluation, from a file stored by the files API."""
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest
 from app.evals.runner import LabeledExample
-from app.files.models import File
+from app.files import service as files
 from app.settings import get_settings
 
 
 def load_labeled_examples(session: Session, tenant: str, file_id: str) -> list[LabeledExample]:
-    row = session.scalar(select(File).where(File.id == file_id, File.tenant == tenant))
-    if row is None:
-        raise NotFound(f"No file with id '{file_id}'.", param="file_id", code="file_not_found")
-    from app.files.parsing import parse_examples
-
-    raw = (get_settings().files_dir / row.storage_path).read_bytes()
+    row = files.get_file(session, tenant, file_id)
     examples = []
-    for conversation in parse_examples(raw, row.filename):
-        messages = list(conversation)
+    for example in files.read_examples(row, get_settings().files_dir):
+        messages = [{"role": m["role"], "content": m["content"]} for m in example["messages"]]
         # The last assistant turn is the expected answer; everything before it is the prompt.
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is None:
             continue
-        examples.append(
-            LabeledExample(messages=messages[:last], expected=messages[last]["content"])
-        )
+        expected = messages[last]["content"]
+        examples.append(LabeledExample(messages=messages[:last], expected=expected))
     if not examples:
         raise BadRequest("The file holds no labeled examples.", param="file_id")
     return examples
