@@ -13,8 +13,9 @@ Whatever the selection rule, examples are dropped from the least relevant end un
 prompt plus the completion budget fits the context window.
 """
 
+from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -56,6 +57,8 @@ class BuiltPrompt:
     examples: list[int]  # indices into the version's examples, in prompt order
     prefix_len: int  # leading tokens shared by every request of this version
     messages: list[dict[str, str]] | None = None
+    # Character span of each token in `text` (fast tokenizers), for trimming estimates.
+    offsets: list[tuple[int, int]] | None = field(default=None, repr=False)
 
 
 def reserve_tokens(context_window: int, requested: int | None) -> int:
@@ -175,12 +178,12 @@ def build_chat(
         if tmpl.rule == "similar_k":  # the examples change per request: only the system part
             static = static[:1] if tmpl.system_prompt else []
         static_text = render_chat(tokenizer, static, add_generation_prompt=False) if static else ""
-        ids = encode(tokenizer, text)
-        prefix = _prefix_len(tokenizer, static_text, ids)
-        return BuiltPrompt(text, ids, chosen[:n], prefix, messages)
+        ids, offsets = _tokenize(tokenizer, text)
+        prefix = _prefix_len(tokenizer, static_text, text, ids, offsets)
+        return BuiltPrompt(text, ids, chosen[:n], prefix, messages, offsets)
 
     reserve = reserve_tokens(context_window, requested_max_tokens)
-    return _fit(build, len(chosen), context_window, reserve)
+    return _fit(build, list(zip(users, outputs, strict=True)), context_window, reserve)
 
 
 # -- completion ----------------------------------------------------------------------------
@@ -200,7 +203,8 @@ def build_completion(
     rendered = render_request(tmpl, prompt, variables)
     chosen = selection.select(tmpl.examples, tmpl.rule, tmpl.k, tmpl.embeddings, prompt)
     users = _example_turns(tmpl, chosen)
-    blocks = [f"{u}\n{tmpl.examples[i]['output']}" for u, i in zip(users, chosen, strict=True)]
+    outputs = [str(tmpl.examples[i]["output"]) for i in chosen]
+    blocks = [f"{u}\n{o}" for u, o in zip(users, outputs, strict=True)]
 
     def build(n: int) -> BuiltPrompt:
         text = completion_text(tmpl.system_prompt, blocks[:n], rendered)
@@ -208,22 +212,39 @@ def build_completion(
         if tmpl.rule != "similar_k":
             static_blocks += blocks[:n]
         static_text = "".join(b + "\n\n" for b in static_blocks)
-        ids = encode(tokenizer, text)
-        return BuiltPrompt(text, ids, chosen[:n], _prefix_len(tokenizer, static_text, ids))
+        ids, offsets = _tokenize(tokenizer, text)
+        prefix = _prefix_len(tokenizer, static_text, text, ids, offsets)
+        return BuiltPrompt(text, ids, chosen[:n], prefix, None, offsets)
 
     reserve = reserve_tokens(context_window, requested_max_tokens)
-    return _fit(build, len(chosen), context_window, reserve)
+    return _fit(build, list(zip(users, outputs, strict=True)), context_window, reserve)
 
 
 # -- shared --------------------------------------------------------------------------------
+def _tokenize(
+    tokenizer: PreTrainedTokenizerBase, text: str
+) -> tuple[list[int], list[tuple[int, int]] | None]:
+    if not tokenizer.is_fast:
+        return encode(tokenizer, text), None
+    # The same call as engine/prompts.encode, asking for character offsets as well.
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+
+
 def _fit(
-    build: Callable[[int], BuiltPrompt], available: int, context_window: int, reserve: int
+    build: Callable[[int], BuiltPrompt],
+    pairs: list[tuple[str, str]],
+    context_window: int,
+    reserve: int,
 ) -> BuiltPrompt:
     """The prompt with the most examples (from the front) that leaves `reserve` tokens.
 
-    Prompt length grows with the number of examples, so a binary search needs a handful of
-    renders. With none fitting, the zero-example prompt is returned and the caller's
-    context check refuses it with the usual error."""
+    Rendering and tokenising a long prompt is the expensive part, so the count is first
+    estimated from the full prompt's token offsets (where each example's text sits), then
+    checked by building that prompt for real and stepping by one; only when the estimate
+    is unavailable or far off does a binary search run. With none fitting, the
+    zero-example prompt is returned and the caller's context check refuses it."""
+    available = len(pairs)
 
     def fits(prompt: BuiltPrompt) -> bool:
         return len(prompt.token_ids) + reserve <= context_window
@@ -231,8 +252,38 @@ def _fit(
     full = build(available)
     if available == 0 or fits(full):
         return full
-    lo, hi = 0, available - 1  # the answer lies in [lo, hi]
-    best: BuiltPrompt | None = None
+    guess = _estimate(full, pairs, context_window - reserve)
+    if guess is None:
+        return _bisect(build, fits, 0, available - 1)
+    candidate = build(guess)
+    if fits(candidate):
+        for _ in range(3):  # step up while the next one fits too
+            n = len(candidate.examples)
+            if n == available - 1:
+                return candidate
+            bigger = build(n + 1)
+            if not fits(bigger):
+                return candidate
+            candidate = bigger
+        return _bisect(build, fits, len(candidate.examples), available - 1, candidate)
+    for _ in range(3):  # step down until it fits
+        n = len(candidate.examples)
+        if n == 0:
+            return candidate
+        candidate = build(n - 1)
+        if fits(candidate):
+            return candidate
+    return _bisect(build, fits, 0, len(candidate.examples) - 1)
+
+
+def _bisect(
+    build: Callable[[int], BuiltPrompt],
+    fits: Callable[[BuiltPrompt], bool],
+    lo: int,
+    hi: int,
+    best: BuiltPrompt | None = None,
+) -> BuiltPrompt:
+    """The largest count in [lo, hi] that fits (lo is known to fit, or is 0)."""
     while lo < hi:
         mid = (lo + hi + 1) // 2
         candidate = build(mid)
@@ -243,12 +294,48 @@ def _fit(
     return best if best is not None and len(best.examples) == lo else build(lo)
 
 
-def _prefix_len(tokenizer: PreTrainedTokenizerBase, static_text: str, ids: list[int]) -> int:
-    """Tokens of the static part that this prompt shares exactly.
+def _estimate(full: BuiltPrompt, pairs: list[tuple[str, str]], budget: int) -> int | None:
+    """How many leading examples fit in `budget` tokens, judged from the full prompt: the
+    tokens between the end of example n-1 and the end of the last one go away."""
+    if full.offsets is None:
+        return None
+    spans, cursor = [], 0
+    for user, output in pairs:
+        start = full.text.find(user, cursor)
+        if start < 0:
+            return None  # the chat template changed the text (trimmed it, say)
+        end = full.text.find(output, start + len(user))
+        if end < 0:
+            return None
+        cursor = end + len(output)
+        spans.append((start, cursor))
+    ends = [end for _, end in full.offsets]
+    total = len(full.token_ids)
+    tail_from = bisect_right(ends, spans[-1][1])
+    for n in range(len(spans) - 1, -1, -1):
+        cut_from = bisect_right(ends, spans[n - 1][1] if n else spans[0][0])
+        if total - (tail_from - cut_from) <= budget:
+            return n
+    return 0
 
-    If tokenisation merged across the boundary, the last shared token is not trusted."""
+
+def _prefix_len(
+    tokenizer: PreTrainedTokenizerBase,
+    static_text: str,
+    text: str,
+    ids: list[int],
+    offsets: list[tuple[int, int]] | None,
+) -> int:
+    """Tokens of the static part that this prompt holds unchanged.
+
+    Where a token straddles the end of the static part, that token is not counted."""
     if not static_text:
         return 0
+    if offsets is not None and text.startswith(static_text):
+        boundary = len(static_text)
+        inside = bisect_right([end for _, end in offsets], boundary)
+        aligned = inside > 0 and offsets[inside - 1][1] == boundary
+        return inside if aligned else max(inside - 1, 0)
     static_ids = encode(tokenizer, static_text)
     shared = 0
     for a, b in zip(static_ids, ids, strict=False):
