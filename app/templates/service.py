@@ -248,9 +248,9 @@ def _check_model(session: Session, tenant: str, base_name: str, model: str) -> N
         )
 
 
-def validate(spec: TemplateSpec, engine: Engine, session: Session, tenant: str) -> ResolvedTemplate:
+def validate(spec: TemplateSpec, engine: Engine, session: Session, tenant: str) -> str:
     """Every check that can be made before a request arrives; raises a 400 naming the
-    problem. Returns the version as it would serve (with model filled in)."""
+    problem. Returns the model the version runs on."""
     model = spec.model or engine.name
     try:
         used = sandbox.undeclared_variables(spec.instruction)
@@ -275,18 +275,6 @@ def validate(spec: TemplateSpec, engine: Engine, session: Session, tenant: str) 
                     code="example_missing_field",
                 )
 
-    resolved = ResolvedTemplate(
-        name="(new)",
-        version=0,
-        model=model,
-        system_prompt=spec.system_prompt,
-        instruction=spec.instruction,
-        examples=spec.examples,
-        rule=spec.example_selection.rule,
-        k=spec.example_selection.k,
-        params=spec.params.model_dump(exclude_none=True),
-        variables=spec.variables,
-    )
     for i, example in enumerate(spec.examples):
         try:
             sandbox.render(spec.instruction, {**defaults_of(spec.variables), **example})
@@ -296,10 +284,10 @@ def validate(spec: TemplateSpec, engine: Engine, session: Session, tenant: str) 
     probe = _dry_run(spec, used)
     _check_fits(spec, engine, probe)
     _check_model(session, tenant, engine.name, model)
-    return resolved
+    return model
 
 
-def _dry_run(spec: TemplateSpec, used: set[str]) -> str:
+def _dry_run(spec: TemplateSpec, used: frozenset[str]) -> str:
     """Render the request turn with placeholder values: catches unsafe or runaway templates
     (range(10**9), attribute walks built at run time) before anything is saved. Errors
     that depend on real request values (a variable meant to be a dict) are left for then."""
@@ -370,12 +358,12 @@ def create(
     )
     if exists is not None:
         raise Conflict(f"A template named '{name}' already exists.", param="name")
-    resolved = validate(spec, engine, session, tenant)
+    model = validate(spec, engine, session, tenant)
     vectors = _embeddings_for(spec)
     template = Template(id=new_id("tmpl_"), tenant=tenant, name=name, latest_version=1)
     session.add(template)
     session.flush()
-    session.add(_version_row(template.id, 1, spec, resolved.model, vectors))
+    session.add(_version_row(template.id, 1, spec, model, vectors))
     try:
         session.commit()
     except IntegrityError:
@@ -397,7 +385,7 @@ def add_version(
         if v is not None or k == "model"
     }
     spec = TemplateSpec(**{**latest.model_dump(), **changes})
-    resolved = validate(spec, engine, session, tenant)
+    model = validate(spec, engine, session, tenant)
     vectors = _embeddings_for(spec)  # before claiming the number: it can take a moment
     # Compare-and-set on latest_version claims the next number (on PostgreSQL the row lock
     # holds until commit); only then is the version row written.
@@ -410,7 +398,7 @@ def add_version(
                 .values(latest_version=current + 1)
             ).rowcount
             if moved == 1:
-                row = _version_row(template.id, current + 1, spec, resolved.model, vectors)
+                row = _version_row(template.id, current + 1, spec, model, vectors)
                 session.add(row)
                 session.commit()
                 return row
