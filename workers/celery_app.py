@@ -12,7 +12,7 @@ from app.settings import get_settings
 def make_celery() -> Celery:
     settings = get_settings()
     broker = settings.resolved_broker_url
-    app = Celery("adaptd", broker=broker, include=["workers.tasks"])
+    app = Celery("adaptd", broker=broker, include=["workers.tasks", "workers.eval_tasks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -16,7 +16,7 @@ from app.evals.models import EvalEvent, Evaluation
 from app.evals.report import build_report
 from app.evals.runner import GenerationSettings, run_variant
 from app.evals.schemas import EvalCreate, EvalEventRead, EvalGeneration, EvalRead
-from app.files.models import File
+from app.files import service as files
 from app.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,7 @@ TERMINAL = {"succeeded", "failed"}
 
 
 def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> Evaluation:
-    file = session.scalar(select(File).where(File.id == body.file_id, File.tenant == tenant))
-    if file is None:
-        raise NotFound(f"No file with id '{body.file_id}'.", param="file_id", code="file_not_found")
+    file = files.get_file(session, tenant, body.file_id, param="file_id")
     for i, model in enumerate(body.variants):
         try:
             variants.resolve(session, tenant, model, base_name, count_alias=False)
@@ -47,6 +45,7 @@ def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> E
         status="queued",
     )
     session.add(row)
+    session.flush()  # the event's foreign key needs the row first
     session.add(EvalEvent(eval_id=row.id, message="Evaluation created"))
     session.commit()
     return row
