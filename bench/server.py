@@ -36,6 +36,7 @@ class Server:
         if "DATABASE_URL" not in (extra_env or {}):
             self.env.pop("DATABASE_URL", None)  # SQLite in the data folder
         self.proc: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "Server":
@@ -76,12 +77,36 @@ class Server:
         raise RuntimeError("server not ready after 300 s")
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
+        for proc in [*self.workers, self.proc]:
+            if proc is None:
+                continue
+            proc.terminate()
             try:
-                self.proc.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
+
+    def start_worker(self) -> subprocess.Popen:
+        """One Celery worker process on the same settings (the embedded filesystem broker
+        unless CELERY_BROKER_URL is set)."""
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--pool=solo",
+                "--loglevel=WARNING",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.workers.append(worker)
+        return worker
 
     @property
     def headers(self) -> dict[str, str]:
