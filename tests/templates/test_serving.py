@@ -303,3 +303,23 @@ def test_template_on_an_adapter_runs_the_adapter(client) -> None:
     )
     assert on_ft.json()["choices"][0]["message"]["content"] == direct.json()["choices"][0]["text"]
     assert json.dumps(on_ft.json()["usage"]) == json.dumps(direct.json()["usage"])
+
+
+def test_static_prefix_is_served_from_the_engine_prefix_cache(client) -> None:
+    engine = client.app.state.engine
+    assert create(client, name="cached").status_code == 201
+    rendered = client.post("/v1/templates/cached/render", json={"messages": MESSAGES}).json()
+    assert rendered["prefix_tokens"] > 0
+    body = {"model": "tmpl:cached", "messages": MESSAGES, "temperature": 0, "max_tokens": 8}
+    hits = engine.prefixes.hits
+    first = client.post("/v1/chat/completions", json=body).json()
+    again = client.post(
+        "/v1/chat/completions",
+        json={**body, "messages": [{"role": "user", "content": "a dull film"}]},
+    ).json()
+    repeat = client.post("/v1/chat/completions", json=body).json()
+    assert engine.prefixes.hits >= hits + 2  # the later requests reuse the first one's prefix
+    # Reusing cached keys/values changes nothing in what the model says.
+    assert repeat["choices"] == first["choices"]
+    assert first["choices"][0]["message"]["content"] == base_completion(client, rendered["prompt"])
+    assert again["examples_used"] == 2
