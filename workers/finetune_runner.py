@@ -92,10 +92,14 @@ def run_job(job_id: str) -> None:
     with Heartbeat(claim.job_id, claim.attempt, interval):
         try:
             _train_and_register(claim)
-        except TrainingStopped:
+        except TrainingStopped as stop:
             status = lifecycle.current_status(job_id)
             if status == lifecycle.CANCELLED:
-                lifecycle.event(job_id, "Training stopped: the job was cancelled")
+                lifecycle.event(
+                    job_id,
+                    f"Training stopped at step {stop.step}: the job was cancelled",
+                    data={"step": stop.step},
+                )
             else:
                 log.warning("job %s attempt %s lost its lease", job_id, claim.attempt)
         except (ExampleError, ValueError) as exc:
@@ -192,7 +196,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     )
     if not registered:  # cancelled (or taken over) at the last moment: leave nothing behind
         shutil.rmtree(folder, ignore_errors=True)
-        raise TrainingStopped
+        raise TrainingStopped(result.steps)
 
 
 def _metrics(m: StepMetrics) -> dict[str, Any]:

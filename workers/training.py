@@ -27,6 +27,10 @@ DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 class TrainingStopped(Exception):
     """Raised inside the loop when the reporter says stop (cancel, lost lease)."""
 
+    def __init__(self, step: int = 0) -> None:
+        super().__init__(f"stopped at step {step}")
+        self.step = step
+
 
 class ExampleError(ValueError):
     """An example that cannot be trained on (e.g. a chat template that does not extend)."""
@@ -168,6 +172,29 @@ def collate(
     }
 
 
+def target_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean next-token loss over the labelled positions, and how many there were.
+
+    The output projection (vocabulary-sized: a fifth of a small model's compute) is applied
+    only at positions that carry a label, not to the whole padded batch. Models that post-
+    process their logits (soft-capping, scaling) take the plain full-logits path.
+    """
+    causal = model.get_base_model() if isinstance(model, PeftModel) else model
+    config = causal.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return causal_lm_loss(logits, batch["labels"])
+    hidden = causal.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    shift_labels = batch["labels"][:, 1:]
+    keep = shift_labels != IGNORE
+    logits = causal.get_output_embeddings()(hidden[:, :-1][keep])
+    count = int(keep.sum())
+    loss = torch.nn.functional.cross_entropy(logits.float(), shift_labels[keep], reduction="sum")
+    return loss / max(1, count), count
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean next-token loss over labelled positions, and how many there were."""
     shift_logits = logits[:, :-1, :].reshape(-1, logits.size(-1))
@@ -193,8 +220,7 @@ def evaluate_loss(
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss, n = causal_lm_loss(logits, batch["labels"])
+        loss, n = target_loss(model, batch)
         total += float(loss) * n
         count += n
     if was_training:
@@ -263,13 +289,10 @@ def train_lora(
             lengths, config.batch_size, rng, config.bucket_batches
         ):
             if should_continue is not None and not should_continue():
-                raise TrainingStopped
+                raise TrainingStopped(step)
             started = time.perf_counter()
             batch = collate([train[i] for i in batch_ids], pad_id, device)
-            logits = peft_model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-            loss, _ = causal_lm_loss(logits, batch["labels"])
+            loss, _ = target_loss(peft_model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -278,7 +301,7 @@ def train_lora(
             elapsed += time.perf_counter() - started
             step += 1
             tokens += int(batch["attention_mask"].sum())
-            window_loss += float(loss)
+            window_loss += float(loss.detach())
             window_n += 1
             if step % log_every == 0 or step == total_steps:
                 last_loss = window_loss / window_n
@@ -297,7 +320,7 @@ def train_lora(
                 )
                 history.append(metrics)
                 if report is not None and report(metrics) is False:
-                    raise TrainingStopped
+                    raise TrainingStopped(step)
     peft_model.eval()
     return TrainResult(
         model=peft_model,
