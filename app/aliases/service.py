@@ -106,18 +106,18 @@ def rollback(session: Session, tenant: str, name: str, version: int | None) -> A
 
 
 def _add_version(session: Session, alias: Alias, targets: list[dict]) -> Alias:
-    """A compare-and-set on current_version, so two concurrent repoints never share a number
-    and a reader always sees one whole version."""
+    """Claims the next number with a compare-and-set on current_version before writing the
+    version row, so concurrent repoints never share a number and a reader always sees one
+    whole version."""
     for _ in range(5):
         current = alias.current_version
-        new = current + 1
-        session.add(AliasVersion(alias_id=alias.id, version=new, targets=targets))
-        moved = session.execute(
+        claimed = session.execute(
             update(Alias)
             .where(Alias.id == alias.id, Alias.current_version == current)
-            .values(current_version=new)
+            .values(current_version=current + 1)
         ).rowcount
-        if moved == 1:
+        if claimed == 1:
+            session.add(AliasVersion(alias_id=alias.id, version=current + 1, targets=targets))
             try:
                 session.commit()
             except IntegrityError:

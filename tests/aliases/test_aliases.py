@@ -166,3 +166,25 @@ def test_repoint_under_concurrent_traffic_loses_no_request(client) -> None:
     info = client.get("/v1/aliases/live").json()
     assert info["version"] == 11
     assert sum(info["requests"].values()) == 60
+
+
+def test_concurrent_repoints_each_get_their_own_version(client) -> None:
+    base = client.app.state.engine.name
+    ft = register_random_adapter("default", "race")
+    client.post("/v1/aliases", json={"name": "race", "targets": [{"model": base}]})
+    statuses: list[int] = []
+
+    def repoint(i: int) -> None:
+        target = ft if i % 2 else base
+        r = client.put("/v1/aliases/race", json={"targets": [{"model": target}]})
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=repoint, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Each repoint lands as its own version, or is told to retry (409); never a 500.
+    assert set(statuses) <= {200, 409}, statuses
+    history = client.get("/v1/aliases/race/history").json()["data"]
+    assert [h["version"] for h in history] == list(range(1, 2 + statuses.count(200)))
