@@ -5,11 +5,12 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel
 
 from app.errors import APIError
@@ -51,6 +52,36 @@ class AdapterCache:
         # Called (on the scheduler thread) with the name of each adapter that was deleted.
         self.on_forget: list[Callable[[str], None]] = []
         self.loads = 0  # how many times files were read: eviction shows as a reload
+        # Per-row adapter names for the forward pass in progress, handed to every LoRA layer
+        # by hooks installed once per load (peft's own `adapter_names=` path installs and
+        # removes a hook on every module at every forward, which costs more than the LoRA
+        # arithmetic itself at decode time).
+        self._row_labels: list[str] | None = None
+        self._hooks: list = []
+
+    @contextlib.contextmanager
+    def rows(self, labels: list[str]) -> Iterator[None]:
+        """Within this block, a forward of the base model applies labels[i]'s LoRA weights
+        to row i (BASE: none), through peft's mixed-adapter batch code."""
+        self._row_labels = labels
+        try:
+            yield
+        finally:
+            self._row_labels = None
+
+    def _inject_labels(self, module, args, kwargs):  # noqa: ANN001, ANN202
+        if self._row_labels is not None:
+            kwargs["adapter_names"] = self._row_labels
+        return args, kwargs
+
+    def _rehook(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = [
+            module.register_forward_pre_hook(self._inject_labels, with_kwargs=True)
+            for module in self.base.modules()
+            if isinstance(module, LoraLayer)
+        ]
 
     @property
     def loaded(self) -> list[str]:
@@ -95,6 +126,7 @@ class AdapterCache:
             ) from exc
         self.loads += 1
         self._loaded[ref.name] = ref
+        self._rehook()
         return True
 
     def forget(self, name: str) -> None:
@@ -127,6 +159,7 @@ class AdapterCache:
         label = peft_label(name)
         if self.peft is not None and label in self.peft.peft_config:
             self.peft.delete_adapter(label)
+            self._rehook()
 
     def _drop_partial(self, name: str) -> None:
         with contextlib.suppress(Exception):  # best effort after a failed load

@@ -29,6 +29,11 @@ class Failed:
 Event = Delta | Finished | Failed
 
 
+def _deliver(batch: list[tuple["RequestHandle", Event]]) -> None:
+    for handle, event in batch:
+        handle._queue.put_nowait(event)
+
+
 class RequestHandle:
     """Filled by the scheduler thread, read by one asyncio consumer."""
 
@@ -39,6 +44,17 @@ class RequestHandle:
 
     def push(self, event: Event) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    @staticmethod
+    def push_many(events: list[tuple["RequestHandle", Event]]) -> None:
+        """Deliver a step's events with one wake-up per event loop, not one per token: a
+        wake-up is a system call, and the loop thread competes with the scheduler for the
+        interpreter."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, Event]]] = {}
+        for handle, event in events:
+            by_loop.setdefault(handle._loop, []).append((handle, event))
+        for loop, batch in by_loop.items():
+            loop.call_soon_threadsafe(_deliver, batch)
 
     def cancel(self) -> None:
         """The client went away: the scheduler drops the row at its next step."""

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,7 @@ from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
 from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
 from app.engine.detokenizer import TextAssembler
 from app.engine.prefix_cache import PrefixCache
-from app.engine.requests import Delta, Failed, Finished, RequestHandle
+from app.engine.requests import Delta, Event, Failed, Finished, RequestHandle
 from app.engine.sampling import Sampler, SamplingParams
 from app.errors import APIError, ServiceUnavailable
 
@@ -106,6 +107,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.rows: list[Sequence] = []
         self.batch: KVBatch | None = None
+        self._outbox: list[tuple[RequestHandle, Event]] = []  # sent once per step
         # Tests hook in here to see each step's logits, row by row (None: no cost).
         self.observe_logits: Callable[[list[Sequence], torch.Tensor], None] | None = None
 
@@ -117,8 +119,15 @@ class Scheduler:
                 self._admit()
                 if self.rows:
                     self._decode()
+                self._flush()
         finally:
+            self._flush()
             self._fail_everything()
+
+    def _flush(self) -> None:
+        if self._outbox:
+            events, self._outbox = self._outbox, []
+            RequestHandle.push_many(events)
 
     def _take(self, timeout: float | None) -> bool:
         """Move one request from the inbox to `waiting`. False: nothing came in time, or
@@ -181,7 +190,7 @@ class Scheduler:
         except Exception as exc:  # fail these requests, keep serving the running ones
             log.exception("prefill failed")
             for seq in admitted:
-                seq.handle.push(Failed(internal_error(exc)))
+                self._outbox.append((seq.handle, Failed(internal_error(exc))))
             return
         keep = self._accept_all(admitted, logits)
         if not keep:
@@ -202,7 +211,8 @@ class Scheduler:
             if not self.adapters.ensure(seq.adapter, pinned):
                 return "wait"
         except Exception as exc:  # missing or corrupt files: this request only
-            seq.handle.push(Failed(exc if isinstance(exc, APIError) else internal_error(exc)))
+            err = exc if isinstance(exc, APIError) else internal_error(exc)
+            self._outbox.append((seq.handle, Failed(err)))
             return "failed"
         pinned.add(seq.adapter.name)
         return "ready"
@@ -294,7 +304,7 @@ class Scheduler:
         except Exception as exc:
             log.exception("decode step failed")
             for row in self.rows:
-                row.handle.push(Failed(internal_error(exc)))
+                self._outbox.append((row.handle, Failed(internal_error(exc))))
             self.rows, self.batch = [], None
             return
         batch.cache, batch.mask, batch.positions = out.cache, mask, batch.positions + 1
@@ -315,20 +325,16 @@ class Scheduler:
         stats.max_rows = max(stats.max_rows, len(labels))
         if len(set(labels)) > 1:
             stats.mixed_forwards += 1
-        kwargs = {}
-        module = self.model
-        if self.adapters.has_adapters:
-            assert self.adapters.peft is not None
-            module, kwargs = self.adapters.peft, {"adapter_names": labels}
-        return module(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **kwargs,
-        )
+        rows = self.adapters.rows(labels) if self.adapters.has_adapters else nullcontext()
+        with rows:
+            return self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
 
     # -- tokens out --------------------------------------------------------------------------
     def _accept_all(self, rows: list[Sequence], logits: torch.Tensor) -> list[int]:
@@ -352,25 +358,27 @@ class Scheduler:
         row.generated.append(token)
         delta = row.assembler.add(token)
         if delta:
-            row.handle.push(Delta(delta))
+            self._outbox.append((row.handle, Delta(delta)))
         if row.assembler.stopped:
             return "stop"
         if len(row.generated) >= row.params.max_tokens:
             return "length"
         return None
 
-    @staticmethod
-    def _finish(row: Sequence, reason: str) -> None:
+    def _finish(self, row: Sequence, reason: str) -> None:
         tail = row.assembler.flush()
         if tail:
-            row.handle.push(Delta(tail))
-        row.handle.push(
-            Finished(
-                reason,
-                len(row.prompt_ids),
-                len(row.generated),
-                row.assembler.text,
-                tuple(row.generated),
+            self._outbox.append((row.handle, Delta(tail)))
+        self._outbox.append(
+            (
+                row.handle,
+                Finished(
+                    reason,
+                    len(row.prompt_ids),
+                    len(row.generated),
+                    row.assembler.text,
+                    tuple(row.generated),
+                ),
             )
         )
 
