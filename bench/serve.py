@@ -130,6 +130,47 @@ class PeakMemory:
         return out
 
 
+class DeviceMemory:
+    """Peak device-wide GPU memory in use during a block, less what was in use before any
+    phase started (this process's own CUDA context): covers the server and the phase
+    processes alike, allocator caches and contexts included."""
+
+    baseline = 0
+
+    def __init__(self, device: str) -> None:
+        self.enabled = device.startswith("cuda")
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def used() -> int:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.used())
+            time.sleep(0.02)
+
+    def __enter__(self) -> "DeviceMemory":
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+
+    def report(self) -> dict:
+        if not self.enabled:
+            return {}
+        return {"peak_gpu_used_mib": round((self.peak - self.baseline) / 2**20, 1)}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -341,17 +382,27 @@ PHASES = {"naive": phase_naive, "limit": phase_limit, "engine": phase_engine}
 
 def run_phase(name: str, work_file: Path, device: str, env: dict) -> dict:
     """Each in-process phase runs in a fresh process, so peak memory is its own."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--work", str(work_file), "--device", device],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with DeviceMemory(device) as gpu:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--phase",
+                name,
+                "--work",
+                str(work_file),
+                "--device",
+                device,
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"phase {name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), **gpu.report()}
 
 
 # -- setup: adapters in the registry, templates through the API ----------------------------
@@ -406,7 +457,13 @@ def make_adapters(data_dir: Path, base_model: str) -> dict[str, str]:
 
 
 async def service_phase(
-    url: str, headers: dict, requests: list[dict], clients: int, max_tokens: int, pid: int
+    url: str,
+    headers: dict,
+    requests: list[dict],
+    clients: int,
+    max_tokens: int,
+    pid: int,
+    device: str,
 ) -> dict:
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(
@@ -436,11 +493,12 @@ async def service_phase(
             while pending:
                 results.append(await one(pending.pop(0)))
 
-        with PeakMemory(pid=pid) as memory:
+        with PeakMemory(pid=pid) as memory, DeviceMemory(device) as gpu:
             started = time.perf_counter()
             await asyncio.gather(*(client() for _ in range(clients)))
             wall = time.perf_counter() - started
-    return summary(sum(t for _, t in results), wall, [lat for lat, _ in results], memory.report())
+    memory_report = {**memory.report(), **gpu.report()}
+    return summary(sum(t for _, t in results), wall, [lat for lat, _ in results], memory_report)
 
 
 def orchestrate(args: argparse.Namespace) -> None:
@@ -468,9 +526,13 @@ def orchestrate(args: argparse.Namespace) -> None:
 
 
 def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:  # noqa: ANN001
+    from app.engine.loader import model_name
     from app.engine.prompts import encode, render_chat
     from bench.server import Server
 
+    if args.device.startswith("cuda"):
+        DeviceMemory.baseline = DeviceMemory.used()
+    base_name = model_name(settings.base_model)
     with Server(data_dir=data_dir) as server:
         adapters = make_adapters(data_dir, settings.base_model)
         c = httpx.Client(base_url=server.url, headers=server.headers, timeout=600)
@@ -505,7 +567,7 @@ def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:  # noq
                 ids, prefix_len = encode(tokenizer, render_chat(tokenizer, messages)), 0
             requests.append(
                 {
-                    "model": "smollm2-135m-instruct" if model == "base" else model,
+                    "model": base_name if model == "base" else model,
                     "adapter": adapter,
                     "question": question,
                     "ids": ids,
@@ -536,6 +598,7 @@ def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:  # noq
                 args.clients,
                 args.max_tokens,
                 server.proc.pid,
+                args.device,
             )
         )
         print(f"(a) service : {json.dumps(service)}", flush=True)
