@@ -46,6 +46,12 @@ def load_rows(name: str, n: int, seed: int) -> list[dict]:
     return rows[:n]
 
 
+def progress(path: str, step: int, total: int) -> bool:
+    if step % 8 == 0 or step == total:
+        print(f"  {path}: step {step}/{total}", file=sys.stderr, flush=True)
+    return True  # keep training
+
+
 def fresh_model():  # noqa: ANN201
     settings = get_settings()
     return load_base_model("smollm2-135m-instruct", settings.model_cache, "cpu")
@@ -83,7 +89,13 @@ def worker_path(train_rows: list[dict], config: TrainConfig) -> tuple[float, flo
     examples = [
         tokenize_chat(loaded.tokenizer, e["messages"], config.max_length) for e in parsed.examples
     ]
-    result = train_lora(loaded.model, loaded.tokenizer, examples, config)
+    result = train_lora(
+        loaded.model,
+        loaded.tokenizer,
+        examples,
+        config,
+        report=lambda m: progress("worker", m.step, m.total_steps),
+    )
     return (
         result.tokens_per_second,
         result.train_seconds,
@@ -129,7 +141,7 @@ def plain_path(train_rows: list[dict], config: TrainConfig) -> tuple[float, floa
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     total = len(batches) * config.n_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total))
-    tokens, elapsed, loss = 0, 0.0, None
+    tokens, elapsed, loss, step = 0, 0.0, None, 0
     for _ in range(config.n_epochs):
         for batch in batches:
             start = time.perf_counter()
@@ -150,6 +162,9 @@ def plain_path(train_rows: list[dict], config: TrainConfig) -> tuple[float, floa
             optimizer.zero_grad()
             elapsed += time.perf_counter() - start
             tokens += int(mask.sum())
+            step += 1
+            if step % 8 == 0:
+                progress("plain", step, total)
     model.eval()
     return tokens / elapsed, elapsed, float(loss), (model, tok)
 
@@ -163,6 +178,7 @@ def warm_up() -> None:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=384)
     parser.add_argument("--test", type=int, default=200)
