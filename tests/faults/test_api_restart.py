@@ -1,57 +1,12 @@
 """The API process killed and started again: files, templates, adapters, aliases, jobs and
 keys are all still there, and every variant answers exactly as before."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, ROOT, free_port
 from tests.files.data import chat_rows, jsonl
+from tests.processes import ApiProcess
 from tests.registry_util import register_random_adapter
-
-
-class ApiProcess:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.asgi:app",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=dict(os.environ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=60,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if self.http.get("/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, "API did not start"
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
