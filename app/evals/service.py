@@ -2,9 +2,11 @@
 
 import asyncio
 import logging
+import threading
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app import variants
@@ -14,7 +16,7 @@ from app.errors import BadRequest, ModelNotFound, NotFound
 from app.evals.dataset import load_labeled_examples
 from app.evals.models import EvalEvent, Evaluation
 from app.evals.report import build_report
-from app.evals.runner import GenerationSettings, run_variant
+from app.evals.runner import GenerationSettings, LabeledExample, run_variant
 from app.evals.schemas import EvalCreate, EvalEventRead, EvalGeneration, EvalRead
 from app.files import service as files
 from app.ids import new_id
@@ -111,6 +113,69 @@ def _finish(eval_id: str, **fields: Any) -> None:
         session.commit()
 
 
+class _Heartbeat:
+    """Touches the row every few seconds while the worker is busy with it, so the reaper can
+    tell a long evaluation from a dead worker."""
+
+    def __init__(self, eval_id: str, every_s: float = 5.0) -> None:
+        self.eval_id, self.every_s = eval_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="eval-heartbeat", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                with get_sessionmaker()() as session:
+                    session.execute(
+                        update(Evaluation)
+                        .where(Evaluation.id == self.eval_id, Evaluation.status == "running")
+                        .values(heartbeat_at=utcnow())
+                    )
+                    session.commit()
+            except Exception:  # noqa: BLE001 - a missed beat is retried next time
+                log.warning("evaluation heartbeat failed", exc_info=True)
+
+
+def reap(heartbeat_timeout_s: float, resend_after_s: float) -> list[str]:
+    """Fails evaluations whose worker went silent; returns queued ones the broker seems to
+    have lost, to be sent again."""
+    now = utcnow()
+    with get_sessionmaker()() as session:
+        lost = session.scalars(
+            select(Evaluation).where(
+                Evaluation.status == "running",
+                Evaluation.heartbeat_at < now - timedelta(seconds=heartbeat_timeout_s),
+            )
+        ).all()
+        for row in lost:
+            row.status, row.finished_at = "failed", now
+            row.error = {
+                "code": "worker_lost",
+                "message": f"The worker stopped reporting for over {heartbeat_timeout_s:g} s.",
+                "param": None,
+            }
+            session.add(EvalEvent(eval_id=row.id, message="Evaluation failed: worker lost"))
+        waiting = session.scalars(
+            select(Evaluation).where(
+                Evaluation.status == "queued",
+                func.coalesce(Evaluation.heartbeat_at, Evaluation.created_at)
+                < now - timedelta(seconds=resend_after_s),
+            )
+        ).all()
+        for row in waiting:
+            row.heartbeat_at = now  # the resend clock starts again
+        session.commit()
+        return [row.id for row in waiting]
+
+
 def run(eval_id: str, engine: Engine) -> None:
     """The worker's side. Idempotent: a finished evaluation is left alone; a redelivered
     one that was running starts over (its report is written only at the end)."""
@@ -135,6 +200,19 @@ def run(eval_id: str, engine: Engine) -> None:
     if limit:
         examples = examples[:limit]
     _event(eval_id, f"Evaluating {len(examples)} examples on {len(names)} variants")
+    with _Heartbeat(eval_id):
+        _run_variants(eval_id, engine, names, resolved, examples, metric, gen)
+
+
+def _run_variants(
+    eval_id: str,
+    engine: Engine,
+    names: list[str],
+    resolved: list[variants.Variant],
+    examples: list[LabeledExample],
+    metric: str,
+    gen: GenerationSettings,
+) -> None:
     try:
         outcomes = {}
         for i, (name, variant) in enumerate(zip(names, resolved, strict=True)):

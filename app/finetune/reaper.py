@@ -8,6 +8,8 @@ the transitions are compare-and-set, so several reapers at once are harmless.
 import logging
 import threading
 
+from app.evals import service as evals
+from app.evals.queue import enqueue_eval
 from app.finetune import lifecycle
 from app.finetune.queue import enqueue_job
 from app.settings import get_settings
@@ -24,7 +26,12 @@ def reap_once() -> list[str]:
         enqueue_job(job_id)
     if ids:
         log.warning("reaper re-sent fine-tuning jobs: %s", ", ".join(ids))
-    return ids
+    eval_ids = evals.reap(settings.job_heartbeat_timeout_s, settings.job_queue_resend_s)
+    for eval_id in eval_ids:
+        enqueue_eval(eval_id)
+    if eval_ids:
+        log.warning("reaper re-sent evaluations: %s", ", ".join(eval_ids))
+    return ids + eval_ids
 
 
 class Reaper:
