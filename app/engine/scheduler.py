@@ -137,7 +137,8 @@ class Scheduler:
         except queue.Empty:
             return False
         if item is None:
-            self.stopping.set()
+            # A None wakes the scheduler for stop(), which sets the event first; one left over
+            # from an earlier stop (the engine restarted since) is ignored.
             return False
         self.waiting.append(item)
         return True

@@ -121,3 +121,13 @@ def test_empty_prompt_is_refused(make_engine) -> None:
             engine.submit([], SamplingParams())
 
     asyncio.run(scenario())
+
+
+def test_engine_restarts_after_stop(make_engine) -> None:
+    engine = make_engine(batch_wait_ms=0)
+    job = Job("Review: great film", max_tokens=4)
+    first = run_alone(engine, [job])[0]
+    engine.stop()
+    assert not engine.running
+    engine.start()
+    assert run_alone(engine, [job])[0].token_ids == first.token_ids
