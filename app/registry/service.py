@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.engine.adapters import AdapterRef
+from app.engine.adapters import AdapterLoadError, AdapterRef
 from app.errors import ModelNotFound
 from app.registry.models import Adapter
 
@@ -29,7 +29,14 @@ def list_adapters(session: Session, tenant: str) -> list[Adapter]:
 
 
 def adapter_ref(row: Adapter, adapters_dir: Path) -> AdapterRef:
-    return AdapterRef(name=row.name, path=(adapters_dir / row.path).resolve())
+    root = adapters_dir.resolve()
+    path = (root / row.path).resolve()
+    # Weights are loaded only from inside the registry folder, whatever a row says.
+    if not path.is_relative_to(root) or path == root:
+        raise AdapterLoadError(
+            f"Adapter '{row.name}' is not in the registry folder.", param="model"
+        )
+    return AdapterRef(name=row.name, path=path)
 
 
 def folder_bytes(folder: Path) -> int:
