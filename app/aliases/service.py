@@ -1,6 +1,7 @@
 """Aliases: stable names over variants, weighted splits, versioned repointing."""
 
 import random
+from collections.abc import Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -158,14 +159,15 @@ def list_aliases(session: Session, tenant: str) -> list[Alias]:
     return list(session.scalars(select(Alias).where(Alias.tenant == tenant).order_by(Alias.name)))
 
 
-def pointing_to(session: Session, tenant: str, model: str) -> list[str]:
-    """Names of aliases whose current version targets `model` (checked before deletes)."""
-    names = []
-    for alias in list_aliases(session, tenant):
-        current = _version(session, alias, alias.current_version)
-        if current is not None and any(t["model"] == model for t in current.targets):
-            names.append(alias.name)
-    return names
+def pointing_to(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
+    """Names of the aliases whose current version has a target `matches` accepts (checked
+    before a template or adapter is deleted)."""
+    rows = session.execute(
+        select(Alias.name, AliasVersion.targets)
+        .join(AliasVersion, AliasVersion.alias_id == Alias.id)
+        .where(Alias.tenant == tenant, AliasVersion.version == Alias.current_version)
+    ).all()
+    return sorted(name for name, targets in rows if any(matches(t["model"]) for t in targets))
 
 
 def pick_target(session: Session, tenant: str, name: str, *, count: bool = True) -> str | None:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.engine.adapters import AdapterLoadError, AdapterRef
-from app.errors import ModelNotFound
+from app.errors import Conflict, ModelNotFound
 from app.registry.models import Adapter
 
 
@@ -39,6 +39,21 @@ def adapter_ref(row: Adapter, adapters_dir: Path) -> AdapterRef:
     return AdapterRef(name=row.name, path=path)
 
 
+def _users_of(session: Session, tenant: str, name: str) -> list[str]:
+    """Aliases and template versions that would stop serving without this adapter."""
+    from app.aliases.service import pointing_to
+    from app.templates.models import Template, TemplateVersion
+
+    users = [f"alias '{a}'" for a in pointing_to(session, tenant, lambda m: m == name)]
+    templates = session.scalars(
+        select(Template.name)
+        .join(TemplateVersion, TemplateVersion.template_id == Template.id)
+        .where(Template.tenant == tenant, TemplateVersion.model == name)
+        .distinct()
+    )
+    return users + [f"template '{t}'" for t in templates]
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -48,6 +63,13 @@ def delete_adapter(session: Session, tenant: str, name: str, adapters_dir: Path)
     row = find_adapter(session, tenant, name)
     if row is None:
         raise ModelNotFound(name)
+    users = _users_of(session, tenant, name)
+    if users:
+        raise Conflict(
+            f"Model '{name}' is used by {', '.join(users)}; repoint or delete them first.",
+            param="model",
+            code="model_in_use",
+        )
     session.delete(row)
     session.commit()
     folder = (adapters_dir / row.path).resolve()

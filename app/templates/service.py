@@ -449,19 +449,10 @@ def remove_tag(session: Session, tenant: str, name: str, tag: str) -> None:
 
 
 def _aliases_using(session: Session, tenant: str, name: str) -> list[str]:
-    from app.aliases.models import Alias, AliasVersion
+    from app.aliases.service import pointing_to
 
-    rows = session.execute(
-        select(Alias.name, AliasVersion.targets)
-        .join(AliasVersion, AliasVersion.alias_id == Alias.id)
-        .where(Alias.tenant == tenant, AliasVersion.version == Alias.current_version)
-    ).all()
     prefix = f"tmpl:{name}"
-    return sorted(
-        alias
-        for alias, targets in rows
-        if any(t["model"] == prefix or t["model"].startswith(prefix + "@") for t in targets)
-    )
+    return pointing_to(session, tenant, lambda m: m == prefix or m.startswith(prefix + "@"))
 
 
 def remove(session: Session, tenant: str, name: str) -> None:
