@@ -40,7 +40,7 @@ def messages(text: str) -> list[dict[str, str]]:
 
 
 def load_rows(name: str, n: int, seed: int) -> list[dict]:
-    rows = [json.loads(line) for line in (DATASET / f"{name}.jsonl").open()]
+    rows = [json.loads(line) for line in (OPTS["data"] / f"{name}.jsonl").open()]
     if name == "test":  # a fixed random sample: the file is not shuffled
         rows = random.Random(seed).sample(rows, n)
     return rows[:n]
@@ -52,9 +52,12 @@ def progress(path: str, step: int, total: int) -> bool:
     return True  # keep training
 
 
+OPTS: dict = {"model": "smollm2-135m-instruct", "device": "cpu", "data": DATASET}
+
+
 def fresh_model():  # noqa: ANN201
     settings = get_settings()
-    return load_base_model("smollm2-135m-instruct", settings.model_cache, "cpu")
+    return load_base_model(OPTS["model"], settings.model_cache, OPTS["device"])
 
 
 @torch.no_grad()
@@ -66,7 +69,7 @@ def accuracy(model, tokenizer, rows: list[dict]) -> float:  # noqa: ANN001
     correct = 0
     for row in rows:
         ids = encode(tokenizer, render_chat(tokenizer, messages(row["text"])))
-        logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+        logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1]
         guess = "positive" if logits[pos] > logits[neg] else "negative"
         correct += guess == row["label"]
     return correct / len(rows)
@@ -154,12 +157,17 @@ def plain_path(train_rows: list[dict], config: TrainConfig) -> tuple[float, floa
                 ids[row, :n] = torch.tensor(data[i][0])
                 labels[row, :n] = torch.tensor(data[i][1])
                 mask[row, :n] = 1
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            dev = loaded.device
+            loss = model(
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)
+            ).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
+            if loaded.device.type == "cuda":
+                torch.cuda.synchronize()  # the worker path syncs on its loss every step
             elapsed += time.perf_counter() - start
             tokens += int(mask.sum())
             step += 1
@@ -172,7 +180,7 @@ def plain_path(train_rows: list[dict], config: TrainConfig) -> tuple[float, floa
 def warm_up() -> None:
     """One untimed forward/backward pass, so kernel set-up counts against neither path."""
     loaded = fresh_model()
-    ids = torch.randint(0, 1000, (8, 80))
+    ids = torch.randint(0, 1000, (8, 80), device=loaded.device)
     loaded.model.train()
     loaded.model(input_ids=ids, labels=ids).loss.backward()
 
@@ -183,7 +191,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=384)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="name, folder or id")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", type=Path, default=DATASET, help="folder with sst2 jsonl")
     args = parser.parse_args()
+    OPTS.update(model=args.model, device=args.device, data=args.data)
     torch.set_num_threads(torch.get_num_threads())
     config = TrainConfig(
         n_epochs=1,
