@@ -57,7 +57,9 @@ async def run_variant(
                 budget = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
                 params = req.to_sampling_params(prepared.defaults, max_tokens=budget)
                 started = time.perf_counter()
-                result = await engine.generate(prepared.token_ids, params, variant.adapter)
+                result = await engine.generate(
+                    prepared.token_ids, params, variant.adapter, prefix_len=prepared.prefix_len
+                )
                 latency = (time.perf_counter() - started) * 1000
             except APIError as err:
                 return Outcome(answer=None, correct=False, error=err.message)
