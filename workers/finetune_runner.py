@@ -6,6 +6,7 @@ Files are written to a temporary folder under adapters_dir and renamed into plac
 adapter row exists, so a registered adapter always has complete files.
 """
 
+import errno
 import hashlib
 import json
 import logging
@@ -105,6 +106,16 @@ def run_job(job_id: str) -> None:
         except (ExampleError, ValueError) as exc:
             lifecycle.fail(job_id, "invalid_training_setup", str(exc), attempt=claim.attempt)
         except Exception as exc:
+            if _disk_full(exc):
+                log.error("job %s failed: no space left while saving", job_id)
+                lifecycle.fail(
+                    job_id,
+                    "disk_full",
+                    "No space left on the device while saving the adapter; nothing was "
+                    "registered. Free space under DATA_DIR and create the job again.",
+                    attempt=claim.attempt,
+                )
+                return
             log.exception("job %s failed", job_id)
             lifecycle.fail(
                 job_id,
@@ -112,6 +123,17 @@ def run_job(job_id: str) -> None:
                 f"Training failed: {type(exc).__name__}: {str(exc)[:500]}",
                 attempt=claim.attempt,
             )
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC, raised directly or wrapped by a library (safetensors words it as text)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _train_and_register(claim: lifecycle.Claim) -> None:

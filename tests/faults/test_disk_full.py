@@ -70,7 +70,7 @@ def test_disk_full_fails_the_job_and_registers_nothing(
             time.sleep(0.5)
         assert state["status"] == "failed", state
         assert state["fine_tuned_model"] is None
-        assert "space" in state["error"]["message"].lower() or state["error"]["code"]
+        assert state["error"]["code"] == "disk_full", state["error"]
         models = [m["id"] for m in http.get("/v1/models").json()["data"]]
         assert models == [base]
         assert list((full_disk_data_dir / "adapters").iterdir()) == []
