@@ -18,6 +18,9 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
             "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
         )
     principal = lookup(session, key.strip())
+    # Give the connection back at once: most requests need no other query, and a
+    # connection held across a long generation would starve the pool.
+    session.close()
     if principal is None:
         raise AuthenticationError("Incorrect API key provided.")
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)

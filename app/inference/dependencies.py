@@ -6,7 +6,8 @@ from app.engine.engine import Engine
 from app.errors import ServiceUnavailable
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
+    # async: no threadpool hop, so it never waits behind threads blocked on the database
     engine: Engine | None = getattr(request.app.state, "engine", None)
     if engine is None or not engine.running:
         raise ServiceUnavailable(
