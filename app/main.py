@@ -30,20 +30,10 @@ from app.templates.router import router as templates_router
 log = logging.getLogger("adaptd")
 
 
-def engine_config(settings: Settings) -> EngineConfig:
-    return EngineConfig(
-        max_batch_size=settings.max_batch_size,
-        batch_wait_ms=settings.batch_wait_ms,
-        max_queue=settings.max_queue,
-        max_loaded_adapters=settings.max_loaded_adapters,
-        prefix_cache_entries=settings.prefix_cache_entries,
-    )
-
-
 def _load_engine(app: FastAPI, settings: Settings) -> None:
     try:
         loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
-        engine = Engine(loaded, engine_config(settings))
+        engine = Engine(loaded, EngineConfig.from_settings(settings))
         engine.start()
         app.state.engine = engine
         log.info("model %s ready on %s", loaded.name, loaded.device)

@@ -3,9 +3,8 @@ evaluation runs through the same engine (and batching) that serves API requests.
 
 import threading
 
-from app.engine.engine import Engine
+from app.engine.engine import Engine, EngineConfig
 from app.engine.loader import load_base_model
-from app.main import engine_config
 from app.settings import get_settings
 
 _engine: Engine | None = None
@@ -18,6 +17,6 @@ def worker_engine() -> Engine:
         if _engine is None:
             settings = get_settings()
             loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
-            _engine = Engine(loaded, engine_config(settings))
+            _engine = Engine(loaded, EngineConfig.from_settings(settings))
             _engine.start()
         return _engine

@@ -173,7 +173,7 @@ def pointing_to(session: Session, tenant: str, matches: Callable[[str], bool]) -
 def pick_target(session: Session, tenant: str, name: str, *, count: bool = True) -> str | None:
     """The concrete model for one request through alias `name` (None: no such alias)."""
     row = session.execute(
-        select(AliasVersion.targets)
+        select(Alias.id, AliasVersion.targets)
         .join(Alias, Alias.id == AliasVersion.alias_id)
         .where(
             Alias.tenant == tenant,
@@ -183,8 +183,7 @@ def pick_target(session: Session, tenant: str, name: str, *, count: bool = True)
     ).first()
     if row is None:
         return None
-    targets = row[0]
-    alias_id = session.scalar(select(Alias.id).where(Alias.tenant == tenant, Alias.name == name))
+    alias_id, targets = row
     chosen = _rng.choices([t["model"] for t in targets], weights=[t["weight"] for t in targets])[0]
     if count:
         _count(session, alias_id, chosen)

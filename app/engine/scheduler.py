@@ -26,6 +26,7 @@ from app.engine.prefix_cache import PrefixCache
 from app.engine.requests import Delta, Event, Failed, Finished, RequestHandle
 from app.engine.sampling import Sampler, SamplingParams
 from app.errors import APIError, ServiceUnavailable
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,16 @@ class EngineConfig:
     max_queue: int = 256
     max_loaded_adapters: int = 8
     prefix_cache_entries: int = 16
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "EngineConfig":
+        return cls(
+            max_batch_size=settings.max_batch_size,
+            batch_wait_ms=settings.batch_wait_ms,
+            max_queue=settings.max_queue,
+            max_loaded_adapters=settings.max_loaded_adapters,
+            prefix_cache_entries=settings.prefix_cache_entries,
+        )
 
 
 @dataclass

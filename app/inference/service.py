@@ -16,7 +16,7 @@ from app.protocol.common import Usage
 from app.variants import Variant
 
 
-def _finish_reason(reason: str) -> str:
+def finish_reason(reason: str) -> str:
     return "stop" if reason in ("stop", "cancelled") else "length"
 
 
@@ -116,13 +116,10 @@ async def stream_sse(
             yield sse(make_chunk(index, event.text, None))
         elif isinstance(event, Finished):
             results.append(event)
-            yield sse(make_chunk(index, None, _finish_reason(event.finish_reason)))
+            yield sse(make_chunk(index, None, finish_reason(event.finish_reason)))
         else:
             yield sse(event.error.body())
             break
     if make_usage_chunk is not None and len(results) == len(handles):
         yield sse(make_usage_chunk(usage_of(results, prompt_tokens)))
     yield "data: [DONE]\n\n"
-
-
-finish_reason = _finish_reason
