@@ -8,6 +8,7 @@ sentences (next-token comparison of "positive" vs "negative").
 
     .venv/bin/python bench/train.py                       # 384 train, 200 test sentences
     .venv/bin/python bench/train.py --train 64 --test 50  # a quick smoke run
+    .venv/bin/python bench/train.py --plain-first         # the other order
 """
 
 import argparse
@@ -194,6 +195,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="name, folder or id")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", type=Path, default=DATASET, help="folder with sst2 jsonl")
+    parser.add_argument("--plain-first", action="store_true", help="run the plain loop first")
     args = parser.parse_args()
     OPTS.update(model=args.model, device=args.device, data=args.data)
     torch.set_num_threads(torch.get_num_threads())
@@ -216,16 +218,25 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}; {config}"
     )
 
-    w_tps, w_s, w_loss, (w_model, w_tok) = worker_path(train_rows, config)
-    print(f"worker: {w_tps:.1f} tokens/s, {w_s:.1f} s training, final loss {w_loss:.4f}")
-    w_acc = accuracy(w_model, w_tok, test_rows)
-    print(f"worker: accuracy {w_acc:.3f} on {len(test_rows)} test sentences")
-    del w_model
+    def run_worker() -> tuple[float, float]:
+        tps, secs, loss, (model, tok) = worker_path(train_rows, config)
+        print(f"worker: {tps:.1f} tokens/s, {secs:.1f} s training, final loss {loss:.4f}")
+        print(f"worker: accuracy {accuracy(model, tok, test_rows):.3f} on {len(test_rows)} test")
+        return tps, secs
 
-    p_tps, p_s, p_loss, (p_model, p_tok) = plain_path(train_rows, config)
-    print(f"plain:  {p_tps:.1f} tokens/s, {p_s:.1f} s training, final loss {p_loss:.4f}")
-    p_acc = accuracy(p_model, p_tok, test_rows)
-    print(f"plain:  accuracy {p_acc:.3f} on {len(test_rows)} test sentences")
+    def run_plain() -> tuple[float, float]:
+        tps, secs, loss, (model, tok) = plain_path(train_rows, config)
+        print(f"plain:  {tps:.1f} tokens/s, {secs:.1f} s training, final loss {loss:.4f}")
+        print(f"plain:  accuracy {accuracy(model, tok, test_rows):.3f} on {len(test_rows)} test")
+        return tps, secs
+
+    # The order is a flag so a run can check that going second is no advantage.
+    if args.plain_first:
+        p_tps, p_s = run_plain()
+        w_tps, w_s = run_worker()
+    else:
+        w_tps, w_s = run_worker()
+        p_tps, p_s = run_plain()
 
     print(f"ratio worker/plain tokens/s: {w_tps / p_tps:.2f}")
     print(f"ratio worker/plain training time: {w_s / p_s:.2f}")

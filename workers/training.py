@@ -155,7 +155,10 @@ def length_grouped_batches(
 
 def collate(
     examples: Sequence[TokenizedExample], pad_id: int, device: torch.device
-) -> dict[str, torch.Tensor]:
+) -> dict[str, Any]:
+    """A right-padded batch, plus what the loss needs, worked out here on the host: the flat
+    positions whose next token is labelled, those labels, and the counts. The training step
+    then never waits on the device to learn a shape or a count."""
     width = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -165,14 +168,20 @@ def collate(
         input_ids[row, :n] = torch.tensor(ex.input_ids)
         labels[row, :n] = torch.tensor(ex.labels)
         attention[row, :n] = 1
+    shifted = labels[:, 1:].reshape(-1)
+    target_index = (shifted != IGNORE).nonzero().squeeze(1)
     return {
-        "input_ids": input_ids.to(device),
-        "labels": labels.to(device),
-        "attention_mask": attention.to(device),
+        "input_ids": input_ids.to(device, non_blocking=True),
+        "labels": labels.to(device, non_blocking=True),
+        "attention_mask": attention.to(device, non_blocking=True),
+        "target_index": target_index.to(device, non_blocking=True),
+        "target_labels": shifted[target_index].to(device, non_blocking=True),
+        "targets": int(target_index.numel()),
+        "tokens": int(attention.sum()),
     }
 
 
-def target_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def target_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
     """Mean next-token loss over the labelled positions, and how many there were.
 
     The output projection (vocabulary-sized: a fifth of a small model's compute) is applied
@@ -187,11 +196,13 @@ def target_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple
     hidden = causal.get_decoder()(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
     ).last_hidden_state
-    shift_labels = batch["labels"][:, 1:]
-    keep = shift_labels != IGNORE
-    logits = causal.get_output_embeddings()(hidden[:, :-1][keep])
-    count = int(keep.sum())
-    loss = torch.nn.functional.cross_entropy(logits.float(), shift_labels[keep], reduction="sum")
+    # Flat positions from collate (host-side), not a boolean mask: no device-to-host wait.
+    flat = hidden[:, :-1].reshape(-1, hidden.size(-1)).index_select(0, batch["target_index"])
+    logits = causal.get_output_embeddings()(flat)
+    count = batch["targets"]
+    loss = torch.nn.functional.cross_entropy(
+        logits.float(), batch["target_labels"], reduction="sum"
+    )
     return loss / max(1, count), count
 
 
@@ -281,7 +292,10 @@ def train_lora(
     torch.manual_seed(config.seed)  # dropout
 
     step, tokens, elapsed = 0, 0, 0.0
-    window_loss, window_n = 0.0, 0
+    # Summed on the device and read at log steps only: a read every step would make the host
+    # wait for each step to finish before it could build the next batch.
+    window_loss: torch.Tensor | float = 0.0
+    window_n = 0
     history: list[StepMetrics] = []
     last_loss, last_valid = float("nan"), None
     for epoch in range(1, config.n_epochs + 1):
@@ -298,14 +312,16 @@ def train_lora(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            elapsed += time.perf_counter() - started
             step += 1
-            tokens += int(batch["attention_mask"].sum())
-            window_loss += float(loss.detach())
+            tokens += batch["tokens"]
+            window_loss = window_loss + loss.detach()
             window_n += 1
-            if step % log_every == 0 or step == total_steps:
-                last_loss = window_loss / window_n
+            logged = step % log_every == 0 or step == total_steps
+            if logged:  # reading the loss waits for the device, so the step's time is whole
+                last_loss = float(window_loss) / window_n
                 window_loss, window_n = 0.0, 0
+            elapsed += time.perf_counter() - started
+            if logged:
                 if valid:
                     last_valid = evaluate_loss(peft_model, valid, config.batch_size, pad_id, device)
                 metrics = StepMetrics(
