@@ -427,6 +427,7 @@ def make_adapters(data_dir: Path, base_model: str) -> dict[str, str]:
         config = LoraConfig(
             r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
         )
+        torch.manual_seed(10 + i)  # LoRA A's initialisation: the same adapters every run
         model = get_peft_model(base, config)
         generator = torch.Generator().manual_seed(10 + i)
         with torch.no_grad():

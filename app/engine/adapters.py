@@ -1,4 +1,13 @@
-"""LoRA adapters loaded into the one base model on first use, least recently used evicted."""
+"""LoRA adapters loaded into the one base model on first use, least recently used evicted.
+
+In a mixed batch each LoRA linear layer adds every adapter's low-rank update to that adapter's
+rows only. peft's own `adapter_names=` path does this too, but works out the rows again from a
+Python list in every layer (120 layers in the default model) and indexes with that list, a
+host-to-device copy on a GPU each time. Here the rows of each adapter are worked out once per
+forward pass (`RowPlan`), as a slice where they are contiguous or an index tensor already on
+the device, and each layer reuses them. Adapters that use a peft variant (DoRA and the like)
+go through peft's path unchanged.
+"""
 
 import contextlib
 import hashlib
@@ -8,8 +17,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from peft import PeftModel
+from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel
 
@@ -32,6 +44,52 @@ def peft_label(name: str) -> str:
     return "adapter" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class RowPlan:
+    """Which rows of the forward pass in progress take which adapter."""
+
+    labels: list[str]  # per row, BASE for none: what peft's own path is given
+    groups: list[tuple[str, slice | torch.Tensor]]  # per adapter in the batch: its rows
+    use_peft: bool  # some adapter in the batch needs peft's own code
+
+
+def plan_rows(labels: list[str], device: torch.device, use_peft: bool = False) -> RowPlan:
+    rows: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        if label != BASE:
+            rows.setdefault(label, []).append(i)
+    groups: list[tuple[str, slice | torch.Tensor]] = []
+    for label, idx in rows.items():
+        if idx[-1] - idx[0] + 1 == len(idx):  # contiguous: a view, no gather or scatter
+            groups.append((label, slice(idx[0], idx[-1] + 1)))
+        else:
+            groups.append((label, torch.tensor(idx, dtype=torch.long, device=device)))
+    return RowPlan(labels, groups, use_peft)
+
+
+def grouped_lora_forward(
+    module: LoraLinear, x: torch.Tensor, plan: RowPlan, *args: Any
+) -> torch.Tensor:
+    """The base layer for every row, plus each adapter's scaled update on its own rows."""
+    result = module.base_layer(x, *args)
+    for label, rows in plan.groups:
+        if label not in module.lora_A:  # this adapter does not target this layer
+            continue
+        lora_a, lora_b = module.lora_A[label], module.lora_B[label]
+        part = x[rows] if isinstance(rows, slice) else x.index_select(0, rows)
+        if part.dtype != lora_a.weight.dtype:  # peft may keep adapters in float32
+            part = part.to(lora_a.weight.dtype)
+        update = lora_b(lora_a(part))  # eval mode: dropout is off
+        if update.dtype != result.dtype:
+            update = update.to(result.dtype)
+        scale = module.scaling[label]
+        if isinstance(rows, slice):
+            result[rows].add_(update, alpha=scale)
+        else:
+            result.index_add_(0, rows, update, alpha=scale)
+    return result
+
+
 class AdapterLoadError(APIError):
     status_code = 500
     type = "server_error"
@@ -52,36 +110,45 @@ class AdapterCache:
         # Called (on the scheduler thread) with the name of each adapter that was deleted.
         self.on_forget: list[Callable[[str], None]] = []
         self.loads = 0  # how many times files were read: eviction shows as a reload
-        # Per-row adapter names for the forward pass in progress, handed to every LoRA layer
-        # by hooks installed once per load (peft's own `adapter_names=` path installs and
-        # removes a hook on every module at every forward, which costs more than the LoRA
-        # arithmetic itself at decode time).
-        self._row_labels: list[str] | None = None
-        self._hooks: list = []
+        # The rows of each adapter in the forward pass in progress, read by every LoRA layer
+        # through a forward installed once per load (peft's own `adapter_names=` path adds
+        # and removes a hook on every module at every forward).
+        self._plan: RowPlan | None = None
+        self._variant_labels: set[str] = set()  # adapters that need peft's own code
 
     @contextlib.contextmanager
-    def rows(self, labels: list[str]) -> Iterator[None]:
+    def rows(self, labels: list[str], device: torch.device) -> Iterator[None]:
         """Within this block, a forward of the base model applies labels[i]'s LoRA weights
-        to row i (BASE: none), through peft's mixed-adapter batch code."""
-        self._row_labels = labels
+        to row i (BASE: none)."""
+        use_peft = not self._variant_labels.isdisjoint(labels)
+        self._plan = plan_rows(labels, device, use_peft)
         try:
             yield
         finally:
-            self._row_labels = None
+            self._plan = None
 
-    def _inject_labels(self, module, args, kwargs):  # noqa: ANN001, ANN202
-        if self._row_labels is not None:
-            kwargs["adapter_names"] = self._row_labels
-        return args, kwargs
+    def _layer_forward(self, module: LoraLayer, original: Callable) -> Callable:
+        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            plan = self._plan
+            if plan is None or "adapter_names" in kwargs:  # not the engine's own forward
+                return original(x, *args, **kwargs)
+            if kwargs or plan.use_peft or not isinstance(module, LoraLinear):
+                return original(x, *args, adapter_names=plan.labels, **kwargs)
+            return grouped_lora_forward(module, x, plan, *args)
+
+        return forward
 
     def _rehook(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = [
-            module.register_forward_pre_hook(self._inject_labels, with_kwargs=True)
+        """Give every LoRA layer the engine's forward (once: layers outlive adapters)."""
+        for module in self.base.modules():
+            if isinstance(module, LoraLayer) and "forward" not in module.__dict__:
+                module.forward = self._layer_forward(module, module.forward)
+        self._variant_labels = {
+            label
             for module in self.base.modules()
             if isinstance(module, LoraLayer)
-        ]
+            for label in getattr(module, "lora_variant", {})
+        }
 
     @property
     def loaded(self) -> list[str]:

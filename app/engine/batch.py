@@ -15,13 +15,72 @@ from transformers.cache_utils import DynamicLayer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [rows, heads, time, dim]
 
+# Time steps of room reserved whenever a layer's buffer is (re)allocated.
+ROOM = 64
+
+
+class GrowingLayer(DynamicLayer):
+    """A cache layer that appends into reserved room instead of concatenating.
+
+    The stock DynamicLayer copies its whole history at every decode step (torch.cat), which
+    for 16 rows of a few hundred tokens costs as much as a tenth of the step. This one writes
+    each step's keys and values into spare columns and copies only when the room runs out
+    (every ROOM steps). `keys`/`values` are views of the filled part. A tensor assigned to
+    them is held as is, with no room, so the first append reallocates: nothing is ever
+    written into a tensor this layer did not allocate (the prefix cache shares its tensors).
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        self._buffers: list[torch.Tensor | None] = [None, None]
+        self._filled = [0, 0]
+        super().__init__(**kwargs)
+
+    def _view(self, i: int) -> torch.Tensor | None:
+        buffer = self._buffers[i]
+        return None if buffer is None else buffer[:, :, : self._filled[i]]
+
+    def _hold(self, i: int, tensor: torch.Tensor | None) -> None:
+        if tensor is None or tensor.dim() != 4:  # lazy_initialization's empty placeholder
+            self._buffers[i], self._filled[i] = None, 0
+        else:
+            self._buffers[i], self._filled[i] = tensor, tensor.shape[2]
+
+    keys = property(lambda self: self._view(0), lambda self, t: self._hold(0, t))
+    values = property(lambda self: self._view(1), lambda self, t: self._hold(1, t))
+
+    def _append(self, i: int, new: torch.Tensor) -> None:
+        buffer, filled, steps = self._buffers[i], self._filled[i], new.shape[2]
+        if buffer is None or filled + steps > buffer.shape[2]:
+            shape = (new.shape[0], new.shape[1], filled + steps + ROOM, new.shape[3])
+            grown = new.new_empty(shape)
+            if buffer is not None:
+                grown[:, :, :filled] = buffer[:, :, :filled]
+            buffer = self._buffers[i] = grown
+        buffer[:, :, filled : filled + steps] = new
+        self._filled[i] = filled + steps
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self._append(0, key_states)
+        self._append(1, value_states)
+        return self.keys, self.values
+
+    def take_rows(self, index: torch.Tensor) -> None:
+        """Keep only these rows; the reserved room goes with them."""
+        for i, buffer in enumerate(self._buffers):
+            if buffer is not None:
+                self._buffers[i] = buffer.index_select(0, index)
+
 
 def cache_from(kv: KV) -> DynamicCache:
-    """A DynamicCache holding `kv` as is (no copy)."""
+    """A DynamicCache holding `kv` as is (no copy), in layers that grow in place."""
     cache = DynamicCache()
     layers = []
     for keys, values in kv:
-        layer = DynamicLayer()
+        layer = GrowingLayer()
         layer.lazy_initialization(keys, values)
         layer.keys, layer.values = keys, values
         layers.append(layer)
@@ -68,14 +127,20 @@ class KVBatch:
     def select(self, keep: list[int]) -> None:
         """Keep only these rows (in this order), then drop columns no row uses any more."""
         index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-        self.cache = cache_from([(k[index], v[index]) for k, v in kv_of(self.cache)])
+        for layer in self.cache.layers:
+            if isinstance(layer, GrowingLayer):
+                layer.take_rows(index)
+            else:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
         self.mask = self.mask[index]
         self.positions = self.positions[index]
         self.compact()
 
-    def compact(self) -> None:
+    def compact(self, min_unused: int = 16) -> None:
+        """Drop the columns no row uses, once there are enough of them to be worth a copy
+        (masked columns cost attention time, but dropping them copies the whole cache)."""
         used = self.mask.bool().any(dim=0)
-        if bool(used.all()):
+        if int((~used).sum()) < max(1, min_unused, self.length // 4):
             return
         cols = used.nonzero().squeeze(1)
         self.cache = cache_from(

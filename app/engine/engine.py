@@ -16,6 +16,7 @@ from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
 from app.engine.prefix_cache import PrefixCache
+from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
@@ -48,6 +49,9 @@ class Engine:
         self.scheduler: Scheduler | None = None
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else min(self.eos_ids, default=0)
+        # The chat template's default system prompt and user header open every chat prompt
+        # that brings no system message of its own: cached like a template's fixed prefix.
+        self.chat_prefix = shared_chat_prefix(self.tokenizer)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,9 +96,13 @@ class Engine:
         prefix_len: int = 0,
     ) -> RequestHandle:
         """Queue a request. `prefix_len`: how many leading tokens are a fixed template prefix
-        whose key/value cache may be shared with other requests of the same variant."""
+        whose key/value cache may be shared with other requests of the same variant (a prompt
+        that opens with the chat template's shared header gets at least that much)."""
         if not prompt_ids:
             raise BadRequest("The prompt is empty.", param="prompt", code="empty_prompt")
+        shared = len(self.chat_prefix)
+        if prefix_len < shared and shared and list(prompt_ids[:shared]) == self.chat_prefix:
+            prefix_len = shared
         handle = RequestHandle(asyncio.get_running_loop())
         seq = Sequence(list(prompt_ids), params, handle, adapter, max(0, prefix_len))
         seq.assembler = TextAssembler(self.tokenizer, params.stop)

@@ -26,3 +26,29 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     # Chat templates already carry their special tokens; plain prompts get none added, so
     # the same text always maps to the same ids.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# User messages that start differently (letter, digit, space, punctuation, non-ASCII), so a
+# token that merges the end of the chat header with the first character of the message
+# differs between them and is left out of the shared part.
+_PROBES = ("Hello there", "42 is a number", " leading space", "?!", "Ünïcode", "a")
+
+
+def shared_chat_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids every one-user-message chat prompt starts with: the template's default
+    system prompt and the user header. Served from the prefix cache like a template's fixed
+    prefix, so a chat request's prefill runs only its own message."""
+    try:
+        rendered = [
+            encode(tokenizer, render_chat(tokenizer, [{"role": "user", "content": p}]))
+            for p in _PROBES
+        ]
+    except Exception:  # a template that needs more than one user message: no shared prefix
+        return []
+    shared = rendered[0]
+    for ids in rendered[1:]:
+        same = 0
+        while same < min(len(shared), len(ids)) and shared[same] == ids[same]:
+            same += 1
+        shared = shared[:same]
+    return shared

@@ -275,7 +275,8 @@ class Scheduler:
             ids.to(self.device), mask, pos.to(self.device), cache, [s.label for s in seqs]
         )
         lengths = torch.tensor([len(s.prompt_ids) for s in seqs], device=self.device)
-        return KVBatch(out.cache, mask, lengths), out.logits[:, -1]
+        # The model made its own cache when it had none: re-held in layers that grow in place.
+        return KVBatch(cache_from(kv_of(out.cache)), mask, lengths), out.logits[:, -1]
 
     @staticmethod
     def _stack_prefixes(plans: list[tuple[int, KV | None]], width: int) -> KV:
@@ -337,7 +338,9 @@ class Scheduler:
         stats.max_rows = max(stats.max_rows, len(labels))
         if len(set(labels)) > 1:
             stats.mixed_forwards += 1
-        rows = self.adapters.rows(labels) if self.adapters.has_adapters else nullcontext()
+        rows = (
+            self.adapters.rows(labels, self.device) if self.adapters.has_adapters else nullcontext()
+        )
         with rows:
             return self.model(
                 input_ids=ids,

@@ -1,7 +1,10 @@
 """Template prefixes: their keys and values are computed once per (adapter, prefix) and
 reused, and answers are the same as without the cache."""
 
+import copy
+
 from app.engine.prefix_cache import PrefixCache
+from app.engine.prompts import encode, render_chat, shared_chat_prefix
 from app.engine.requests import Finished
 from tests.engine.helpers import (
     FEW_SHOT,
@@ -13,6 +16,7 @@ from tests.engine.helpers import (
     run_alone,
     run_together,
 )
+from tests.tiny_model import CHATML
 
 QUESTIONS = ["Review: great movie ->", "Review: terrible film ->", "Review: what a review ->"]
 
@@ -100,3 +104,44 @@ def test_prefix_cache_lru_unit() -> None:
     assert (cache.hits, cache.misses) == (3, 1)
     assert not PrefixCache(0).enabled
     assert FEW_SHOT  # the shared prefix the other tests use is non-empty
+
+
+def chat_job(engine, question: str, adapter=None) -> Job:  # noqa: ANN001
+    text = render_chat(engine.tokenizer, [{"role": "user", "content": question}])
+    return Job(text, adapter, max_tokens=8)  # prefix_len 0: the engine finds the header
+
+
+def test_chat_header_is_served_from_the_prefix_cache(make_engine, adapter_refs) -> None:
+    plain = make_engine(batch_wait_ms=0, prefix_cache_entries=0)
+    cached = make_engine(batch_wait_ms=0, prefix_cache_entries=4)
+    header = cached.chat_prefix
+    assert header and cached.tokenizer.decode(header).startswith("<|im_start|>user")
+    recorder_plain, recorder_cached = LogitsRecorder(plain), LogitsRecorder(cached)
+    jobs = [chat_job(plain, q, a) for q in QUESTIONS for a in (None, adapter_refs[0])]
+    expected = run_alone(plain, jobs)
+    got = run_alone(cached, jobs)
+    assert (cached.prefixes.misses, cached.prefixes.hits) == (2, len(jobs) - 2)
+    assert plain.stats.prompt_tokens_run - cached.stats.prompt_tokens_run == len(header) * (
+        len(jobs) - 2
+    )
+    for job, e, g in zip(jobs, expected, got, strict=True):
+        logits = (recorder_plain.take(plain, job), recorder_cached.take(cached, job))
+        assert_same_greedy(plain, job, e, g, logits)
+
+
+def test_shared_chat_prefix_covers_a_default_system_prompt(make_engine) -> None:
+    tokenizer = copy.deepcopy(make_engine(start=False).tokenizer)
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nBe brief.<|im_end|>\n"
+        "{% endif %}" + CHATML
+    )
+    header = shared_chat_prefix(tokenizer)
+    decoded = tokenizer.decode(header)
+    assert decoded.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user")
+    own_system = render_chat(
+        tokenizer, [{"role": "system", "content": "Be long."}, {"role": "user", "content": "Hi"}]
+    )
+    assert encode(tokenizer, own_system)[: len(header)] != header  # not wrongly shared
+
+    tokenizer.chat_template = "{{ raise_exception('needs two turns') }}"
+    assert shared_chat_prefix(tokenizer) == []
