@@ -80,8 +80,11 @@ def _answer(client: OpenAI, model: str, question: str) -> str:
 def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, settings_env):
     start_worker()
     file_id = _upload(openai_client)
-    job = _create(openai_client, file_id, MEMORISE, suffix="words", seed=3)
-    assert job.status == "queued"
+    valid_id = _upload(openai_client)
+    job = _create(
+        openai_client, file_id, MEMORISE, suffix="words", seed=3, validation_file=valid_id
+    )
+    assert job.status == "queued" and job.validation_file == valid_id
     job = _wait(openai_client, job.id, lambda j: j.status in TERMINAL)
     assert job.status == "succeeded", job.error
     name = f"ft:tiny-llama:words:{job.id}"
@@ -93,6 +96,10 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     assert [e.data["step"] for e in metrics] == list(range(1, 151))
     assert {"train_loss", "tokens_per_second", "eta_seconds"} <= set(metrics[0].data)
     assert metrics[-1].data["train_loss"] < metrics[0].data["train_loss"] / 10
+    # The validation file (here the same examples) is scored at every logged step.
+    valid = [e.data["valid_loss"] for e in metrics]
+    assert all(isinstance(v, float) for v in valid) and valid[-1] < valid[0] / 10
+    assert "validation loss=" in metrics[-1].message
     infos = [e.message for e in events if e.type == "message"]
     assert "Fine-tuning job started" in infos
     assert infos[-2:] == [
@@ -111,6 +118,7 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["job_id"] == job.id and manifest["base_model"] == "tiny-llama"
     assert manifest["training_file"]["id"] == file_id and len(manifest["data_sha256"]) == 64
+    assert manifest["validation_file"]["id"] == valid_id
     assert manifest["hyperparameters"]["r"] == 16 and "train_loss" in manifest["metrics"]
     assert not list(settings_env.adapters_dir.glob(".tmp-*"))
 
