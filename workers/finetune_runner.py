@@ -38,6 +38,9 @@ from workers.training import (
 log = logging.getLogger(__name__)
 
 MAX_VALID_EXAMPLES = 64  # validation loss on a sample, so it stays cheap per logged step
+# Epochs before the last whose adapters are kept as servable checkpoints (OpenAI keeps the
+# last three epochs: these two and the final model).
+KEPT_EPOCH_CHECKPOINTS = 2
 
 
 def worker_name() -> str:
@@ -79,6 +82,53 @@ def _load_file(tenant: str, file_id: str) -> tuple[File, list[dict[str, Any]]]:
 
 def adapter_name(base: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:{suffix or ''}:{job_id}"
+
+
+class EpochSaver:
+    """Saves the adapter at the end of the last few epochs before the final one into a
+    staging folder; `publish` moves them into place once the final adapter exists. Nothing
+    under the staging folder is ever registered: a failed or cancelled job leaves nothing."""
+
+    def __init__(self, adapters_dir: Path, job_id: str, n_epochs: int) -> None:
+        adapters_dir.mkdir(parents=True, exist_ok=True)
+        self.adapters_dir, self.job_id = adapters_dir, job_id
+        self.first_kept = n_epochs - KEPT_EPOCH_CHECKPOINTS
+        self.staging = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-epochs-", dir=adapters_dir))
+        self.saved: list[tuple[int, int, Path, dict[str, Any]]] = []  # epoch, step, folder
+
+    def __call__(self, epoch: int, step: int, model: Any, last: StepMetrics | None) -> None:
+        if epoch < self.first_kept:
+            return
+        folder = self.staging / f"step-{step}"
+        model.save_pretrained(str(folder), safe_serialization=True)
+        metrics = {**(_metrics(last) if last else {}), "epoch": epoch, "step": step}
+        self.saved.append((epoch, step, folder, metrics))
+
+    def publish(self, final_name: str, manifest: dict[str, Any]) -> list[lifecycle.EpochCheckpoint]:
+        published = []
+        for epoch, step, staged, metrics in self.saved:
+            name = f"{final_name}:ckpt-step-{step}"
+            own = {**manifest, "name": name, "checkpoint": {"epoch": epoch, "step": step}}
+            own["metrics"] = metrics
+            (staged / "manifest.json").write_text(json.dumps(own, indent=2, sort_keys=True))
+            final = self.adapters_dir / f"{self.job_id}-step-{step}"
+            if final.exists():  # left by an earlier attempt that died before registering
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            published.append(
+                lifecycle.EpochCheckpoint(
+                    name=name,
+                    path=final.name,
+                    bytes=folder_bytes(final),
+                    step=step,
+                    metrics=metrics,
+                    manifest=own,
+                )
+            )
+        return published
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def run_job(job_id: str) -> None:
@@ -172,53 +222,61 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         lifecycle.event(claim.job_id, text, type="metrics", data=_metrics(m))
         return True
 
-    result = train_lora(
-        loaded.model,
-        tok,
-        train,
-        config,
-        valid=valid,
-        report=report,
-        should_continue=lambda: lifecycle.should_continue(claim.job_id, claim.attempt),
-    )
-    name = adapter_name(loaded.name, claim.suffix, claim.job_id)
-    final_metrics = _metrics(result.history[-1]) if result.history else {}
-    manifest = {
-        "name": name,
-        "job_id": claim.job_id,
-        "base_model": loaded.name,
-        "base_model_source": settings.base_model,
-        "hyperparameters": hp,
-        "seed": claim.seed,
-        "training_file": {"id": train_file.id, "sha256": train_file.sha256},
-        "validation_file": (
-            {"id": valid_file.id, "sha256": valid_file.sha256} if valid_file else None
-        ),
-        "data_sha256": hashlib.sha256(
-            (train_file.sha256 + (valid_file.sha256 if valid_file else "")).encode()
-        ).hexdigest(),
-        "metrics": {
-            **final_metrics,
-            "steps": result.steps,
-            "trained_tokens": result.trained_tokens,
-            "train_seconds": round(result.train_seconds, 3),
-        },
-    }
-    folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
-    registered = lifecycle.succeed(
-        claim,
-        adapter_name=name,
-        adapter_path=folder.name,
-        adapter_bytes=folder_bytes(folder),
-        base_model=loaded.name,
-        manifest=manifest,
-        trained_tokens=result.trained_tokens,
-        checkpoint_metrics={**final_metrics, "full_valid_loss": result.final_valid_loss},
-        step=result.steps,
-    )
-    if not registered:  # cancelled (or taken over) at the last moment: leave nothing behind
-        shutil.rmtree(folder, ignore_errors=True)
-        raise TrainingStopped(result.steps)
+    saver = EpochSaver(settings.adapters_dir, claim.job_id, config.n_epochs)
+    try:
+        result = train_lora(
+            loaded.model,
+            tok,
+            train,
+            config,
+            valid=valid,
+            report=report,
+            should_continue=lambda: lifecycle.should_continue(claim.job_id, claim.attempt),
+            on_epoch_end=saver,
+        )
+        name = adapter_name(loaded.name, claim.suffix, claim.job_id)
+        final_metrics = _metrics(result.history[-1]) if result.history else {}
+        manifest = {
+            "name": name,
+            "job_id": claim.job_id,
+            "base_model": loaded.name,
+            "base_model_source": settings.base_model,
+            "hyperparameters": hp,
+            "seed": claim.seed,
+            "training_file": {"id": train_file.id, "sha256": train_file.sha256},
+            "validation_file": (
+                {"id": valid_file.id, "sha256": valid_file.sha256} if valid_file else None
+            ),
+            "data_sha256": hashlib.sha256(
+                (train_file.sha256 + (valid_file.sha256 if valid_file else "")).encode()
+            ).hexdigest(),
+            "metrics": {
+                **final_metrics,
+                "steps": result.steps,
+                "trained_tokens": result.trained_tokens,
+                "train_seconds": round(result.train_seconds, 3),
+            },
+        }
+        folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
+        earlier = saver.publish(name, manifest)
+        registered = lifecycle.succeed(
+            claim,
+            adapter_name=name,
+            adapter_path=folder.name,
+            adapter_bytes=folder_bytes(folder),
+            base_model=loaded.name,
+            manifest=manifest,
+            trained_tokens=result.trained_tokens,
+            checkpoint_metrics={**final_metrics, "full_valid_loss": result.final_valid_loss},
+            step=result.steps,
+            earlier=earlier,
+        )
+        if not registered:  # cancelled (or taken over) at the last moment: leave nothing
+            for path in [folder, *(settings.adapters_dir / c.path for c in earlier)]:
+                shutil.rmtree(path, ignore_errors=True)
+            raise TrainingStopped(result.steps)
+    finally:
+        saver.discard()
 
 
 def _metrics(m: StepMetrics) -> dict[str, Any]:

@@ -93,6 +93,9 @@ class TrainResult:
 StepReporter = Callable[[StepMetrics], bool]
 # Checked between steps (cheaply, every step): returning False stops training.
 ShouldContinue = Callable[[], bool]
+# Called at the end of every epoch but the last: (epoch, step, the model in training, the
+# last logged metrics). The final epoch's weights are the result itself.
+EpochEnd = Callable[[int, int, PeftModel, StepMetrics | None], None]
 
 
 def tokenize_chat(
@@ -266,6 +269,7 @@ def train_lora(
     report: StepReporter | None = None,
     should_continue: ShouldContinue | None = None,
     log_every: int | None = None,
+    on_epoch_end: EpochEnd | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `model` (modified in place) and return it.
 
@@ -337,6 +341,8 @@ def train_lora(
                 history.append(metrics)
                 if report is not None and report(metrics) is False:
                     raise TrainingStopped(step)
+        if on_epoch_end is not None and epoch < config.n_epochs:
+            on_epoch_end(epoch, step, peft_model, history[-1] if history else None)
     peft_model.eval()
     return TrainResult(
         model=peft_model,

@@ -9,7 +9,7 @@ any number of workers and reapers can race without corrupting a job. For a queue
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -162,6 +162,18 @@ def set_resolved_hyperparameters(job_id: str, attempt: int, hyperparameters: dic
         session.commit()
 
 
+@dataclass(frozen=True)
+class EpochCheckpoint:
+    """An earlier epoch's adapter, complete on disk, to register beside the final one."""
+
+    name: str  # <final name>:ckpt-step-<step>
+    path: str  # relative to the adapters folder
+    bytes: int
+    step: int
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+
+
 def succeed(
     claim: Claim,
     *,
@@ -173,9 +185,11 @@ def succeed(
     trained_tokens: int,
     checkpoint_metrics: dict[str, Any],
     step: int,
+    earlier: Sequence[EpochCheckpoint] = (),
 ) -> bool:
-    """Register the adapter and mark the job succeeded, in one transaction; False (nothing
-    written) when the job was cancelled or taken over meanwhile."""
+    """Register the adapter (and the earlier epochs' checkpoints, each servable by its own
+    name) and mark the job succeeded, in one transaction; False (nothing written) when the
+    job was cancelled or taken over meanwhile."""
     with get_sessionmaker()() as session:
         now = utcnow()
         done = session.execute(
@@ -213,6 +227,28 @@ def succeed(
                 fine_tuned_model_checkpoint=adapter_name,
             )
         )
+        for ckpt in earlier:
+            session.add(
+                Adapter(
+                    id=new_id("adapter-"),
+                    tenant=claim.tenant,
+                    name=ckpt.name,
+                    job_id=claim.job_id,
+                    base_model=base_model,
+                    path=ckpt.path,
+                    bytes=ckpt.bytes,
+                    manifest=ckpt.manifest,
+                )
+            )
+            session.add(
+                JobCheckpoint(
+                    id=new_id("ftckpt-"),
+                    job_id=claim.job_id,
+                    step=ckpt.step,
+                    metrics=ckpt.metrics,
+                    fine_tuned_model_checkpoint=ckpt.name,
+                )
+            )
         add_event(session, claim.job_id, f"New fine-tuned model created: {adapter_name}")
         add_event(session, claim.job_id, "The job has successfully completed")
         session.commit()

@@ -124,3 +124,23 @@ def test_auto_hyperparameters_suit_the_data_size():
     assert tiny["learning_rate_multiplier"] == 1.0 and tiny["r"] == 8 and tiny["alpha"] == 16
     big = resolve_hyperparameters({"n_epochs": 2}, 5000)
     assert big["n_epochs"] == 2 and big["batch_size"] == 8
+
+
+def test_epoch_ends_give_each_earlier_epochs_weights(loaded):
+    exs = [tokenize_chat(loaded.tokenizer, r["messages"], 256) for r in chat_rows(12)]
+    config = TrainConfig(n_epochs=3, batch_size=4, learning_rate=1e-3, r=4)
+    ends = []
+
+    def on_epoch_end(epoch, step, model, last) -> None:  # noqa: ANN001
+        weights = {k: v.clone() for k, v in model.state_dict().items() if "lora_B" in k}
+        ends.append((epoch, step, last.step, weights))
+
+    result = train_lora(
+        loaded.model, loaded.tokenizer, exs, config, log_every=1, on_epoch_end=on_epoch_end
+    )
+    # Epochs 1 and 2 (3 steps each); the last epoch's weights are the result itself.
+    assert [(e, s, logged) for e, s, logged, _ in ends] == [(1, 3, 3), (2, 6, 6)]
+    final = {k: v for k, v in result.model.state_dict().items() if "lora_B" in k}
+    first, second = ends[0][3], ends[1][3]
+    assert not all(torch.equal(first[k], second[k]) for k in first)  # a snapshot per epoch
+    assert not all(torch.equal(second[k], final[k]) for k in final)

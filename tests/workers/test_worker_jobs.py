@@ -106,8 +106,12 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
         f"New fine-tuned model created: {name}",
         "The job has successfully completed",
     ]
+    # The final model and the two epochs before it (one step per epoch here), newest first.
     checkpoints = openai_client.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert [c.fine_tuned_model_checkpoint for c in checkpoints] == [name]
+    earlier = [f"{name}:ckpt-step-149", f"{name}:ckpt-step-148"]
+    assert [c.fine_tuned_model_checkpoint for c in checkpoints] == [name, *earlier]
+    assert [c.step_number for c in checkpoints] == [150, 149, 148]
+    assert checkpoints[1].metrics.train_loss is not None
 
     folder = settings_env.adapters_dir / job.id
     assert {p.name for p in folder.iterdir()} >= {
@@ -121,6 +125,10 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     assert manifest["validation_file"]["id"] == valid_id
     assert manifest["hyperparameters"]["r"] == 16 and "train_loss" in manifest["metrics"]
     assert not list(settings_env.adapters_dir.glob(".tmp-*"))
+    step_149 = json.loads(
+        (settings_env.adapters_dir / f"{job.id}-step-149" / "manifest.json").read_text()
+    )
+    assert step_149["name"] == earlier[0] and step_149["checkpoint"] == {"epoch": 149, "step": 149}
 
     # Served by the running API with no restart: listed, and it learned the answers.
     assert name in [m.id for m in openai_client.models.list().data]
@@ -130,10 +138,15 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     assert tuned == expected
     assert sum(b == e for b, e in zip(base, expected, strict=True)) <= 1
 
+    # An earlier epoch's checkpoint is a model of its own, served the same way.
+    assert set(earlier) <= {m.id for m in openai_client.models.list().data}
+    assert [_answer(openai_client, earlier[0], q) for q, _ in QA[:3]] == expected[:3]
+
     openai_client.models.delete(name)
     with pytest.raises(NotFoundError):
         _answer(openai_client, name, "France")
     assert not folder.exists()
+    assert _answer(openai_client, earlier[1], QA[0][0]) == expected[0]  # checkpoints stay
 
 
 def test_cancel_stops_a_running_job(openai_client, start_worker, settings_env):
@@ -158,7 +171,8 @@ def test_cancel_stops_a_running_job(openai_client, start_worker, settings_env):
     final = openai_client.fine_tuning.jobs.retrieve(job.id)
     assert final.status == "cancelled" and final.fine_tuned_model is None
     assert not any(m.id.startswith("ft:") for m in openai_client.models.list().data)
-    assert not (settings_env.adapters_dir / job.id).exists()
+    # Nothing left on disk: no adapter, and the epoch checkpoints' staging folder is gone.
+    assert list(settings_env.adapters_dir.glob("*")) == []
 
 
 def test_killed_worker_job_is_retried_and_succeeds(openai_client, start_worker):
