@@ -1,14 +1,22 @@
 """/v1/models, /v1/chat/completions, /v1/completions: protocol <-> engine, nothing more."""
 
 from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
+from app.engine.engine import Engine
 from app.inference import service
 from app.inference.dependencies import EngineDep
 from app.inference.models_list import list_models
-from app.inference.prompting import max_tokens_for, prepare_chat, prepare_completion
+from app.inference.prompting import (
+    PreparedPrompt,
+    max_tokens_for,
+    prepare_chat,
+    prepare_completion,
+)
 from app.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -20,7 +28,7 @@ from app.protocol.chat import (
 )
 from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from app.protocol.models import ModelList
-from app.variants import resolve
+from app.variants import Variant, resolve
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
@@ -32,6 +40,24 @@ def _variant_headers(variant) -> dict[str, str]:  # noqa: ANN001
     if variant.alias:
         headers["x-adaptd-alias"] = variant.alias
     return headers
+
+
+# The database lookup and the prompt building (Jinja, example embeddings, tokenising) run in
+# the threadpool, so neither holds up the event loop that streams every other response.
+def _chat_prompt(
+    session: Session, tenant: str, engine: Engine, req: ChatCompletionRequest
+) -> tuple[Variant, PreparedPrompt]:
+    variant = resolve(session, tenant, req.model, engine.name)
+    session.close()  # generation can take a while: give the connection back now
+    return variant, prepare_chat(engine, variant, req)
+
+
+def _completion_prompts(
+    session: Session, tenant: str, engine: Engine, req: CompletionRequest
+) -> tuple[Variant, list[PreparedPrompt]]:
+    variant = resolve(session, tenant, req.model, engine.name)
+    session.close()
+    return variant, [prepare_completion(engine, variant, p, req) for p in req.prompts()]
 
 
 @router.get("/models", response_model=ModelList)
@@ -47,9 +73,9 @@ async def chat_completions(
     engine: EngineDep,
     response: Response,
 ):
-    variant = resolve(session, principal.tenant, req.model, engine.name)
-    session.close()  # generation can take a while: give the connection back now
-    prepared = prepare_chat(engine, variant, req)
+    variant, prepared = await run_in_threadpool(
+        _chat_prompt, session, principal.tenant, engine, req
+    )
     max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
     params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
     handles = service.submit_all(
@@ -125,9 +151,9 @@ async def completions(
     engine: EngineDep,
     response: Response,
 ):
-    variant = resolve(session, principal.tenant, req.model, engine.name)
-    session.close()
-    prompts = [prepare_completion(engine, variant, p, req) for p in req.prompts()]
+    variant, prompts = await run_in_threadpool(
+        _completion_prompts, session, principal.tenant, engine, req
+    )
     jobs = []
     for prepared in prompts:
         max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
