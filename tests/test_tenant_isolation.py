@@ -58,6 +58,7 @@ def cases(w: dict) -> list[tuple[str, str, dict | None]]:
         ("post", f"/v1/fine_tuning/jobs/{w['job_id']}/cancel", None),
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/events", None),
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/checkpoints", None),
+        ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/loss.svg", None),
         ("delete", f"/v1/models/{w['adapter']}", None),
         ("get", "/v1/aliases/al", None),
         ("put", "/v1/aliases/al", {"targets": [{"model": w["base"]}]}),
@@ -66,6 +67,7 @@ def cases(w: dict) -> list[tuple[str, str, dict | None]]:
         ("get", "/v1/aliases/al/history", None),
         ("get", f"/v1/evals/{w['eval_id']}", None),
         ("get", f"/v1/evals/{w['eval_id']}/events", None),
+        ("get", f"/v1/evals/{w['eval_id']}/chart.svg", None),
     ]
 
 

@@ -1,9 +1,11 @@
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from app.auth.dependencies import TenantDep
+from app.charts.responses import SVG_RESPONSES, svg_response
 from app.db import SessionDep
 from app.evals import service
+from app.evals.charts import accuracy_cost_svg
 from app.evals.models import Evaluation
 from app.evals.queue import enqueue_eval
 from app.evals.schemas import EvalCreate, EvalEventList, EvalList, EvalRead
@@ -51,3 +53,12 @@ def get_eval(eval_id: str, principal: TenantDep, session: SessionDep) -> EvalRea
 @router.get("/{eval_id}/events", response_model=EvalEventList)
 def eval_events(eval_id: str, principal: TenantDep, session: SessionDep) -> EvalEventList:
     return EvalEventList(data=service.events(session, principal.tenant, eval_id))
+
+
+@router.get(
+    "/{eval_id}/chart.svg", response_class=Response, responses=SVG_RESPONSES, tags=["charts"]
+)
+def eval_chart(eval_id: str, principal: TenantDep, session: SessionDep) -> Response:
+    """Each variant's accuracy (95% interval) against its prompt tokens per request, as an
+    SVG chart: the ICL-or-fine-tuning decision in one picture."""
+    return svg_response(accuracy_cost_svg(service.get(session, principal.tenant, eval_id)))

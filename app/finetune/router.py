@@ -1,14 +1,16 @@
 """/v1/fine_tuning/jobs: OpenAI-compatible create, list, retrieve, cancel, events,
-checkpoints. HTTP only; the logic is in service.py."""
+checkpoints, and adaptd's loss curve picture. HTTP only; the logic is in service.py."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from app.auth.dependencies import TenantDep
+from app.charts.responses import SVG_RESPONSES, svg_response
 from app.db import SessionDep
 from app.engine.loader import model_name
 from app.finetune import service
+from app.finetune.charts import loss_curve_svg
 from app.finetune.schemas import CheckpointList, EventList, JobCreate, JobList, JobRead
 from app.settings import get_settings
 
@@ -90,3 +92,10 @@ def list_checkpoints(
         first_id=data[0].id if data else None,
         last_id=data[-1].id if data else None,
     )
+
+
+@router.get("/{job_id}/loss.svg", response_class=Response, responses=SVG_RESPONSES, tags=["charts"])
+def loss_curve(job_id: str, principal: TenantDep, session: SessionDep) -> Response:
+    """The training (and validation) loss by step as an SVG chart; it grows while the job
+    runs. adaptd's own: OpenAI has no such endpoint."""
+    return svg_response(loss_curve_svg(session, service.get_job(session, principal.tenant, job_id)))

@@ -148,3 +148,25 @@ def test_active_job_quota(client, training_file, settings_env, monkeypatch):
         assert _create(client, model="tiny-llama", training_file=training_file).status_code == 200
     r = _create(client, model="tiny-llama", training_file=training_file)
     assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
+
+
+def test_loss_curve_picture_grows_with_the_metrics_events(client, training_file):
+    from app.finetune.lifecycle import event
+
+    job_id = _create(client, model="tiny-llama", training_file=training_file).json()["id"]
+    empty = client.get(f"/v1/fine_tuning/jobs/{job_id}/loss.svg")
+    assert empty.status_code == 200 and empty.headers["content-type"] == "image/svg+xml"
+    assert "No training steps logged yet." in empty.text
+
+    for step, (train, valid) in enumerate([(2.0, 2.2), (1.2, 1.5), (0.6, 1.1)], start=1):
+        data = {"step": step, "total_steps": 10, "train_loss": train, "valid_loss": valid}
+        event(job_id, f"Step {step}", type="metrics", data=data)
+    r = client.get(f"/v1/fine_tuning/jobs/{job_id}/loss.svg")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    assert "training loss" in r.text and "validation loss" in r.text
+    assert "3 of 10 steps" in r.text
+    curves = [line for line in r.text.splitlines() if 'stroke-width="2"' in line]
+    assert [len(c.split('points="')[1].split('"')[0].split()) for c in curves] == [3, 3]
+
+    missing = client.get("/v1/fine_tuning/jobs/ftjob-nope/loss.svg")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]

@@ -4,6 +4,7 @@ running job, and survive a worker killed mid-job."""
 import json
 import time
 
+import httpx
 import pytest
 from openai import NotFoundError, OpenAI
 
@@ -100,6 +101,10 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     valid = [e.data["valid_loss"] for e in metrics]
     assert all(isinstance(v, float) for v in valid) and valid[-1] < valid[0] / 10
     assert "validation loss=" in metrics[-1].message
+    # The same numbers as a picture: one training and one validation curve of 150 points.
+    picture = openai_client.get(f"/fine_tuning/jobs/{job.id}/loss.svg", cast_to=httpx.Response).text
+    curves = [line for line in picture.splitlines() if 'stroke-width="2"' in line]
+    assert [len(c.split('points="')[1].split('"')[0].split()) for c in curves] == [150, 150]
     infos = [e.message for e in events if e.type == "message"]
     assert "Fine-tuning job started" in infos
     assert infos[-2:] == [
@@ -172,7 +177,7 @@ def test_cancel_stops_a_running_job(openai_client, start_worker, settings_env):
     assert final.status == "cancelled" and final.fine_tuned_model is None
     assert not any(m.id.startswith("ft:") for m in openai_client.models.list().data)
     # Nothing left on disk: no adapter, and the epoch checkpoints' staging folder is gone.
-    assert list(settings_env.adapters_dir.glob("*")) == []
+    assert [p for p in settings_env.adapters_dir.iterdir() if job.id in p.name] == []
 
 
 def test_killed_worker_job_is_retried_and_succeeds(openai_client, start_worker):
