@@ -7,7 +7,7 @@ sentences with the service's own evaluation endpoint:
   - a LoRA adapter fine-tuned on a few hundred training sentences.
 Prints how long each took to become servable and the evaluation report.
 
-    .venv/bin/python bench/decide.py --train 384 --test 200
+    .venv/bin/python bench/decide.py --train 384 --test 200 --charts docs/img
 """
 
 import argparse
@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--shots-pool", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--charts", type=Path, help="folder to save the job's loss curve and the eval chart in"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     train = rng.sample(read("train"), args.train)
@@ -153,6 +156,13 @@ def main() -> None:
         if result["status"] != "succeeded":
             raise SystemExit(f"evaluation failed: {result.get('error')}")
         eval_s = time.monotonic() - t
+        if args.charts:  # the service's own pictures of this run
+            args.charts.mkdir(parents=True, exist_ok=True)
+            for url, name in [
+                (f"/v1/fine_tuning/jobs/{job_id}/loss.svg", "sst2-loss.svg"),
+                (f"/v1/evals/{ev.json()['id']}/chart.svg", "sst2-decision.svg"),
+            ]:
+                (args.charts / name).write_text(http.get(url).raise_for_status().text)
 
     report = result["report"]
     print(

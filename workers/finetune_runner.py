@@ -29,6 +29,7 @@ from workers.training import (
     ExampleError,
     StepMetrics,
     TrainingStopped,
+    TrainResult,
     config_from_hyperparameters,
     resolve_hyperparameters,
     tokenize_chat,
@@ -236,27 +237,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         )
         name = adapter_name(loaded.name, claim.suffix, claim.job_id)
         final_metrics = _metrics(result.history[-1]) if result.history else {}
-        manifest = {
-            "name": name,
-            "job_id": claim.job_id,
-            "base_model": loaded.name,
-            "base_model_source": settings.base_model,
-            "hyperparameters": hp,
-            "seed": claim.seed,
-            "training_file": {"id": train_file.id, "sha256": train_file.sha256},
-            "validation_file": (
-                {"id": valid_file.id, "sha256": valid_file.sha256} if valid_file else None
-            ),
-            "data_sha256": hashlib.sha256(
-                (train_file.sha256 + (valid_file.sha256 if valid_file else "")).encode()
-            ).hexdigest(),
-            "metrics": {
-                **final_metrics,
-                "steps": result.steps,
-                "trained_tokens": result.trained_tokens,
-                "train_seconds": round(result.train_seconds, 3),
-            },
-        }
+        manifest = _manifest(name, claim, loaded.name, hp, train_file, valid_file, result)
         folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
         earlier = saver.publish(name, manifest)
         registered = lifecycle.succeed(
@@ -277,6 +258,38 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             raise TrainingStopped(result.steps)
     finally:
         saver.discard()
+
+
+def _manifest(
+    name: str,
+    claim: lifecycle.Claim,
+    base_model: str,
+    hp: dict[str, Any],
+    train_file: File,
+    valid_file: File | None,
+    result: TrainResult,
+) -> dict[str, Any]:
+    """What the adapter is and how it was made, written beside its weights."""
+    data = train_file.sha256 + (valid_file.sha256 if valid_file else "")
+    return {
+        "name": name,
+        "job_id": claim.job_id,
+        "base_model": base_model,
+        "base_model_source": get_settings().base_model,
+        "hyperparameters": hp,
+        "seed": claim.seed,
+        "training_file": {"id": train_file.id, "sha256": train_file.sha256},
+        "validation_file": (
+            {"id": valid_file.id, "sha256": valid_file.sha256} if valid_file else None
+        ),
+        "data_sha256": hashlib.sha256(data.encode()).hexdigest(),
+        "metrics": {
+            **(_metrics(result.history[-1]) if result.history else {}),
+            "steps": result.steps,
+            "trained_tokens": result.trained_tokens,
+            "train_seconds": round(result.train_seconds, 3),
+        },
+    }
 
 
 def _metrics(m: StepMetrics) -> dict[str, Any]:

@@ -50,6 +50,16 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def fit(text: str, width_px: float, char_px: float = 7.0) -> str:
+    """`text`, shortened in the middle with an ellipsis to about `width_px` pixels (SVG has no
+    text measurement; 7 px per character is generous for 12 px sans-serif)."""
+    room = max(5, int(width_px / char_px))
+    if len(text) <= room:
+        return text
+    head = (room - 1) // 2
+    return text[:head] + "…" + text[len(text) - (room - 1 - head) :]
+
+
 class _Frame:
     """Maps data coordinates into the plotting area and draws the axes."""
 
@@ -108,7 +118,7 @@ def _document(title: str, body: list[str]) -> str:
             f"<title>{escape(title)}</title>",
             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
             f'<text x="{WIDTH / 2}" y="26" text-anchor="middle" font-family="sans-serif" '
-            f'font-size="15" font-weight="bold">{escape(title)}</text>',
+            f'font-size="15" font-weight="bold">{escape(fit(title, WIDTH - 20, 9))}</text>',
             *body,
             "</svg>",
             "",
@@ -199,11 +209,14 @@ def scatter_chart(
                     f'stroke="{color}"/>'
                 )
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"/>')
-        label = p.label + (f" ({p.note})" if p.note else "")
+        # The label on one line, the note under it; each cut to the room beside the point.
         anchor = "end" if x > (LEFT + WIDTH - RIGHT) / 2 else "start"
         dx = -9 if anchor == "end" else 9
-        body.append(
-            f'<text x="{x + dx:.1f}" y="{y - 8:.1f}" text-anchor="{anchor}" {FONT} '
-            f'fill="{color}">{escape(label)}</text>'
-        )
+        room = (x - 10) if anchor == "end" else (WIDTH - 10 - x)
+        lines = [fit(p.label, room)] + ([fit(p.note, room)] if p.note else [])
+        for k, line in enumerate(lines):
+            body.append(
+                f'<text x="{x + dx:.1f}" y="{y - 8 + 14 * k:.1f}" text-anchor="{anchor}" {FONT} '
+                f'fill="{color}">{escape(line)}</text>'
+            )
     return _document(title, body)

@@ -21,7 +21,7 @@ def accuracy_cost_svg(row: Evaluation) -> str:
     n = next(iter(variants.values()))["n"] if variants else 0
     return scatter_chart(
         points,
-        title=f"Evaluation {row.id}: accuracy against cost ({n} examples)",
+        title=f"Accuracy against cost, {n} examples ({row.id})",
         x_label="prompt tokens per request (mean)",
         y_label="accuracy (95% interval)",
         y_range=(0.0, 1.0),

@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from app.charts.svg import Point, line_chart, nice_ticks, scatter_chart
+from app.charts.svg import Point, fit, line_chart, nice_ticks, scatter_chart
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 
@@ -69,7 +69,20 @@ def test_scatter_places_points_and_error_bars() -> None:
     (bar,) = whiskers
     top, bottom = sorted([float(bar.get("y1")), float(bar.get("y2"))])
     assert top < y1 < bottom
-    assert "cheap (0.83)" in texts(root)
+    assert {"cheap", "0.83"} <= set(texts(root))  # the label, the note under it
+
+
+def test_long_labels_are_cut_in_the_middle_to_fit() -> None:
+    name = "ft:smollm2-135m-instruct:sst2:ftjob-e4cc6544e4470549ce49f9e0"
+    assert fit(name, 1000) == name
+    short = fit(name, 140)
+    assert len(short) == 20 and short.startswith("ft:smollm") and short.endswith("49f9e0")
+    assert "…" in short
+    longer = f"{name}-with-a-much-longer-suffix-than-anyone-should-pick"
+    points = [Point(longer, 56, 0.8), Point("b", 199, 0.5)]
+    root = parse(scatter_chart(points, title="t", x_label="x", y_label="y"))
+    label = next(t for t in texts(root) if t.startswith("ft:"))
+    assert "…" in label and len(label) < len(longer)
 
 
 def test_user_text_is_escaped_and_empty_data_says_so() -> None:
