@@ -105,7 +105,7 @@ class EpochSaver:
         metrics = {**(_metrics(last) if last else {}), "epoch": epoch, "step": step}
         self.saved.append((epoch, step, folder, metrics))
 
-    def publish(self, final_name: str, manifest: dict[str, Any]) -> list[lifecycle.EpochCheckpoint]:
+    def publish(self, final_name: str, manifest: dict[str, Any]) -> list[lifecycle.AdapterFiles]:
         published = []
         for epoch, step, staged, metrics in self.saved:
             name = f"{final_name}:ckpt-step-{step}"
@@ -117,7 +117,7 @@ class EpochSaver:
                 shutil.rmtree(final)
             os.replace(staged, final)
             published.append(
-                lifecycle.EpochCheckpoint(
+                lifecycle.AdapterFiles(
                     name=name,
                     path=final.name,
                     bytes=folder_bytes(final),
@@ -236,25 +236,30 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             on_epoch_end=saver,
         )
         name = adapter_name(loaded.name, claim.suffix, claim.job_id)
-        final_metrics = _metrics(result.history[-1]) if result.history else {}
         manifest = _manifest(name, claim, loaded.name, hp, train_file, valid_file, result)
         folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
+        final = lifecycle.AdapterFiles(
+            name=name,
+            path=folder.name,
+            bytes=folder_bytes(folder),
+            step=result.steps,
+            metrics={
+                **(_metrics(result.history[-1]) if result.history else {}),
+                "full_valid_loss": result.final_valid_loss,
+            },
+            manifest=manifest,
+        )
         earlier = saver.publish(name, manifest)
         registered = lifecycle.succeed(
             claim,
-            adapter_name=name,
-            adapter_path=folder.name,
-            adapter_bytes=folder_bytes(folder),
+            final=final,
             base_model=loaded.name,
-            manifest=manifest,
             trained_tokens=result.trained_tokens,
-            checkpoint_metrics={**final_metrics, "full_valid_loss": result.final_valid_loss},
-            step=result.steps,
             earlier=earlier,
         )
         if not registered:  # cancelled (or taken over) at the last moment: leave nothing
-            for path in [folder, *(settings.adapters_dir / c.path for c in earlier)]:
-                shutil.rmtree(path, ignore_errors=True)
+            for files in [final, *earlier]:
+                shutil.rmtree(settings.adapters_dir / files.path, ignore_errors=True)
             raise TrainingStopped(result.steps)
     finally:
         saver.discard()

@@ -163,10 +163,11 @@ def set_resolved_hyperparameters(job_id: str, attempt: int, hyperparameters: dic
 
 
 @dataclass(frozen=True)
-class EpochCheckpoint:
-    """An earlier epoch's adapter, complete on disk, to register beside the final one."""
+class AdapterFiles:
+    """An adapter complete on disk (the final model or an earlier epoch's), to register as a
+    servable model and list as one of the job's checkpoints."""
 
-    name: str  # <final name>:ckpt-step-<step>
+    name: str  # ft:<base>:<suffix>:<job>, with :ckpt-step-<step> for an earlier epoch
     path: str  # relative to the adapters folder
     bytes: int
     step: int
@@ -177,15 +178,10 @@ class EpochCheckpoint:
 def succeed(
     claim: Claim,
     *,
-    adapter_name: str,
-    adapter_path: str,
-    adapter_bytes: int,
+    final: AdapterFiles,
     base_model: str,
-    manifest: dict[str, Any],
     trained_tokens: int,
-    checkpoint_metrics: dict[str, Any],
-    step: int,
-    earlier: Sequence[EpochCheckpoint] = (),
+    earlier: Sequence[AdapterFiles] = (),
 ) -> bool:
     """Register the adapter (and the earlier epochs' checkpoints, each servable by its own
     name) and mark the job succeeded, in one transaction; False (nothing written) when the
@@ -197,7 +193,7 @@ def succeed(
             .where(_mine(claim.job_id, claim.attempt))
             .values(
                 status=SUCCEEDED,
-                fine_tuned_model=adapter_name,
+                fine_tuned_model=final.name,
                 trained_tokens=trained_tokens,
                 finished_at=now,
                 heartbeat_at=now,
@@ -206,50 +202,29 @@ def succeed(
         if done.rowcount != 1:
             session.rollback()
             return False
-        session.add(
-            Adapter(
-                id=new_id("adapter-"),
-                tenant=claim.tenant,
-                name=adapter_name,
-                job_id=claim.job_id,
-                base_model=base_model,
-                path=adapter_path,
-                bytes=adapter_bytes,
-                manifest=manifest,
-            )
-        )
-        session.add(
-            JobCheckpoint(
-                id=new_id("ftckpt-"),
-                job_id=claim.job_id,
-                step=step,
-                metrics=checkpoint_metrics,
-                fine_tuned_model_checkpoint=adapter_name,
-            )
-        )
-        for ckpt in earlier:
+        for files in [final, *earlier]:
             session.add(
                 Adapter(
                     id=new_id("adapter-"),
                     tenant=claim.tenant,
-                    name=ckpt.name,
+                    name=files.name,
                     job_id=claim.job_id,
                     base_model=base_model,
-                    path=ckpt.path,
-                    bytes=ckpt.bytes,
-                    manifest=ckpt.manifest,
+                    path=files.path,
+                    bytes=files.bytes,
+                    manifest=files.manifest,
                 )
             )
             session.add(
                 JobCheckpoint(
                     id=new_id("ftckpt-"),
                     job_id=claim.job_id,
-                    step=ckpt.step,
-                    metrics=ckpt.metrics,
-                    fine_tuned_model_checkpoint=ckpt.name,
+                    step=files.step,
+                    metrics=files.metrics,
+                    fine_tuned_model_checkpoint=files.name,
                 )
             )
-        add_event(session, claim.job_id, f"New fine-tuned model created: {adapter_name}")
+        add_event(session, claim.job_id, f"New fine-tuned model created: {final.name}")
         add_event(session, claim.job_id, "The job has successfully completed")
         session.commit()
         return True

@@ -55,17 +55,10 @@ def test_cancelled_job_is_skipped_and_never_registered(client, job_id):
     claim = lifecycle.claim(job_id, "w1", 60, 2)
     assert client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel").json()["status"] == "cancelled"
     assert not lifecycle.should_continue(job_id, claim.attempt)
-    ok = lifecycle.succeed(
-        claim,
-        adapter_name=f"ft:tiny-llama::{job_id}",
-        adapter_path=job_id,
-        adapter_bytes=1,
-        base_model="tiny-llama",
-        manifest={},
-        trained_tokens=1,
-        checkpoint_metrics={},
-        step=1,
+    files = lifecycle.AdapterFiles(
+        name=f"ft:tiny-llama::{job_id}", path=job_id, bytes=1, step=1, metrics={}, manifest={}
     )
+    ok = lifecycle.succeed(claim, final=files, base_model="tiny-llama", trained_tokens=1)
     assert ok is False and _get(job_id).status == "cancelled"
     with get_sessionmaker()() as session:
         assert session.scalar(select(Adapter).where(Adapter.job_id == job_id)) is None
