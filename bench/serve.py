@@ -15,6 +15,7 @@ Then, in process on the engine: time to first token of 4-shot template requests 
 without the prefix cache, and memory per loaded adapter against its file size.
 
     .venv/bin/python bench/serve.py [--device cuda] [--requests 64] [--clients 16]
+    .venv/bin/python bench/serve.py --answers long --max-tokens 64   # decode-heavy
 """
 
 import argparse
@@ -44,6 +45,19 @@ QUESTIONS = [
     "Which planet is closest to the sun?",
     "What color is the sky on a clear day?",
     "How many legs does a spider have?",
+]
+
+# --answers long: questions whose answers run to max_tokens, so decoding, where batching
+# pays most, outweighs prefill.
+LONG_QUESTIONS = [
+    "Explain in a few sentences why the sky is blue.",
+    "Describe how a bicycle works, step by step.",
+    "Write a short story about a cat who learns to swim.",
+    "Explain what a computer does when you press a key.",
+    "Describe the water cycle in detail.",
+    "Give five tips for learning a new language, with a sentence on each.",
+    "Explain how plants make food from sunlight.",
+    "Describe a day in the life of a lighthouse keeper.",
 ]
 
 TEMPLATES = [
@@ -516,7 +530,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     settings = get_settings()
     print(
         f"device={args.device} requests={args.requests} clients={args.clients} "
-        f"max_tokens={args.max_tokens} base={settings.base_model} "
+        f"max_tokens={args.max_tokens} answers={args.answers} base={settings.base_model} "
         f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}",
         flush=True,
     )
@@ -555,7 +569,8 @@ def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:  # noq
         requests, few_shot = [], []
         for i in range(args.requests):
             model, adapter = variants[i % len(variants)]
-            question = QUESTIONS[(i // len(variants)) % len(QUESTIONS)]
+            pool = LONG_QUESTIONS if args.answers == "long" else QUESTIONS
+            question = pool[(i // len(variants)) % len(pool)]
             messages = [{"role": "user", "content": question}]
             if model.startswith("tmpl:"):
                 rendered = c.post(
@@ -639,6 +654,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per process")
+    parser.add_argument(
+        "--answers", choices=["short", "long"], default="short", help="question set"
+    )
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
