@@ -8,8 +8,18 @@ from app.errors import APIError
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability and the most likely alternatives at its step."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), most likely first
+
+
+@dataclass(frozen=True)
 class Delta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens this text came from, when asked
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,9 @@ class Finished:
     completion_tokens: int
     text: str
     token_ids: tuple[int, ...] = ()  # the generated ids, eos excluded
+    # When asked for: one entry per token whose text is in `text` (a stop sequence's
+    # tokens excluded), the same entries the deltas carried.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # Log-probabilities to return: None for none, else the chosen token's and this many of
+    # the most likely alternatives at each step (from the model's own distribution, before
+    # temperature and top_p).
+    logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:

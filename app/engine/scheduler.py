@@ -23,7 +23,14 @@ from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
 from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
 from app.engine.detokenizer import TextAssembler
 from app.engine.prefix_cache import PrefixCache
-from app.engine.requests import Delta, Event, Failed, Finished, RequestHandle
+from app.engine.requests import (
+    Delta,
+    Event,
+    Failed,
+    Finished,
+    RequestHandle,
+    TokenLogprob,
+)
 from app.engine.sampling import Sampler, SamplingParams
 from app.errors import APIError, ServiceUnavailable
 from app.settings import Settings
@@ -62,6 +69,9 @@ class Sequence:
     sampler: Sampler = field(init=False)
     assembler: TextAssembler = field(init=False)
     generated: list[int] = field(default_factory=list)
+    # Log-probabilities (when asked for): handed out with the deltas whose text they made.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.params)
@@ -81,6 +91,15 @@ class EngineStats:
     joins: int = 0  # requests admitted while other rows were mid-generation
     deferred: int = 0  # admissions put off because every adapter slot was in use
     prompt_tokens_run: int = 0  # prompt tokens actually run through the model
+
+
+def token_logprob(logprobs: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    """`logprobs`: one row's log-softmax over the vocabulary."""
+    alternatives: tuple[tuple[int, float], ...] = ()
+    if top > 0:
+        values, ids = logprobs.topk(top)
+        alternatives = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+    return TokenLogprob(token, float(logprobs[token]), alternatives)
 
 
 def internal_error(exc: Exception) -> APIError:
@@ -357,33 +376,51 @@ class Scheduler:
         if self.observe_logits is not None:
             self.observe_logits(rows, logits)
         greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
+        wanted = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
+        logprobs = torch.log_softmax(logits[wanted].float(), dim=-1).cpu() if wanted else None
         keep: list[int] = []
         for i, row in enumerate(rows):
             token = greedy[i] if row.params.greedy else row.sampler(logits[i])
-            reason = self._accept(row, token)
+            if logprobs is not None and row.params.logprobs is not None:
+                row_logprobs = logprobs[wanted.index(i)]
+                entry = token_logprob(row_logprobs, token, row.params.logprobs)
+            else:
+                entry = None
+            reason = self._accept(row, token, entry)
             if reason is None:
                 keep.append(i)
             else:
                 self._finish(row, reason)
         return keep
 
-    def _accept(self, row: Sequence, token: int) -> str | None:
+    def _accept(self, row: Sequence, token: int, entry: TokenLogprob | None) -> str | None:
         if token in self.eos_ids:
             return "stop"
         row.generated.append(token)
+        if entry is not None:
+            row.pending_logprobs.append(entry)
         delta = row.assembler.add(token)
         if delta:
-            self._outbox.append((row.handle, Delta(delta)))
+            self._outbox.append((row.handle, Delta(delta, self._hand_out(row))))
         if row.assembler.stopped:
             return "stop"
         if len(row.generated) >= row.params.max_tokens:
             return "length"
         return None
 
+    @staticmethod
+    def _hand_out(row: Sequence) -> tuple[TokenLogprob, ...]:
+        out = tuple(row.pending_logprobs)
+        row.logprobs.extend(out)
+        row.pending_logprobs.clear()
+        return out
+
     def _finish(self, row: Sequence, reason: str) -> None:
+        if row.assembler.stopped:
+            row.pending_logprobs.clear()  # a stop sequence's tokens: not in the text
         tail = row.assembler.flush()
-        if tail:
-            self._outbox.append((row.handle, Delta(tail)))
+        if tail or row.pending_logprobs:
+            self._outbox.append((row.handle, Delta(tail, self._hand_out(row))))
         self._outbox.append(
             (
                 row.handle,
@@ -393,6 +430,7 @@ class Scheduler:
                     len(row.generated),
                     row.assembler.text,
                     tuple(row.generated),
+                    tuple(row.logprobs) if row.params.logprobs is not None else None,
                 ),
             )
         )

@@ -10,6 +10,7 @@ from app.db import SessionDep
 from app.engine.engine import Engine
 from app.inference import service
 from app.inference.dependencies import EngineDep
+from app.inference.logprobs import chat_logprobs, completion_logprobs
 from app.inference.models_list import list_models
 from app.inference.prompting import (
     PreparedPrompt,
@@ -90,13 +91,15 @@ async def chat_completions(
 
     if req.stream:
 
-        def chunk(index: int, text: str | None, finish: str | None) -> ChatCompletionChunk:
+        def chunk(
+            index: int, text: str | None, finish: str | None, logprobs: tuple
+        ) -> ChatCompletionChunk:
             delta = ChatDelta(content=text) if text is not None else ChatDelta()
+            choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish)
+            if logprobs:
+                choice.logprobs = chat_logprobs(engine.tokenizer, logprobs)
             return ChatCompletionChunk(
-                id=rid,
-                created=created,
-                model=variant.model,
-                choices=[ChatChunkChoice(index=index, delta=delta, finish_reason=finish)],
+                id=rid, created=created, model=variant.model, choices=[choice]
             )
 
         def usage_chunk(usage) -> ChatCompletionChunk:  # noqa: ANN001
@@ -135,6 +138,9 @@ async def chat_completions(
                 index=i,
                 message=ChatResponseMessage(content=r.text),
                 finish_reason=service.finish_reason(r.finish_reason),
+                logprobs=(
+                    chat_logprobs(engine.tokenizer, r.logprobs) if r.logprobs is not None else None
+                ),
             )
             for i, r in enumerate(results)
         ],
@@ -169,14 +175,16 @@ async def completions(
     examples_used = prompts[0].examples_used
 
     if req.stream:
+        streamed = [0] * len(jobs)  # characters sent so far per choice: the text offsets
 
-        def chunk(index: int, text: str | None, finish: str | None) -> Completion:
-            return Completion(
-                id=rid,
-                created=created,
-                model=variant.model,
-                choices=[CompletionChoice(index=index, text=text or "", finish_reason=finish)],
-            )
+        def chunk(index: int, text: str | None, finish: str | None, logprobs: tuple) -> Completion:
+            choice = CompletionChoice(index=index, text=text or "", finish_reason=finish)
+            if logprobs:
+                choice.logprobs = completion_logprobs(
+                    engine.tokenizer, logprobs, streamed[index], bool(req.logprobs)
+                )
+            streamed[index] += len(text or "")
+            return Completion(id=rid, created=created, model=variant.model, choices=[choice])
 
         def usage_chunk(usage) -> Completion:  # noqa: ANN001
             return Completion(id=rid, created=created, model=variant.model, choices=[], usage=usage)
@@ -192,16 +200,24 @@ async def completions(
 
     results = await service.collect(handles)
     response.headers.update(headers)
-    texts = [
-        (req.prompts()[i // req.n] if req.echo else "") + r.text for i, r in enumerate(results)
-    ]
+    echoed = [req.prompts()[i // req.n] if req.echo else "" for i in range(len(results))]
+    texts = [e + r.text for e, r in zip(echoed, results, strict=True)]
     return Completion(
         id=rid,
         created=created,
         model=variant.model,
         choices=[
             CompletionChoice(
-                index=i, text=texts[i], finish_reason=service.finish_reason(r.finish_reason)
+                index=i,
+                text=texts[i],
+                finish_reason=service.finish_reason(r.finish_reason),
+                logprobs=(
+                    completion_logprobs(
+                        engine.tokenizer, r.logprobs, len(echoed[i]), bool(req.logprobs)
+                    )
+                    if r.logprobs is not None
+                    else None
+                ),
             )
             for i, r in enumerate(results)
         ],

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pydantic import BaseModel
 
 from app.engine.engine import Engine
-from app.engine.requests import Delta, Failed, Finished, RequestHandle
+from app.engine.requests import Delta, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
 from app.ids import new_id
 from app.protocol.common import Usage
@@ -106,17 +106,17 @@ async def merged_events(
 
 async def stream_sse(
     handles: list[RequestHandle],
-    make_chunk: Callable[[int, str | None, str | None], BaseModel],
+    make_chunk: Callable[[int, str | None, str | None, tuple[TokenLogprob, ...]], BaseModel],
     make_usage_chunk: Callable[[Usage], BaseModel] | None,
     prompt_tokens: int,
 ) -> AsyncIterator[str]:
     results: list[Finished] = []
     async for index, event in merged_events(handles):
         if isinstance(event, Delta):
-            yield sse(make_chunk(index, event.text, None))
+            yield sse(make_chunk(index, event.text, None, event.logprobs))
         elif isinstance(event, Finished):
             results.append(event)
-            yield sse(make_chunk(index, None, finish_reason(event.finish_reason)))
+            yield sse(make_chunk(index, None, finish_reason(event.finish_reason), ()))
         else:
             yield sse(event.error.body())
             break

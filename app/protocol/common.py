@@ -50,6 +50,10 @@ class GenerationRequest(BaseModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def requested_logprobs(self) -> int | None:
+        """None: no log-probabilities; else how many alternatives per token."""
+        return None
+
     def to_sampling_params(
         self, defaults: dict[str, Any] | None = None, *, max_tokens: int
     ) -> SamplingParams:
@@ -66,7 +70,14 @@ class GenerationRequest(BaseModel):
             top_p=float(top_p),
             seed=self.seed,
             stop=tuple(stop),
+            logprobs=self.requested_logprobs(),
         )
 
 
 FinishReason = Literal["stop", "length"]
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
