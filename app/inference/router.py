@@ -74,6 +74,7 @@ async def chat_completions(
     engine: EngineDep,
     response: Response,
 ):
+    req.check_supported()
     variant, prepared = await run_in_threadpool(
         _chat_prompt, session, principal.tenant, engine, req
     )
@@ -157,6 +158,7 @@ async def completions(
     engine: EngineDep,
     response: Response,
 ):
+    req.check_supported()
     variant, prompts = await run_in_threadpool(
         _completion_prompts, session, principal.tenant, engine, req
     )

@@ -1,8 +1,10 @@
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.engine.sampling import SamplingParams
+from app.errors import BadRequest
 
 
 class Usage(BaseModel):
@@ -13,6 +15,29 @@ class Usage(BaseModel):
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
+
+
+def _is_set(value: Any) -> bool:
+    return value not in (None, 0, 0.0, False, "", [], {})
+
+
+# OpenAI fields that would change the answer and that adaptd cannot honour: refused, so a
+# client never silently gets something other than what it asked for. Empty, zero and
+# default values pass, since many clients send them with every request.
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": _is_set,
+    "functions": _is_set,
+    "tool_choice": lambda v: v not in (None, "none", "auto"),
+    "function_call": lambda v: v not in (None, "none", "auto"),
+    "response_format": lambda v: _is_set(v) and v != {"type": "text"},
+    "logit_bias": _is_set,
+    "presence_penalty": _is_set,
+    "frequency_penalty": _is_set,
+    "best_of": lambda v: v not in (None, 1),
+    "suffix": _is_set,
+    "audio": _is_set,
+    "prediction": _is_set,
+}
 
 
 class GenerationRequest(BaseModel):
@@ -41,6 +66,17 @@ class GenerationRequest(BaseModel):
         if any(not s for s in stops):
             raise ValueError("stop: sequences must not be empty")
         return self
+
+    def check_supported(self) -> None:
+        """Raises a 400 naming the first field this server cannot honour."""
+        extra = self.model_extra or {}
+        for name, refused in UNSUPPORTED.items():
+            if name in extra and refused(extra[name]):
+                raise BadRequest(
+                    f"'{name}' is not supported by this server; leave it out or unset.",
+                    param=name,
+                    code="unsupported_parameter",
+                )
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

@@ -178,3 +178,39 @@ def test_max_tokens_above_cap(client) -> None:
     r = chat(client, max_tokens=10**6)
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "max_tokens"
+
+
+def test_fields_the_server_cannot_honour_are_refused_not_ignored(client) -> None:
+    refused = {
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "tool_choice": "required",
+        "response_format": {"type": "json_object"},
+        "logit_bias": {"42": 100},
+        "presence_penalty": 0.5,
+        "frequency_penalty": -1,
+    }
+    for name, value in refused.items():
+        r = chat(client, max_tokens=2, **{name: value})
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"] | {"message": ""} == {
+            "message": "",
+            "type": "invalid_request_error",
+            "param": name,
+            "code": "unsupported_parameter",
+        }
+    # What clients send by default (empty, zero, "auto", plain text) is fine.
+    defaults = {
+        "tools": [],
+        "tool_choice": "auto",
+        "response_format": {"type": "text"},
+        "logit_bias": {},
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "parallel_tool_calls": True,
+    }
+    assert chat(client, max_tokens=2, **defaults).status_code == 200
+    r = client.post(
+        "/v1/completions",
+        json={"model": base_name(client), "prompt": "hi", "max_tokens": 2, "suffix": "end"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "suffix"
