@@ -100,6 +100,14 @@ class Engine:
         that opens with the chat template's shared header gets at least that much)."""
         if not prompt_ids:
             raise BadRequest("The prompt is empty.", param="prompt", code="empty_prompt")
+        vocab = self.model.config.vocab_size
+        unknown = [t for t, _ in params.logit_bias if not 0 <= t < vocab]
+        if unknown:
+            raise BadRequest(
+                f"logit_bias: token ids must be 0 to {vocab - 1}; got {unknown[0]}.",
+                param="logit_bias",
+                code="invalid_logit_bias",
+            )
         shared = len(self.chat_prefix)
         if prefix_len < shared and shared and list(prompt_ids[:shared]) == self.chat_prefix:
             prefix_len = shared

@@ -16,6 +16,14 @@ class SamplingParams:
     # the most likely alternatives at each step (from the model's own distribution, before
     # temperature and top_p).
     logprobs: int | None = None
+    # OpenAI's penalties on tokens already generated, and fixed biases per token id.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def adjusts_logits(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
 
     @property
     def greedy(self) -> bool:
@@ -49,3 +57,19 @@ class Sampler:
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=self.generator).item())
+
+
+def adjust_logits(
+    logits: torch.Tensor, params: SamplingParams, generated: list[int]
+) -> torch.Tensor:
+    """One row's logits with OpenAI's penalties and biases applied (a new tensor):
+    logit[t] - count(t) * frequency_penalty - (count(t) > 0) * presence_penalty + bias[t]."""
+    out = logits.float().clone()
+    if generated and (params.presence_penalty or params.frequency_penalty):
+        ids = torch.tensor(generated, device=out.device)
+        counts = torch.bincount(ids, minlength=out.shape[-1])[: out.shape[-1]].to(out.dtype)
+        seen = (counts > 0).to(out.dtype)
+        out -= counts * params.frequency_penalty + seen * params.presence_penalty
+    for token, bias in params.logit_bias:
+        out[token] += bias
+    return out

@@ -31,7 +31,7 @@ from app.engine.requests import (
     RequestHandle,
     TokenLogprob,
 )
-from app.engine.sampling import Sampler, SamplingParams
+from app.engine.sampling import Sampler, SamplingParams, adjust_logits
 from app.errors import APIError, ServiceUnavailable
 from app.settings import Settings
 
@@ -375,9 +375,15 @@ class Scheduler:
         """Sample one token per row, stream it; returns the indices of rows still going."""
         if self.observe_logits is not None:
             self.observe_logits(rows, logits)
-        greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
         wanted = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
+        # Log-probabilities are the model's own distribution, before penalties and biases.
         logprobs = torch.log_softmax(logits[wanted].float(), dim=-1).cpu() if wanted else None
+        adjusted = [i for i, r in enumerate(rows) if r.params.adjusts_logits]
+        if adjusted:
+            logits = logits.float().clone()
+            for i in adjusted:
+                logits[i] = adjust_logits(logits[i], rows[i].params, rows[i].generated)
+        greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
         keep: list[int] = []
         for i, row in enumerate(rows):
             token = greedy[i] if row.params.greedy else row.sampler(logits[i])

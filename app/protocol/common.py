@@ -1,7 +1,7 @@
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.engine.sampling import SamplingParams
 from app.errors import BadRequest
@@ -30,9 +30,6 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "tool_choice": lambda v: v not in (None, "none", "auto"),
     "function_call": lambda v: v not in (None, "none", "auto"),
     "response_format": lambda v: _is_set(v) and v != {"type": "text"},
-    "logit_bias": _is_set,
-    "presence_penalty": _is_set,
-    "frequency_penalty": _is_set,
     "best_of": lambda v: v not in (None, 1),
     "suffix": _is_set,
     "audio": _is_set,
@@ -52,6 +49,9 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=8)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None  # token id (as text) -> bias, -100 to 100
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -77,6 +77,18 @@ class GenerationRequest(BaseModel):
                     param=name,
                     code="unsupported_parameter",
                 )
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (v or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"keys must be token ids, got '{key}'")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases must be -100 to 100, got {bias}")
+        if v and len(v) > 300:
+            raise ValueError("at most 300 token ids")
+        return v
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -107,6 +119,9 @@ class GenerationRequest(BaseModel):
             seed=self.seed,
             stop=tuple(stop),
             logprobs=self.requested_logprobs(),
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            logit_bias=tuple((int(t), float(b)) for t, b in (self.logit_bias or {}).items()),
         )
 
 

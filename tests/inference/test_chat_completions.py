@@ -185,9 +185,7 @@ def test_fields_the_server_cannot_honour_are_refused_not_ignored(client) -> None
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
         "tool_choice": "required",
         "response_format": {"type": "json_object"},
-        "logit_bias": {"42": 100},
-        "presence_penalty": 0.5,
-        "frequency_penalty": -1,
+        "functions": [{"name": "f"}],
     }
     for name, value in refused.items():
         r = chat(client, max_tokens=2, **{name: value})
@@ -203,9 +201,7 @@ def test_fields_the_server_cannot_honour_are_refused_not_ignored(client) -> None
         "tools": [],
         "tool_choice": "auto",
         "response_format": {"type": "text"},
-        "logit_bias": {},
-        "presence_penalty": 0,
-        "frequency_penalty": 0.0,
+        "functions": [],
         "parallel_tool_calls": True,
     }
     assert chat(client, max_tokens=2, **defaults).status_code == 200
@@ -214,3 +210,18 @@ def test_fields_the_server_cannot_honour_are_refused_not_ignored(client) -> None
         json={"model": base_name(client), "prompt": "hi", "max_tokens": 2, "suffix": "end"},
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "suffix"
+
+
+def test_bad_penalties_and_biases_are_400(client) -> None:
+    vocab = client.app.state.engine.model.config.vocab_size
+    cases = [
+        ({"presence_penalty": 2.5}, "presence_penalty", "invalid_request"),
+        ({"frequency_penalty": -3}, "frequency_penalty", "invalid_request"),
+        ({"logit_bias": {"abc": 1}}, "logit_bias", "invalid_request"),
+        ({"logit_bias": {"5": 101}}, "logit_bias", "invalid_request"),
+        ({"logit_bias": {str(vocab): 5}}, "logit_bias", "invalid_logit_bias"),
+    ]
+    for body, param, code in cases:
+        r = chat(client, max_tokens=2, **body)
+        assert r.status_code == 400, (body, r.text)
+        assert (r.json()["error"]["param"], r.json()["error"]["code"]) == (param, code), body
