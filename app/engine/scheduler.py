@@ -377,7 +377,10 @@ class Scheduler:
             self.observe_logits(rows, logits)
         wanted = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
         # Log-probabilities are the model's own distribution, before penalties and biases.
-        logprobs = torch.log_softmax(logits[wanted].float(), dim=-1).cpu() if wanted else None
+        logprobs: dict[int, torch.Tensor] = {}
+        if wanted:
+            values = torch.log_softmax(logits[wanted].float(), dim=-1).cpu()
+            logprobs = dict(zip(wanted, values, strict=True))
         adjusted = [i for i, r in enumerate(rows) if r.params.adjusts_logits]
         if adjusted:
             logits = logits.float().clone()
@@ -387,11 +390,9 @@ class Scheduler:
         keep: list[int] = []
         for i, row in enumerate(rows):
             token = greedy[i] if row.params.greedy else row.sampler(logits[i])
-            if logprobs is not None and row.params.logprobs is not None:
-                row_logprobs = logprobs[wanted.index(i)]
-                entry = token_logprob(row_logprobs, token, row.params.logprobs)
-            else:
-                entry = None
+            entry = None
+            if i in logprobs and row.params.logprobs is not None:
+                entry = token_logprob(logprobs[i], token, row.params.logprobs)
             reason = self._accept(row, token, entry)
             if reason is None:
                 keep.append(i)
