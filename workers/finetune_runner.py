@@ -111,11 +111,7 @@ class EpochSaver:
             name = f"{final_name}:ckpt-step-{step}"
             own = {**manifest, "name": name, "checkpoint": {"epoch": epoch, "step": step}}
             own["metrics"] = metrics
-            (staged / "manifest.json").write_text(json.dumps(own, indent=2, sort_keys=True))
-            final = self.adapters_dir / f"{self.job_id}-step-{step}"
-            if final.exists():  # left by an earlier attempt that died before registering
-                shutil.rmtree(final)
-            os.replace(staged, final)
+            final = _put_in_place(staged, own, self.adapters_dir / f"{self.job_id}-step-{step}")
             published.append(
                 lifecycle.AdapterFiles(
                     name=name,
@@ -316,11 +312,16 @@ def _write_adapter(model: Any, manifest: dict[str, Any], adapters_dir: Path, job
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-", dir=adapters_dir))
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        final = adapters_dir / job_id
-        if final.exists():  # left by an earlier attempt that died before registering
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
+        return _put_in_place(tmp, manifest, adapters_dir / job_id)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _put_in_place(folder: Path, manifest: dict[str, Any], final: Path) -> Path:
+    """Adds manifest.json to a folder of saved weights and renames it to `final` in one step,
+    replacing what an earlier attempt that died before registering may have left there."""
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(folder, final)
+    return final

@@ -3,7 +3,7 @@
 Each step: take new requests (when idle, wait up to batch_wait_ms so a burst shares a
 batch), make their adapters resident, prefill them together (reusing cached template
 prefixes), merge them into the running batch, then run one decode forward for all rows,
-whatever adapter each names (peft's `adapter_names`, "__base__" for the base model).
+whatever adapter each names (the adapter cache's row plan, "__base__" for the base model).
 Finished and cancelled rows leave at once; their slots go to waiting requests.
 """
 

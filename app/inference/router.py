@@ -45,19 +45,23 @@ def _variant_headers(variant) -> dict[str, str]:  # noqa: ANN001
 
 # The database lookup and the prompt building (Jinja, example embeddings, tokenising) run in
 # the threadpool, so neither holds up the event loop that streams every other response.
+def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Variant:
+    variant = resolve(session, tenant, model, engine.name)
+    session.close()  # generation can take a while: give the connection back now
+    return variant
+
+
 def _chat_prompt(
     session: Session, tenant: str, engine: Engine, req: ChatCompletionRequest
 ) -> tuple[Variant, PreparedPrompt]:
-    variant = resolve(session, tenant, req.model, engine.name)
-    session.close()  # generation can take a while: give the connection back now
+    variant = _variant(session, tenant, engine, req.model)
     return variant, prepare_chat(engine, variant, req)
 
 
 def _completion_prompts(
     session: Session, tenant: str, engine: Engine, req: CompletionRequest
 ) -> tuple[Variant, list[PreparedPrompt]]:
-    variant = resolve(session, tenant, req.model, engine.name)
-    session.close()
+    variant = _variant(session, tenant, engine, req.model)
     return variant, [prepare_completion(engine, variant, p, req) for p in req.prompts()]
 
 

@@ -4,7 +4,7 @@ keys are all still there, and every variant answers exactly as before."""
 import httpx
 import pytest
 
-from tests.files.data import chat_rows, jsonl
+from tests.files.data import chat_rows, jsonl, upload
 from tests.processes import ApiProcess
 from tests.registry_util import register_random_adapter
 
@@ -19,11 +19,7 @@ def test_everything_survives_an_api_restart(settings_env) -> None:
         http = api.http
         base = http.get("/v1/models").json()["data"][0]["id"]
         key = http.post("/v1/admin/keys", json={"tenant": "keep"}).json()["key"]
-        file_id = http.post(
-            "/v1/files",
-            files={"file": ("a.jsonl", jsonl(chat_rows(12)))},
-            data={"purpose": "fine-tune"},
-        ).json()["id"]
+        file_id = upload(http, jsonl(chat_rows(12)), "a.jsonl").json()["id"]
         job_id = http.post(
             "/v1/fine_tuning/jobs", json={"model": base, "training_file": file_id}
         ).json()["id"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.files.data import chat_rows, jsonl
+from tests.files.data import chat_rows, jsonl, upload
 from tests.processes import ApiProcess
 from tests.workers.conftest import WorkerProcess
 
@@ -46,11 +46,7 @@ def test_disk_full_fails_the_job_and_registers_nothing(
     try:
         http = api.http
         base = http.get("/v1/models").json()["data"][0]["id"]
-        file_id = http.post(
-            "/v1/files",
-            files={"file": ("a.jsonl", jsonl(chat_rows(12)))},
-            data={"purpose": "fine-tune"},
-        ).json()["id"]
+        file_id = upload(http, jsonl(chat_rows(12)), "a.jsonl").json()["id"]
         job = http.post(
             "/v1/fine_tuning/jobs",
             json={

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.files.data import chat_rows, jsonl
+from tests.files.data import chat_rows, jsonl, upload
 from tests.processes import ApiProcess, RedisProcess
 from tests.workers.conftest import WorkerProcess
 
@@ -26,11 +26,7 @@ def test_queued_jobs_survive_a_broker_restart(settings_env, monkeypatch, tmp_pat
     try:
         http = api.http
         base = http.get("/v1/models").json()["data"][0]["id"]
-        file_id = http.post(
-            "/v1/files",
-            files={"file": ("a.jsonl", jsonl(chat_rows(12)))},
-            data={"purpose": "fine-tune"},
-        ).json()["id"]
+        file_id = upload(http, jsonl(chat_rows(12)), "a.jsonl").json()["id"]
         jobs = []
         for suffix in ("one", "two"):
             r = http.post(

@@ -152,6 +152,7 @@ def test_active_job_quota(client, training_file, settings_env, monkeypatch):
 
 def test_loss_curve_picture_grows_with_the_metrics_events(client, training_file):
     from app.finetune.lifecycle import event
+    from tests.charts.curves import curve_point_counts
 
     job_id = _create(client, model="tiny-llama", training_file=training_file).json()["id"]
     empty = client.get(f"/v1/fine_tuning/jobs/{job_id}/loss.svg")
@@ -165,8 +166,7 @@ def test_loss_curve_picture_grows_with_the_metrics_events(client, training_file)
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     assert "training loss" in r.text and "validation loss" in r.text
     assert "3 of 10 steps" in r.text
-    curves = [line for line in r.text.splitlines() if 'stroke-width="2"' in line]
-    assert [len(c.split('points="')[1].split('"')[0].split()) for c in curves] == [3, 3]
+    assert curve_point_counts(r.text) == [3, 3]
 
     missing = client.get("/v1/fine_tuning/jobs/ftjob-nope/loss.svg")
     assert missing.status_code == 404 and missing.json()["error"]["code"]

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from openai import NotFoundError, OpenAI
 
+from tests.charts.curves import curve_point_counts
 from tests.conftest import ADMIN_KEY
 from tests.files.data import QA, chat_rows, jsonl
 
@@ -103,8 +104,7 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     assert "validation loss=" in metrics[-1].message
     # The same numbers as a picture: one training and one validation curve of 150 points.
     picture = openai_client.get(f"/fine_tuning/jobs/{job.id}/loss.svg", cast_to=httpx.Response).text
-    curves = [line for line in picture.splitlines() if 'stroke-width="2"' in line]
-    assert [len(c.split('points="')[1].split('"')[0].split()) for c in curves] == [150, 150]
+    assert curve_point_counts(picture) == [150, 150]
     infos = [e.message for e in events if e.type == "message"]
     assert "Fine-tuning job started" in infos
     assert infos[-2:] == [
