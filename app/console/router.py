@@ -3,10 +3,10 @@
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.console.pages import auth, overview
+from app.console.pages import auth, overview, templates
 from app.console.web import HERE, PREFIX
 
-PAGES = (auth, overview)
+PAGES = (auth, overview, templates)
 
 
 def install(app: FastAPI) -> None:
