@@ -61,6 +61,13 @@ def _number(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _metrics(values: dict[str, Any]) -> str:
+    """`name value, ...`, leaving out what was not measured."""
+    return ", ".join(
+        f"{k} {v if isinstance(v, int) else _number(v)}" for k, v in values.items() if v is not None
+    )
+
+
 def _as_json(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True)
 
@@ -72,7 +79,7 @@ templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-templates.filters.update(when=_when, number=_number, as_json=_as_json)
+templates.filters.update(when=_when, number=_number, as_json=_as_json, metrics=_metrics)
 
 
 def render(
