@@ -3,10 +3,10 @@
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.console.pages import aliases, auth, files, jobs, overview, playground, templates
+from app.console.pages import aliases, auth, evals, files, jobs, overview, playground, templates
 from app.console.web import HERE, PREFIX
 
-PAGES = (auth, overview, templates, playground, files, jobs, aliases)
+PAGES = (auth, overview, templates, playground, files, jobs, evals, aliases)
 
 
 def install(app: FastAPI) -> None:

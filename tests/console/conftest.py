@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_KEY
+from tests.workers.conftest import WorkerProcess
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -26,6 +27,14 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture
 def db_url(postgres_url: str) -> str:
     return postgres_url  # a worker process, where a test starts one, must see the same database
+
+
+@pytest.fixture
+def worker(settings_env, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A real `celery worker` process on this test's database and queue."""
+    process = WorkerProcess(tmp_path).start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,11 @@
 """Fine-tuning from the browser: the form with its auto values and field errors; a job on the
 tiny model followed live to 100% with its loss curve, events and checkpoints; cancel."""
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import expect
 
 from tests.charts.curves import curve_point_counts
 from tests.files.data import chat_rows, jsonl, upload
-from tests.workers.conftest import WorkerProcess
-
-
-@pytest.fixture
-def worker(settings_env, tmp_path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(tmp_path).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture
