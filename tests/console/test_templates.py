@@ -73,4 +73,7 @@ def test_create_template_with_live_preview(admin, client) -> None:
     admin.goto("/")
     expect(page.locator("#templates")).to_contain_text("sentiment")
     expect(page.locator("#templates")).to_contain_text("production→1")
+    page.get_by_role("link", name="Try tmpl:sentiment in the playground").click()
+    expect(page.get_by_label("Variant 1")).to_have_value("tmpl:sentiment")
+    admin.goto("/")
     admin.shot("variants")

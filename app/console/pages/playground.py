@@ -26,7 +26,8 @@ def playground(
     request: Request, console: ConsoleDep, session: SessionDep, model: str | None = None
 ) -> Response:
     models = callable_models(session, console.principal.tenant)
-    chosen = [model] if model in models else models[:2]
+    # A variant asked for by a link comes first, beside the next one listed.
+    chosen = [model, *(m for m in models if m != model)][:2] if model in models else models[:2]
     return render(request, "playground.html", {"models": models, "chosen": chosen}, console=console)
 
 
