@@ -130,6 +130,18 @@ def read_session(request: Request, session: Session) -> ConsoleSession:
     )
 
 
+def still_signed_in(request: Request) -> bool:
+    """For long-lived streams: is the session (and its key) still good?"""
+    from app.db import get_sessionmaker
+
+    with get_sessionmaker()() as session:
+        try:
+            read_session(request, session)
+        except SignInRequired:
+            return False
+    return True
+
+
 # -- CSRF ----------------------------------------------------------------------------------
 def _same_origin(request: Request) -> bool:
     """Browsers send Origin on every cross-site POST; when present it must be ours."""

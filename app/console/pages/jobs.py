@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.charts.responses import svg_response
-from app.console.session import ConsoleSession
+from app.console.session import ConsoleSession, still_signed_in
 from app.console.variants import base_model_name
 from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, render
 from app.db import SessionDep, get_sessionmaker
@@ -199,6 +199,9 @@ async def job_live(job_id: str, request: Request, console: ConsoleDep) -> Respon
     async def events() -> AsyncIterator[str]:
         sent = None
         while not await request.is_disconnected():
+            if not await run_in_threadpool(still_signed_in, request):
+                yield "event: end\ndata: {}\n\n"  # signed out or the key was revoked
+                return
             _, snapshot = await run_in_threadpool(_snapshot, tenant, job_id)
             payload = json.dumps(snapshot)
             if payload != sent:
