@@ -12,6 +12,7 @@ from app.aliases.schemas import AliasRead, AliasTarget, AliasVersionRead
 from app.db import unix_time
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
+from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind
 
 _rng = random.SystemRandom()
 
@@ -31,23 +32,18 @@ def _version(session: Session, alias: Alias, version: int) -> AliasVersion | Non
     )
 
 
-def _check_targets(
-    session: Session, tenant: str, base_name: str, targets: list[AliasTarget]
-) -> None:
-    """Every target must be a servable, concrete variant now (never another alias)."""
-    from app import variants
-
+def _check_targets(model_kind: ModelKind, targets: list[AliasTarget]) -> None:
+    """Every target must be a servable, concrete variant now. `model_kind` (from the routing
+    layer) does not follow aliases, so another alias's name is refused as unknown."""
     for i, target in enumerate(targets):
         try:
-            variant = variants.resolve(session, tenant, target.model, base_name, _depth=1)
+            model_kind(target.model)
         except ModelNotFound:
             raise BadRequest(
                 f"Target '{target.model}' does not exist or you do not have access to it.",
                 param=f"targets.{i}.model",
                 code="model_not_found",
             ) from None
-        if variant.alias is not None:
-            raise BadRequest("An alias cannot point to another alias.", param=f"targets.{i}.model")
 
 
 def read(session: Session, alias: Alias) -> AliasRead:
@@ -65,15 +61,18 @@ def read(session: Session, alias: Alias) -> AliasRead:
 
 
 def create(
-    session: Session, tenant: str, base_name: str, name: str, targets: list[AliasTarget]
+    session: Session,
+    tenant: str,
+    base_name: str,
+    name: str,
+    targets: list[AliasTarget],
+    model_kind: ModelKind,
 ) -> Alias:
-    from app.variants import ADAPTER_PREFIX, TEMPLATE_PREFIX
-
     if name == base_name or name.startswith((ADAPTER_PREFIX, TEMPLATE_PREFIX)):
         raise BadRequest(
             f"'{name}' is reserved for a model name.", param="name", code="reserved_name"
         )
-    _check_targets(session, tenant, base_name, targets)
+    _check_targets(model_kind, targets)
     alias = Alias(id=new_id("alias_"), tenant=tenant, name=name, current_version=1)
     session.add(alias)
     session.add(
@@ -88,10 +87,10 @@ def create(
 
 
 def repoint(
-    session: Session, tenant: str, base_name: str, name: str, targets: list[AliasTarget]
+    session: Session, tenant: str, name: str, targets: list[AliasTarget], model_kind: ModelKind
 ) -> Alias:
     alias = get(session, tenant, name)
-    _check_targets(session, tenant, base_name, targets)
+    _check_targets(model_kind, targets)
     return _add_version(session, alias, [t.model_dump() for t in targets])
 
 

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app import variants
 from app.db import get_sessionmaker, unix_time, utcnow
 from app.engine.engine import Engine
 from app.errors import BadRequest, ModelNotFound, NotFound
@@ -20,6 +19,7 @@ from app.evals.runner import GenerationSettings, LabeledExample, run_variant
 from app.evals.schemas import EvalCreate, EvalEventRead, EvalGeneration, EvalRead
 from app.files import service as files
 from app.ids import new_id
+from app.routing.resolve import Variant, resolve
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> E
     file = files.get_file(session, tenant, body.file_id, param="file_id")
     for i, model in enumerate(body.variants):
         try:
-            variants.resolve(session, tenant, model, base_name, count_alias=False)
+            resolve(session, tenant, model, base_name, count_alias=False)
         except ModelNotFound:
             raise BadRequest(
                 f"Variant '{model}' does not exist or you do not have access to it.",
@@ -191,9 +191,7 @@ def run(eval_id: str, engine: Engine) -> None:
         limit = row.params.get("limit")
         try:
             examples = load_labeled_examples(session, tenant, row.file_id)
-            resolved = [
-                variants.resolve(session, tenant, m, engine.name, count_alias=False) for m in names
-            ]
+            resolved = [resolve(session, tenant, m, engine.name, count_alias=False) for m in names]
         except Exception as exc:  # noqa: BLE001 - reported on the row, not raised
             _fail(eval_id, exc)
             return
@@ -208,7 +206,7 @@ def _run_variants(
     eval_id: str,
     engine: Engine,
     names: list[str],
-    resolved: list[variants.Variant],
+    resolved: list[Variant],
     examples: list[LabeledExample],
     metric: str,
     gen: GenerationSettings,
