@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.aliases.models import Alias, AliasCounter, AliasVersion
+from app.aliases.repository import AliasRepository
 from app.aliases.schemas import AliasRead, AliasTarget, AliasVersionRead
 from app.db import unix_time
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
@@ -18,7 +19,7 @@ _rng = random.SystemRandom()
 
 
 def get(session: Session, tenant: str, name: str) -> Alias:
-    row = session.scalar(select(Alias).where(Alias.tenant == tenant, Alias.name == name))
+    row = AliasRepository(session, tenant).by_name(name)
     if row is None:
         raise NotFound(f"No alias named '{name}'.", param="name", code="alias_not_found")
     return row
@@ -155,34 +156,21 @@ def remove(session: Session, tenant: str, name: str) -> None:
 
 
 def list_aliases(session: Session, tenant: str) -> list[Alias]:
-    return list(session.scalars(select(Alias).where(Alias.tenant == tenant).order_by(Alias.name)))
+    return AliasRepository(session, tenant).all_by_name()
 
 
 def pointing_to(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
     """Names of the aliases whose current version has a target `matches` accepts (checked
     before a template or adapter is deleted)."""
-    rows = session.execute(
-        select(Alias.name, AliasVersion.targets)
-        .join(AliasVersion, AliasVersion.alias_id == Alias.id)
-        .where(Alias.tenant == tenant, AliasVersion.version == Alias.current_version)
-    ).all()
-    return sorted(name for name, targets in rows if any(matches(t["model"]) for t in targets))
+    return AliasRepository(session, tenant).pointing_to(matches)
 
 
 def pick_target(session: Session, tenant: str, name: str, *, count: bool = True) -> str | None:
     """The concrete model for one request through alias `name` (None: no such alias)."""
-    row = session.execute(
-        select(Alias.id, AliasVersion.targets)
-        .join(Alias, Alias.id == AliasVersion.alias_id)
-        .where(
-            Alias.tenant == tenant,
-            Alias.name == name,
-            AliasVersion.version == Alias.current_version,
-        )
-    ).first()
-    if row is None:
+    current = AliasRepository(session, tenant).current_targets(name)
+    if current is None:
         return None
-    alias_id, targets = row
+    alias_id, targets = current
     chosen = _rng.choices([t["model"] for t in targets], weights=[t["weight"] for t in targets])[0]
     if count:
         _count(session, alias_id, chosen)

@@ -8,17 +8,17 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.engine.adapters import AdapterLoadError, AdapterRef
 from app.errors import Conflict, ModelNotFound
 from app.model_refs import ReferencesTo
 from app.registry.models import Adapter
+from app.registry.repository import AdapterRepository
 
 
 def find_adapter(session: Session, tenant: str, name: str) -> Adapter | None:
-    return session.scalar(select(Adapter).where(Adapter.tenant == tenant, Adapter.name == name))
+    return AdapterRepository(session, tenant).by_name(name)
 
 
 def adapter_ref(row: Adapter, adapters_dir: Path) -> AdapterRef:

@@ -25,6 +25,7 @@ from app.templates.rendering import (
     completion_text,
     defaults_of,
 )
+from app.templates.repository import TemplateRepository
 from app.templates.schemas import (
     RESERVED_TAGS,
     TAG_PATTERN,
@@ -44,7 +45,7 @@ VARIABLES_KEY = "variables"
 
 # -- reading -------------------------------------------------------------------------------
 def get(session: Session, tenant: str, name: str) -> Template:
-    row = session.scalar(select(Template).where(Template.tenant == tenant, Template.name == name))
+    row = TemplateRepository(session, tenant).by_name(name)
     if row is None:
         raise NotFound(f"No template named '{name}'.", param="name", code="template_not_found")
     return row
@@ -126,11 +127,7 @@ def list_page(
     session: Session, tenant: str, after: str | None, limit: int
 ) -> tuple[list[TemplateSummary], bool]:
     """Ordered by name; `after` is the name of the last template of the previous page."""
-    query = select(Template).where(Template.tenant == tenant)
-    if after is not None:
-        query = query.where(Template.name > after)
-    rows = list(session.scalars(query.order_by(Template.name).limit(limit + 1)))
-    page = rows[:limit]
+    page, has_more = TemplateRepository(session, tenant).page(after, limit)
     models = dict(
         session.execute(
             select(TemplateVersion.template_id, TemplateVersion.model)
@@ -152,7 +149,7 @@ def list_page(
         )
         for t in page
     ]
-    return summaries, len(rows) > limit
+    return summaries, has_more
 
 
 def versions(session: Session, tenant: str, name: str) -> list[TemplateVersionRead]:
@@ -175,9 +172,7 @@ def find_version(
     session: Session, tenant: str, reference: str
 ) -> tuple[Template, TemplateVersion] | None:
     name, ref = parse_reference(reference)
-    template = session.scalar(
-        select(Template).where(Template.tenant == tenant, Template.name == name)
-    )
+    template = TemplateRepository(session, tenant).by_name(name)
     if template is None:
         return None
     if ref is None or ref == "latest":
@@ -359,10 +354,7 @@ def create(
     spec: TemplateSpec,
     model_kind: ModelKind,
 ) -> Template:
-    exists = session.scalar(
-        select(Template.id).where(Template.tenant == tenant, Template.name == name)
-    )
-    if exists is not None:
+    if TemplateRepository(session, tenant).by_name(name) is not None:
         raise Conflict(f"A template named '{name}' already exists.", param="name")
     model = validate(spec, engine, model_kind)
     vectors = _embeddings_for(spec)
@@ -459,14 +451,7 @@ def remove_tag(session: Session, tenant: str, name: str, tag: str) -> None:
 
 def running_on(session: Session, tenant: str, model: str) -> list[str]:
     """Names of the templates with a version that runs on `model`."""
-    return list(
-        session.scalars(
-            select(Template.name)
-            .join(TemplateVersion, TemplateVersion.template_id == Template.id)
-            .where(Template.tenant == tenant, TemplateVersion.model == model)
-            .distinct()
-        )
-    )
+    return TemplateRepository(session, tenant).running_on(model)
 
 
 def remove(session: Session, tenant: str, name: str, references_to: ReferencesTo) -> None:
