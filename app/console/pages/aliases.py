@@ -15,9 +15,14 @@ from app.console.variants import base_model_name, callable_models
 from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, render
 from app.db import SessionDep
 from app.errors import APIError, BadRequest
+from app.routing.resolve import model_kinds
 
 router = APIRouter(route_class=ConsoleRoute)
 TARGET_ROWS = 4
+
+
+def _kinds(session: Session, tenant: str):  # noqa: ANN202
+    return model_kinds(session, tenant, base_model_name())
 
 
 def point_alias(session: Session, tenant: str, name: str, targets: list[AliasTarget]) -> Alias:
@@ -26,9 +31,11 @@ def point_alias(session: Session, tenant: str, name: str, targets: list[AliasTar
         aliases.get(session, tenant, name)
     except APIError:
         body = AliasCreate(name=name, targets=targets)
-        return aliases.create(session, tenant, base_model_name(), body.name, body.targets)
+        return aliases.create(
+            session, tenant, base_model_name(), body.name, body.targets, _kinds(session, tenant)
+        )
     body = AliasUpdate(targets=targets)
-    return aliases.repoint(session, tenant, base_model_name(), name, body.targets)
+    return aliases.repoint(session, tenant, name, body.targets, _kinds(session, tenant))
 
 
 def _targets(models: list[str], weights: list[str]) -> list[AliasTarget]:
@@ -103,7 +110,9 @@ async def create_alias(
     try:
         targets = await _form_targets(request)
         body = AliasCreate(name=name.strip(), targets=targets)
-        aliases.create(session, tenant, base_model_name(), body.name, body.targets)
+        aliases.create(
+            session, tenant, base_model_name(), body.name, body.targets, _kinds(session, tenant)
+        )
     except (ValidationError, APIError) as exc:
         rows = [aliases.read(session, a) for a in aliases.list_aliases(session, tenant)]
         message = exc.message if isinstance(exc, APIError) else _validation_message(exc)
@@ -130,7 +139,7 @@ async def repoint_alias(
     try:
         targets = await _form_targets(request)
         body = AliasUpdate(targets=targets)
-        aliases.repoint(session, tenant, base_model_name(), name, body.targets)
+        aliases.repoint(session, tenant, name, body.targets, _kinds(session, tenant))
     except (ValidationError, APIError) as exc:
         message = exc.message if isinstance(exc, APIError) else _validation_message(exc)
         alias = aliases.read(session, aliases.get(session, tenant, name))

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.aliases.schemas import AliasTarget
@@ -20,7 +19,6 @@ from app.db import SessionDep
 from app.errors import APIError, BadRequest
 from app.evals import service as evals
 from app.evals.charts import accuracy_cost_svg
-from app.evals.models import Evaluation
 from app.evals.queue import enqueue_eval
 from app.evals.schemas import EvalCreate
 from app.files import service as files
@@ -29,12 +27,7 @@ router = APIRouter(route_class=ConsoleRoute)
 
 
 def _recent(session: Session, tenant: str) -> list:
-    rows = session.scalars(
-        select(Evaluation)
-        .where(Evaluation.tenant == tenant)
-        .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
-        .limit(50)
-    )
+    rows, _ = evals.list_page(session, tenant, None, 50)
     return [evals.read(r) for r in rows]
 
 

@@ -8,7 +8,7 @@ from app.console.variants import base_model_name
 from app.console.web import ConsoleDep, ConsoleRoute, redirect, render
 from app.db import SessionDep
 from app.finetune import service as finetune
-from app.registry import service as registry
+from app.registry.repository import AdapterRepository
 from app.templates import service as templates
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -31,7 +31,7 @@ def root() -> Response:
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, console: ConsoleDep, session: SessionDep) -> Response:
     tenant = console.principal.tenant
-    adapters = registry.list_adapters(session, tenant)
+    adapters = AdapterRepository(session, tenant).all_by_age()
     jobs = {
         a.job_id: finetune.to_read(finetune.get_job(session, tenant, a.job_id))
         for a in adapters

@@ -16,6 +16,7 @@ from app.db import SessionDep
 from app.engine.engine import Engine
 from app.errors import APIError, BadRequest
 from app.inference.dependencies import EngineDep
+from app.routing.resolve import model_kinds
 from app.templates import rendering, selection
 from app.templates import service as templates
 from app.templates.schemas import TemplateCreate, TemplatePatch
@@ -93,7 +94,9 @@ async def create_template(
     def save() -> str:
         body = TemplateCreate(name=values["name"], **forms.template_body(values))
         spec = forms.template_spec(values)
-        return templates.create(session, console.principal.tenant, engine, body.name, spec).name
+        tenant = console.principal.tenant
+        kinds = model_kinds(session, tenant, engine.name)
+        return templates.create(session, tenant, engine, body.name, spec, kinds).name
 
     try:
         name = await run_in_threadpool(save)
@@ -113,7 +116,9 @@ async def add_version(
 
     def save() -> None:
         patch = TemplatePatch(**forms.template_body(values))
-        templates.add_version(session, tenant, engine, name, patch)
+        templates.add_version(
+            session, tenant, engine, name, patch, model_kinds(session, tenant, engine.name)
+        )
 
     try:
         await run_in_threadpool(save)
@@ -149,7 +154,7 @@ def remove_tag(name: str, tag: str, console: FormConsoleDep, session: SessionDep
 def _preview(values: dict, engine: Engine, session: Session, tenant: str) -> dict:
     """What /v1/templates/{name}/render would answer for this draft, unsaved."""
     spec = forms.template_spec(values)
-    model = templates.validate(spec, engine, session, tenant)
+    model = templates.validate(spec, engine, model_kinds(session, tenant, engine.name))
     session.close()
     draft = rendering.ResolvedTemplate(
         name=values["name"] or "draft",
