@@ -51,6 +51,7 @@ def test_evaluation_report_and_promote(admin, client, eval_file, worker) -> None
     page.get_by_role("button", name="Start evaluation").click()
     page.wait_for_url("**/console/evals/eval_*")
     eval_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#status")).to_be_visible()  # the page itself, before the wait
     expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
     report = client.get(f"/v1/evals/{eval_id}").json()["report"]
 

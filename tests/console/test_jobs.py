@@ -43,7 +43,7 @@ def test_job_runs_to_100_percent_live(admin, client, training_file, worker) -> N
     page.get_by_role("button", name="Start fine-tuning").click()
     page.wait_for_url("**/console/jobs/ftjob-*")
     job_id = page.url.rsplit("/", 1)[1]
-
+    expect(page.locator("#progress")).to_be_visible()  # the page itself, before the wait
     expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
     expect(page.locator("#percent")).to_have_text("100")
     assert page.locator("#progress").evaluate("p => p.value / p.max") == 1.0

@@ -22,6 +22,7 @@ from app.evals.charts import accuracy_cost_svg
 from app.evals.queue import enqueue_eval
 from app.evals.schemas import EvalCreate
 from app.files import service as files
+from app.status import TERMINAL
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -147,7 +148,7 @@ def eval_page(
             "disagree": disagree,
             "disagreeing": sum(flags),
             "events": evals.events(session, tenant, eval_id)[::-1],
-            "terminal": ev.status in evals.TERMINAL,
+            "terminal": ev.status in TERMINAL,
         },
         console=console,
     )
@@ -160,7 +161,7 @@ def eval_state(eval_id: str, console: ConsoleDep, session: SessionDep) -> Respon
     return JSONResponse(
         {
             "status": ev.status,
-            "terminal": ev.status in evals.TERMINAL,
+            "terminal": ev.status in TERMINAL,
             "last_event": events[-1].message if events else None,
         }
     )

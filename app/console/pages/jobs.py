@@ -20,11 +20,11 @@ from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, 
 from app.db import SessionDep, get_sessionmaker
 from app.errors import APIError
 from app.files import service as files
-from app.finetune import lifecycle
 from app.finetune import service as finetune
 from app.finetune.charts import loss_curve_svg
 from app.finetune.schemas import JobCreate, JobRead
 from app.settings import get_settings
+from app.status import TERMINAL, Status
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -152,7 +152,7 @@ def _snapshot(tenant: str, job_id: str) -> tuple[JobRead, dict[str, Any]]:
         read = finetune.to_read(job)
     latest = next((e.data for e in events if e.type == "metrics" and e.data), None) or {}
     step, total = latest.get("step"), latest.get("total_steps")
-    if job.status == lifecycle.SUCCEEDED:
+    if job.status == Status.SUCCEEDED:
         percent = 100.0
     elif isinstance(step, int) and isinstance(total, int) and total > 0:
         percent = round(100.0 * step / total, 1)
@@ -160,11 +160,11 @@ def _snapshot(tenant: str, job_id: str) -> tuple[JobRead, dict[str, Any]]:
         percent = 0.0
     return read, {
         "status": read.status,
-        "terminal": read.status in lifecycle.TERMINAL,
+        "terminal": read.status in TERMINAL,
         "percent": percent,
         "step": step,
         "total_steps": total,
-        "eta_seconds": latest.get("eta_seconds") if read.status == lifecycle.RUNNING else None,
+        "eta_seconds": latest.get("eta_seconds") if read.status == Status.RUNNING else None,
         "train_loss": latest.get("train_loss"),
         "valid_loss": latest.get("valid_loss"),
         "fine_tuned_model": read.fine_tuned_model,
