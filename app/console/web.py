@@ -138,6 +138,7 @@ class ConsoleRoute(APIRoute):
                         request,
                         "error.html",
                         {"status": exc.status_code, "message": exc.message},
+                        console=getattr(request.state, "console", None),  # keeps the menu
                         status_code=exc.status_code,
                     )
             for name, value in SECURITY_HEADERS.items():
@@ -153,6 +154,7 @@ def signed_in(request: Request, session: SessionDep) -> ConsoleSession:
     if limiter is not None:
         limiter.check(console.principal.key_id)
     request.state.principal = console.principal
+    request.state.console = console
     return console
 
 
