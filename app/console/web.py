@@ -23,7 +23,7 @@ from app.console.session import (
     read_session,
 )
 from app.db import SessionDep
-from app.errors import APIError
+from app.errors import APIError, PermissionDenied
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -176,8 +176,6 @@ FormConsoleDep = Annotated[ConsoleSession, Depends(csrf_checked)]
 
 
 def admin_only(console: ConsoleDep) -> ConsoleSession:
-    from app.errors import PermissionDenied
-
     if not console.principal.is_admin:
         raise PermissionDenied("This page needs an admin key.")
     return console

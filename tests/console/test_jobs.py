@@ -86,6 +86,9 @@ def test_job_runs_to_100_percent_live(admin, client, training_file, worker) -> N
     expect(adapters).to_contain_text(job_id)
     expect(adapters).to_contain_text(training_file)
     expect(adapters).to_contain_text("n_epochs")
+    admin.shot("variants")
+    admin.shot("variants", phone=True)
+    assert admin.fits_width()
 
 
 def test_cancel_a_queued_job(admin, client, training_file) -> None:
