@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.broker import FINE_TUNE_TASK, enqueue
 from app.db import unix_time, utcnow
 from app.errors import APIError, BadRequest, Conflict, NotFound
 from app.files import service as files
@@ -16,7 +17,6 @@ from app.files.models import File
 from app.finetune import lifecycle
 from app.finetune.lifecycle import ACTIVE, CANCELLED, QUEUED, RUNNING, TERMINAL, add_event
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
-from app.finetune.queue import enqueue_job
 from app.finetune.schemas import (
     CheckpointRead,
     EventRead,
@@ -106,7 +106,7 @@ def create_job(
     row.heartbeat_at = utcnow()  # for a queued job: when it was sent to the broker
     add_event(session, row.id, "Files validated, moving job to queued state")
     session.commit()
-    enqueue_job(row.id)  # after the commit: a worker must find the row
+    enqueue(FINE_TUNE_TASK, row.id)  # after the commit: a worker must find the row
     return row
 
 

@@ -8,10 +8,9 @@ the transitions are compare-and-set, so several reapers at once are harmless.
 import logging
 import threading
 
+from app.broker import EVALUATE_TASK, FINE_TUNE_TASK, enqueue
 from app.evals import service as evals
-from app.evals.queue import enqueue_eval
 from app.finetune import lifecycle
-from app.finetune.queue import enqueue_job
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -23,12 +22,12 @@ def reap_once() -> list[str]:
         settings.job_heartbeat_timeout_s, settings.job_queue_resend_s, settings.job_max_attempts
     )
     for job_id in ids:
-        enqueue_job(job_id)
+        enqueue(FINE_TUNE_TASK, job_id)
     if ids:
         log.warning("reaper re-sent fine-tuning jobs: %s", ", ".join(ids))
     eval_ids = evals.reap(settings.job_heartbeat_timeout_s, settings.job_queue_resend_s)
     for eval_id in eval_ids:
-        enqueue_eval(eval_id)
+        enqueue(EVALUATE_TASK, eval_id)
     if eval_ids:
         log.warning("reaper re-sent evaluations: %s", ", ".join(eval_ids))
     return ids + eval_ids

@@ -1,0 +1,1 @@
+"""Work that runs beside requests, in the API and in every worker: the job reaper."""
