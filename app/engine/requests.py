@@ -4,7 +4,7 @@ import asyncio
 import threading
 from dataclasses import dataclass
 
-from app.errors import APIError
+from app.engine.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
-    error: APIError
+    error: EngineError
 
 
 Event = Delta | Finished | Failed

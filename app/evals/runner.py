@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from app.engine.engine import Engine
+from app.engine.errors import EngineError
 from app.errors import APIError
 from app.evals.metrics import METRICS
 from app.evals.report import Outcome
@@ -61,7 +62,7 @@ async def run_variant(
                     prepared.token_ids, params, variant.adapter, prefix_len=prepared.prefix_len
                 )
                 latency = (time.perf_counter() - started) * 1000
-            except APIError as err:
+            except (APIError, EngineError) as err:
                 return Outcome(answer=None, correct=False, error=err.message)
             return Outcome(
                 answer=result.text,
