@@ -8,11 +8,11 @@ was running starts over (its report is written only at the end).
 
 import asyncio
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
 from app import variants
+from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.engine import Engine
 from app.engine.errors import EngineError
@@ -54,7 +54,9 @@ def run(eval_id: str, engine: Engine) -> None:
     if claimed.limit:
         examples = examples[: claimed.limit]
     lifecycle.add_event(eval_id, f"Evaluating {len(examples)} examples on {len(names)} variants")
-    with Heartbeat(eval_id):
+    # Touches the row while the worker is busy with it, so the reaper can tell a long
+    # evaluation from a dead worker.
+    with PeriodicThread("evaluation heartbeat", lambda: lifecycle.heartbeat(eval_id), 5.0):
         _run_variants(eval_id, engine, names, resolved, examples, claimed.metric, gen)
 
 
@@ -134,28 +136,3 @@ async def run_variant(
             )
 
     return list(await asyncio.gather(*(one(ex) for ex in examples)))
-
-
-class Heartbeat:
-    """Touches the row every few seconds while the worker is busy with it, so the reaper can
-    tell a long evaluation from a dead worker."""
-
-    def __init__(self, eval_id: str, every_s: float = 5.0) -> None:
-        self.eval_id, self.every_s = eval_id, every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="eval-heartbeat", daemon=True)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                lifecycle.heartbeat(self.eval_id)
-            except Exception:  # a missed beat is retried next time
-                log.warning("evaluation heartbeat failed", exc_info=True)

@@ -6,8 +6,8 @@ the transitions are compare-and-set, so several reapers at once are harmless.
 """
 
 import logging
-import threading
 
+from app.background.periodic import PeriodicThread
 from app.broker import EVALUATE_TASK, FINE_TUNE_TASK, enqueue
 from app.evals import service as evals
 from app.finetune import lifecycle
@@ -33,28 +33,11 @@ def reap_once() -> list[str]:
     return ids + eval_ids
 
 
-class Reaper:
+class Reaper(PeriodicThread):
     def __init__(self, *, run_at_start: bool = False) -> None:
-        self._stop = threading.Event()
-        self._run_at_start = run_at_start
-        self._thread = threading.Thread(target=self._loop, name="job-reaper", daemon=True)
-
-    def start(self) -> "Reaper":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        if self._run_at_start:
-            self._tick()
-        while not self._stop.wait(get_settings().job_reaper_interval_s):
-            self._tick()
-
-    def _tick(self) -> None:
-        try:
-            reap_once()
-        except Exception as exc:  # noqa: BLE001 - e.g. the database is briefly down
-            log.warning("job reaper pass failed: %s", type(exc).__name__)
+        super().__init__(
+            "job reaper",
+            reap_once,
+            lambda: get_settings().job_reaper_interval_s,
+            run_at_start=run_at_start,
+        )

@@ -73,7 +73,7 @@ class RequestHandle:
         """The client went away: the scheduler drops the row at its next step."""
         self.cancelled.set()
 
-    async def events(self):  # noqa: ANN201 - async generator of Event
+    async def events(self):  # async generator of Event
         while True:
             event = await self._queue.get()
             yield event

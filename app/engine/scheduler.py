@@ -349,7 +349,7 @@ class Scheduler:
         elif self.batch is not None:
             self.batch.select(indices)
 
-    def _forward(self, ids, mask, positions, cache, labels: list[str]):  # noqa: ANN001, ANN202
+    def _forward(self, ids, mask, positions, cache, labels: list[str]):
         stats = self.stats
         stats.forwards += 1
         stats.max_rows = max(stats.max_rows, len(labels))

@@ -9,7 +9,7 @@ any number of workers and reapers can race without corrupting a job. For a queue
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -113,7 +113,7 @@ def claim(job_id: str, worker: str, heartbeat_timeout_s: float, max_attempts: in
         )
 
 
-def _mine(job_id: str, attempt: int):  # noqa: ANN202 - a SQL condition
+def _mine(job_id: str, attempt: int):  # a SQL condition
     return (
         (FineTuningJob.id == job_id)
         & (FineTuningJob.status == RUNNING)
@@ -337,11 +337,3 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float, max_attempts: int) -
                 to_send.append(row.id)
         session.commit()
     return to_send
-
-
-def active_job_ids(session: Session, tenant: str) -> Iterable[str]:
-    return session.scalars(
-        select(FineTuningJob.id).where(
-            FineTuningJob.tenant == tenant, FineTuningJob.status.in_(ACTIVE)
-        )
-    )

@@ -20,14 +20,6 @@ def find_adapter(session: Session, tenant: str, name: str) -> Adapter | None:
     return session.scalar(select(Adapter).where(Adapter.tenant == tenant, Adapter.name == name))
 
 
-def list_adapters(session: Session, tenant: str) -> list[Adapter]:
-    return list(
-        session.scalars(
-            select(Adapter).where(Adapter.tenant == tenant).order_by(Adapter.created_at)
-        )
-    )
-
-
 def adapter_ref(row: Adapter, adapters_dir: Path) -> AdapterRef:
     root = adapters_dir.resolve()
     path = (root / row.path).resolve()

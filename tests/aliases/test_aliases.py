@@ -6,7 +6,7 @@ from tests.conftest import make_tenant_key
 from tests.registry_util import register_random_adapter
 
 
-def ask(client, model: str, **extra):  # noqa: ANN001, ANN003
+def ask(client, model: str, **extra):
     return client.post(
         "/v1/chat/completions",
         json={

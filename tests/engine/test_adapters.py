@@ -14,7 +14,7 @@ from tests.engine.helpers import Job, assert_same_greedy, run_alone, run_togethe
 PROMPTS = ["The capital of France is", "Review: great film", "positive negative"]
 
 
-def jobs_for(adapters) -> list[Job]:  # noqa: ANN001
+def jobs_for(adapters) -> list[Job]:
     return [Job(p, a, max_tokens=10) for a in adapters for p in PROMPTS]
 
 
@@ -99,7 +99,7 @@ def test_missing_or_corrupt_files_fail_that_request_only(
     good = [Job(PROMPTS[0], adapter_refs[1], max_tokens=6), Job(PROMPTS[1], None, max_tokens=6)]
     expected = run_alone(engine, good)
 
-    async def scenario():  # noqa: ANN202
+    async def scenario():
         handles = [
             engine.submit(j.ids(engine), j.params(), j.adapter)
             for j in [*good, Job(PROMPTS[2], missing), Job(PROMPTS[2], corrupt)]
