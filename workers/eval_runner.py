@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from app import variants
 from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.engine import Engine
@@ -23,6 +22,7 @@ from app.evals.metrics import METRICS
 from app.evals.report import Outcome, build_report
 from app.inference.prompting import max_tokens_for, prepare_chat
 from app.protocol.chat import ChatCompletionRequest, ChatMessage
+from app.routing.resolve import Variant, resolve
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ def run(eval_id: str, engine: Engine) -> None:
         with get_sessionmaker()() as session:
             examples = load_labeled_examples(session, claimed.tenant, claimed.file_id)
             resolved = [
-                variants.resolve(session, claimed.tenant, m, engine.name, count_alias=False)
-                for m in names
+                resolve(session, claimed.tenant, m, engine.name, count_alias=False) for m in names
             ]
     except Exception as exc:  # reported on the row, not raised
         _fail(eval_id, exc)
@@ -64,7 +63,7 @@ def _run_variants(
     eval_id: str,
     engine: Engine,
     names: list[str],
-    resolved: list[variants.Variant],
+    resolved: list[Variant],
     examples: list[LabeledExample],
     metric: str,
     gen: GenerationSettings,
@@ -99,7 +98,7 @@ def _fail(eval_id: str, exc: Exception) -> None:
 
 async def run_variant(
     engine: Engine,
-    variant: variants.Variant,
+    variant: Variant,
     examples: list[LabeledExample],
     metric: str,
     settings: GenerationSettings,

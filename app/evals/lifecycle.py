@@ -8,8 +8,7 @@ from sqlalchemy import update
 
 from app.db import get_sessionmaker, utcnow
 from app.evals.models import EvalEvent, Evaluation
-
-TERMINAL = {"succeeded", "failed"}
+from app.status import TERMINAL, Status
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ def claim(eval_id: str) -> EvalRun | None:
         row = session.get(Evaluation, eval_id)
         if row is None or row.status in TERMINAL:
             return None
-        row.status = "running"
+        row.status = Status.RUNNING
         row.heartbeat_at = utcnow()
         session.commit()
         return EvalRun(
@@ -59,21 +58,21 @@ def heartbeat(eval_id: str) -> None:
     with get_sessionmaker()() as session:
         session.execute(
             update(Evaluation)
-            .where(Evaluation.id == eval_id, Evaluation.status == "running")
+            .where(Evaluation.id == eval_id, Evaluation.status == Status.RUNNING)
             .values(heartbeat_at=utcnow())
         )
         session.commit()
 
 
 def succeed(eval_id: str, report: dict[str, Any]) -> None:
-    _finish(eval_id, status="succeeded", report=report)
+    _finish(eval_id, status=Status.SUCCEEDED, report=report)
 
 
 def fail(eval_id: str, exc: Exception) -> str:
     """Records the failure on the row; returns the message written."""
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
     code = getattr(exc, "code", None) or "eval_failed"
-    _finish(eval_id, status="failed", error={"code": code, "message": message, "param": None})
+    _finish(eval_id, status=Status.FAILED, error={"code": code, "message": message, "param": None})
     return message
 
 

@@ -7,20 +7,22 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import variants
 from app.db import get_sessionmaker, unix_time, utcnow
 from app.errors import BadRequest, ModelNotFound, NotFound
 from app.evals.models import EvalEvent, Evaluation
+from app.evals.repository import EvaluationRepository
 from app.evals.schemas import EvalCreate, EvalEventRead, EvalGeneration, EvalRead
 from app.files import service as files
 from app.ids import new_id
+from app.routing.resolve import resolve
+from app.status import Status
 
 
 def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> Evaluation:
     file = files.get_file(session, tenant, body.file_id, param="file_id")
     for i, model in enumerate(body.variants):
         try:
-            variants.resolve(session, tenant, model, base_name, count_alias=False)
+            resolve(session, tenant, model, base_name, count_alias=False)
         except ModelNotFound:
             raise BadRequest(
                 f"Variant '{model}' does not exist or you do not have access to it.",
@@ -34,7 +36,7 @@ def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> E
         variants=body.variants,
         metric=body.metric,
         params={"generation": body.generation.model_dump(), "limit": body.limit},
-        status="queued",
+        status=Status.QUEUED,
     )
     session.add(row)
     session.flush()  # the event's foreign key needs the row first
@@ -44,14 +46,24 @@ def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> E
 
 
 def get(session: Session, tenant: str, eval_id: str) -> Evaluation:
-    row = session.scalar(
-        select(Evaluation).where(Evaluation.id == eval_id, Evaluation.tenant == tenant)
-    )
+    row = EvaluationRepository(session, tenant).get(eval_id)
     if row is None:
         raise NotFound(
             f"No evaluation with id '{eval_id}'.", param="eval_id", code="eval_not_found"
         )
     return row
+
+
+def list_page(
+    session: Session, tenant: str, after: str | None, limit: int
+) -> tuple[list[Evaluation], bool]:
+    """Newest first; `after` is the id of the last evaluation of the previous page."""
+    cursor = get(session, tenant, after) if after is not None else None
+    return EvaluationRepository(session, tenant).list_page(
+        keys=(Evaluation.created_at, Evaluation.id),
+        after=(cursor.created_at, cursor.id) if cursor is not None else None,
+        limit=limit,
+    )
 
 
 def read(row: Evaluation) -> EvalRead:
@@ -90,12 +102,12 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float) -> list[str]:
     with get_sessionmaker()() as session:
         lost = session.scalars(
             select(Evaluation).where(
-                Evaluation.status == "running",
+                Evaluation.status == Status.RUNNING,
                 Evaluation.heartbeat_at < now - timedelta(seconds=heartbeat_timeout_s),
             )
         ).all()
         for row in lost:
-            row.status, row.finished_at = "failed", now
+            row.status, row.finished_at = Status.FAILED, now
             row.error = {
                 "code": "worker_lost",
                 "message": f"The worker stopped reporting for over {heartbeat_timeout_s:g} s.",
@@ -104,7 +116,7 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float) -> list[str]:
             session.add(EvalEvent(eval_id=row.id, message="Evaluation failed: worker lost"))
         waiting = session.scalars(
             select(Evaluation).where(
-                Evaluation.status == "queued",
+                Evaluation.status == Status.QUEUED,
                 func.coalesce(Evaluation.heartbeat_at, Evaluation.created_at)
                 < now - timedelta(seconds=resend_after_s),
             )

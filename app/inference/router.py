@@ -20,7 +20,7 @@ from app.inference.serving_completion import create_completion
 from app.protocol.chat import ChatCompletion, ChatCompletionRequest
 from app.protocol.completions import Completion, CompletionRequest
 from app.protocol.models import ModelList
-from app.variants import Variant, resolve
+from app.routing.resolve import Variant, resolve
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 

@@ -18,7 +18,7 @@ from app.protocol.chat import (
     ChatResponseMessage,
 )
 from app.protocol.common import Usage
-from app.variants import Variant
+from app.routing.resolve import Variant
 
 
 async def create_chat_completion(

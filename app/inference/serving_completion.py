@@ -10,7 +10,7 @@ from app.inference.logprobs import completion_logprobs
 from app.inference.prompting import PreparedPrompt, max_tokens_for
 from app.protocol.common import Usage
 from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
-from app.variants import Variant
+from app.routing.resolve import Variant
 
 
 async def create_completion(
