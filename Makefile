@@ -25,9 +25,10 @@ run: install
 	$(VENV)/bin/alembic upgrade head
 	PORT=$(PORT) VENV=$(VENV) bash scripts/run.sh
 
-# Everything, as CI runs it: lint and every test tier.
+# Everything, as CI runs it: lint, the layer contracts (pyproject.toml), every test tier.
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=15
 
 # The edit-run loop: unit and API tests on SQLite only. Leaves out the tiers that start
@@ -45,6 +46,7 @@ fuzz: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
