@@ -6,6 +6,7 @@ A bounded run in `make test` (FUZZ_EXAMPLES, default 8 per operation); `make fuz
 
 import os
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -36,6 +37,7 @@ def _openapi() -> dict:
 schema = schemathesis.openapi.from_dict(_openapi())
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)

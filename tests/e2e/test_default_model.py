@@ -31,6 +31,7 @@ def default_client(settings_env, default_engine, monkeypatch):
         yield c
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_capital_of_france(default_client: TestClient) -> None:
     r = default_client.post(
         "/v1/chat/completions",

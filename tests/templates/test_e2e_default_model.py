@@ -20,6 +20,7 @@ SENTIMENT = {
 }
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_few_shot_sentiment(default_client: TestClient) -> None:  # noqa: F811
     r = default_client.post("/v1/templates", json=SENTIMENT)
     assert r.status_code == 201, r.text
