@@ -122,10 +122,11 @@ TIER_BY_PATH = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests_dir = Path(__file__).resolve().parent
     for item in items:
-        where = item.path.relative_to(tests_dir).as_posix()
-        for prefix, tier in TIER_BY_PATH.items():
-            if where.startswith(prefix):
-                item.add_marker(tier)
+        if item.path.is_relative_to(tests_dir):
+            where = item.path.relative_to(tests_dir).as_posix()
+            for prefix, tier in TIER_BY_PATH.items():
+                if where.startswith(prefix):
+                    item.add_marker(tier)
         if "start_worker" in item.fixturenames:
             item.add_marker("workers")
         callspec = getattr(item, "callspec", None)
