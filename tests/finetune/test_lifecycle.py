@@ -12,6 +12,8 @@ from app.finetune.models import FineTuningJob, JobEvent
 from app.registry.models import Adapter
 from tests.files.data import chat_rows, jsonl, upload
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def job_id(client) -> str:
