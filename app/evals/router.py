@@ -1,11 +1,11 @@
 from fastapi import APIRouter, Query, Response
 
 from app.auth.dependencies import TenantDep
+from app.broker import EVALUATE_TASK, enqueue
 from app.charts.responses import SVG_RESPONSES, svg_response
 from app.db import SessionDep
 from app.evals import service
 from app.evals.charts import accuracy_cost_svg
-from app.evals.queue import enqueue_eval
 from app.evals.schemas import EvalCreate, EvalEventList, EvalList, EvalRead
 from app.inference.dependencies import EngineDep
 
@@ -17,7 +17,7 @@ def create_eval(
     body: EvalCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> EvalRead:
     row = service.create(session, principal.tenant, engine.name, body)
-    enqueue_eval(row.id)  # after the commit, so the worker always finds the row
+    enqueue(EVALUATE_TASK, row.id)  # after the commit, so the worker always finds the row
     return service.read(row)
 
 

@@ -18,9 +18,7 @@ def training_file(client) -> str:
 def test_form_shows_auto_values_and_field_errors(admin, client, training_file) -> None:
     page = admin.page
     admin.goto("/jobs")
-    # 12 examples: the trainer's own rule gives 9 epochs and batches of 1.
-    expect(page.locator('[data-auto-for="n_epochs"]')).to_have_text("9")
-    expect(page.locator('[data-auto-for="batch_size"]')).to_have_text("1")
+    expect(page.locator("#auto-n_epochs")).to_contain_text("auto: 10 for 10 examples")
     page.get_by_label("Suffix").fill("Not A Slug")
     page.get_by_label("Target modules (comma-separated)").fill("q_proj, no_such_module")
     page.get_by_role("button", name="Start fine-tuning").click()
@@ -32,6 +30,7 @@ def test_form_shows_auto_values_and_field_errors(admin, client, training_file) -
     assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
 
 
+@pytest.mark.workers
 def test_job_runs_to_100_percent_live(admin, client, training_file, worker) -> None:
     page = admin.page
     admin.goto("/jobs")

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.aliases.schemas import AliasTarget
+from app.broker import EVALUATE_TASK, enqueue
 from app.charts.responses import svg_response
 from app.console.pages.aliases import point_alias
 from app.console.session import ConsoleSession
@@ -19,7 +20,6 @@ from app.db import SessionDep
 from app.errors import APIError, BadRequest
 from app.evals import service as evals
 from app.evals.charts import accuracy_cost_svg
-from app.evals.queue import enqueue_eval
 from app.evals.schemas import EvalCreate
 from app.files import service as files
 from app.status import TERMINAL
@@ -90,7 +90,7 @@ async def create_eval(request: Request, console: FormConsoleDep, session: Sessio
             limit=values["limit"] or None,
         )
         row = evals.create(session, console.principal.tenant, base_model_name(), body)
-        enqueue_eval(row.id)  # after the commit, as the API does
+        enqueue(EVALUATE_TASK, row.id)  # after the commit, as the API does
         return row.id
 
     try:

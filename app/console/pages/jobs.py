@@ -29,15 +29,14 @@ from app.status import TERMINAL, Status
 router = APIRouter(route_class=ConsoleRoute)
 
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+# What "auto" means, as the trainer decides it when the job starts (README, Fine-tuning).
+AUTO_RULES = {
+    "n_epochs": "10 for 10 examples down to 3 from 100 on",
+    "batch_size": "a tenth of the examples, 1 to 8",
+    "learning_rate_multiplier": "1 (a learning rate of 5e-4)",
+}
 LORA = ("r", "alpha", "dropout")
 LIVE_INTERVAL_S = 1.0
-
-
-def _auto_values(n_examples: int) -> dict[str, Any]:
-    """What "auto" becomes for a file of this size: the trainer's own rule."""
-    from workers.training import resolve_hyperparameters
-
-    return resolve_hyperparameters({}, n_examples)
 
 
 def _page(
@@ -58,11 +57,12 @@ def _page(
         request,
         "jobs.html",
         {
-            "files": [(f, _auto_values(f.num_examples)) for f in rows],
+            "files": rows,
             "jobs": [finetune.to_read(j) for j in jobs],
             "values": values or {},
             "errors": errors or {},
             "base": base_model_name(),
+            "auto_rules": AUTO_RULES,
         },
         console=console,
         status_code=status_code,
