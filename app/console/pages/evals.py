@@ -22,6 +22,7 @@ from app.evals import service as evals
 from app.evals.charts import accuracy_cost_svg
 from app.evals.schemas import EvalCreate
 from app.files import service as files
+from app.routing.resolve import variant_checks
 from app.status import TERMINAL
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -89,7 +90,9 @@ async def create_eval(request: Request, console: FormConsoleDep, session: Sessio
             generation={"max_tokens": values["max_tokens"]},
             limit=values["limit"] or None,
         )
-        row = evals.create(session, console.principal.tenant, base_model_name(), body)
+        tenant = console.principal.tenant
+        check = variant_checks(session, tenant, base_model_name())
+        row = evals.create(session, tenant, body, check)
         enqueue(EVALUATE_TASK, row.id)  # after the commit, as the API does
         return row.id
 
