@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
 from app.engine.engine import Engine
+from app.engine.structured import OutputConstraint
 from app.inference import service
 from app.inference.dependencies import EngineDep
 from app.inference.logprobs import chat_logprobs, completion_logprobs
@@ -18,6 +19,7 @@ from app.inference.prompting import (
     prepare_chat,
     prepare_completion,
 )
+from app.inference.structured import effective_constraint, label_logprobs
 from app.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -53,16 +55,20 @@ def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Varia
 
 def _chat_prompt(
     session: Session, tenant: str, engine: Engine, req: ChatCompletionRequest
-) -> tuple[Variant, PreparedPrompt]:
+) -> tuple[Variant, PreparedPrompt, OutputConstraint | None]:
+    requested = req.output_constraint()
     variant = _variant(session, tenant, engine, req.model)
-    return variant, prepare_chat(engine, variant, req)
+    prepared = prepare_chat(engine, variant, req)
+    return variant, prepared, effective_constraint(engine, variant, requested)
 
 
 def _completion_prompts(
     session: Session, tenant: str, engine: Engine, req: CompletionRequest
-) -> tuple[Variant, list[PreparedPrompt]]:
+) -> tuple[Variant, list[PreparedPrompt], OutputConstraint | None]:
+    requested = req.output_constraint()
     variant = _variant(session, tenant, engine, req.model)
-    return variant, [prepare_completion(engine, variant, p, req) for p in req.prompts()]
+    prompts = [prepare_completion(engine, variant, p, req) for p in req.prompts()]
+    return variant, prompts, effective_constraint(engine, variant, requested)
 
 
 @router.get("/models", response_model=ModelList)
@@ -79,17 +85,26 @@ async def chat_completions(
     response: Response,
 ):
     req.check_supported()
-    variant, prepared = await run_in_threadpool(
+    variant, prepared, constraint = await run_in_threadpool(
         _chat_prompt, session, principal.tenant, engine, req
     )
     max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
-    params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
+    params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens, constraint=constraint)
     handles = service.submit_all(
         engine,
         variant,
         [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)],
         prefix_len=prepared.prefix_len,
     )
+    scored = await label_logprobs(
+        engine,
+        variant,
+        constraint,
+        params.logprobs,
+        [(prepared.token_ids, prepared.prefix_len)],
+        handles,
+    )
+    labels = scored[0] if scored else None
     rid, created = service.response_id("chatcmpl-")
     headers = _variant_headers(variant)
     prompt_tokens = len(prepared.token_ids)
@@ -101,6 +116,8 @@ async def chat_completions(
         ) -> ChatCompletionChunk:
             delta = ChatDelta(content=text) if text is not None else ChatDelta()
             choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish)
+            if finish is not None:
+                choice.label_logprobs = labels
             if logprobs:
                 choice.logprobs = chat_logprobs(engine.tokenizer, logprobs)
             return ChatCompletionChunk(
@@ -146,6 +163,7 @@ async def chat_completions(
                 logprobs=(
                     chat_logprobs(engine.tokenizer, r.logprobs) if r.logprobs is not None else None
                 ),
+                label_logprobs=labels,
             )
             for i, r in enumerate(results)
         ],
@@ -163,13 +181,15 @@ async def completions(
     response: Response,
 ):
     req.check_supported()
-    variant, prompts = await run_in_threadpool(
+    variant, prompts, constraint = await run_in_threadpool(
         _completion_prompts, session, principal.tenant, engine, req
     )
     jobs = []
     for prepared in prompts:
         max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
-        params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
+        params = req.to_sampling_params(
+            prepared.defaults, max_tokens=max_tokens, constraint=constraint
+        )
         jobs.extend((prepared.token_ids, service.seeded(params, i)) for i in range(req.n))
     # A template's prefix is the same for every prompt of the request.
     handles = service.submit_all(
@@ -179,12 +199,23 @@ async def completions(
     headers = _variant_headers(variant)
     prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n
     examples_used = prompts[0].examples_used
+    # Per prompt: each label's log-probability (choice i answers prompt i // n).
+    labels = await label_logprobs(
+        engine,
+        variant,
+        constraint,
+        req.requested_logprobs(),
+        [(p.token_ids, p.prefix_len) for p in prompts],
+        handles,
+    )
 
     if req.stream:
         streamed = [0] * len(jobs)  # characters sent so far per choice: the text offsets
 
         def chunk(index: int, text: str | None, finish: str | None, logprobs: tuple) -> Completion:
             choice = CompletionChoice(index=index, text=text or "", finish_reason=finish)
+            if finish is not None and labels:
+                choice.label_logprobs = labels[index // req.n]
             if logprobs:
                 choice.logprobs = completion_logprobs(
                     engine.tokenizer, logprobs, streamed[index], bool(req.logprobs)
@@ -224,6 +255,7 @@ async def completions(
                     if r.logprobs is not None
                     else None
                 ),
+                label_logprobs=labels[i // req.n] if labels else None,
             )
             for i, r in enumerate(results)
         ],
