@@ -9,6 +9,7 @@ each token it picked.
 """
 
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -71,6 +72,24 @@ class OutputConstraint:
         if self.kind == "choice":
             return {"choice": self.choices}
         return {"regex": self.spec}
+
+
+def conforms(constraint: OutputConstraint, text: str) -> bool:
+    """Whether a finished answer is what the constraint asks for: JSON that parses, one of
+    the choices, a full regex match. (The grammar guarantees it unless max_tokens cut the
+    answer; the schema itself is not re-checked here.)"""
+    if constraint.kind == "json":
+        try:
+            json.loads(text)
+        except ValueError:
+            return False
+        return True
+    if constraint.kind == "choice":
+        return text in constraint.choices
+    try:
+        return re.fullmatch(constraint.spec, text) is not None
+    except re.error:  # a pattern xgrammar accepts that Python's dialect does not
+        return False
 
 
 REGEX_SPECIAL = set("\\^$.|?*+()[]{}/-")

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from app.engine.engine import Engine
+from app.engine.structured import conforms
 from app.errors import APIError
 from app.evals.metrics import METRICS
 from app.evals.report import Outcome
@@ -55,7 +56,10 @@ async def run_variant(
                 )
                 prepared = prepare_chat(engine, variant, req)
                 budget = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
-                params = req.to_sampling_params(prepared.defaults, max_tokens=budget)
+                constraint = variant.template.output_constraint if variant.template else None
+                params = req.to_sampling_params(
+                    prepared.defaults, max_tokens=budget, constraint=constraint
+                )
                 started = time.perf_counter()
                 result = await engine.generate(
                     prepared.token_ids, params, variant.adapter, prefix_len=prepared.prefix_len
@@ -69,6 +73,7 @@ async def run_variant(
                 prompt_tokens=result.prompt_tokens,
                 completion_tokens=result.completion_tokens,
                 latency_ms=latency,
+                parses=conforms(constraint, result.text) if constraint is not None else None,
             )
 
     return list(await asyncio.gather(*(one(ex) for ex in examples)))

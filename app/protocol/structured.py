@@ -95,29 +95,31 @@ def from_response_format(value: Any) -> OutputConstraint | None:
     return OutputConstraint.json_schema(schema, f"{param}.schema")
 
 
-def from_structured_outputs(value: Any) -> OutputConstraint | None:
-    param = "structured_outputs"
+def from_structured_outputs(
+    value: Any, param: str = "structured_outputs"
+) -> OutputConstraint | None:
+    """vLLM's shape, also a template's stored default (there `param` is "output_constraint")."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise invalid("structured_outputs must be an object.", param)
+        raise invalid(f"{param} must be an object.", param)
     given = {k: v for k, v in value.items() if v is not None and v is not False}
     known = {"choice", "regex", "json", "json_object"}
     for key in given:
         if key not in known:
             raise invalid(
-                f"structured_outputs.{key} is not supported; use choice, regex or json.",
+                f"{param}.{key} is not supported; use choice, regex or json.",
                 f"{param}.{key}",
             )
     if len(given) != 1:
-        raise invalid("structured_outputs needs exactly one of choice, regex, json.", param)
+        raise invalid(f"{param} needs exactly one of choice, regex, json.", param)
     key, spec = next(iter(given.items()))
     param = f"{param}.{key}"
     if key == "choice":
         return OutputConstraint.choice(check_choices(spec, param), param)
     if key == "regex":
         if not isinstance(spec, str) or not spec:
-            raise invalid("structured_outputs.regex must be a non-empty string.", param)
+            raise invalid("regex must be a non-empty string.", param)
         return OutputConstraint.regex(spec, param)
     if key == "json_object":
         return OutputConstraint.json_object(param)
@@ -125,17 +127,17 @@ def from_structured_outputs(value: Any) -> OutputConstraint | None:
         try:
             spec = json.loads(spec)
         except ValueError:
-            raise invalid("structured_outputs.json is not valid JSON.", param) from None
+            raise invalid("json is not valid JSON.", param) from None
     if not isinstance(spec, dict):
-        raise invalid("structured_outputs.json must be a JSON schema object.", param)
+        raise invalid("json must be a JSON schema object.", param)
     return OutputConstraint.json_schema(spec, param)
 
 
 def check_choices(spec: Any, param: str) -> list[str]:
     if not isinstance(spec, list) or not spec:
-        raise invalid("structured_outputs.choice must be a non-empty list of strings.", param)
+        raise invalid("choice must be a non-empty list of strings.", param)
     if len(spec) > MAX_CHOICES:
-        raise invalid(f"structured_outputs.choice: at most {MAX_CHOICES} choices.", param)
+        raise invalid(f"choice: at most {MAX_CHOICES} choices.", param)
     for i, choice in enumerate(spec):
         if not isinstance(choice, str) or not choice or len(choice) > MAX_CHOICE_CHARS:
             raise invalid(
@@ -143,7 +145,7 @@ def check_choices(spec: Any, param: str) -> list[str]:
                 f"{param}.{i}",
             )
     if len(set(spec)) != len(spec):
-        raise invalid("structured_outputs.choice lists a choice twice.", param)
+        raise invalid("choice lists a choice twice.", param)
     return list(spec)
 
 
