@@ -14,10 +14,10 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
+from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.loader import context_window, load_base_model
 from app.files import service as files
@@ -49,30 +49,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Heartbeat:
+def heartbeat(job_id: str, attempt: int, interval_s: float) -> PeriodicThread:
     """Refreshes the job's heartbeat from a thread, so slow steps never look like a death;
-    a dead process stops it, which is exactly what the reaper looks for."""
-
-    def __init__(self, job_id: str, attempt: int, interval_s: float) -> None:
-        self.job_id, self.attempt, self.interval_s = job_id, attempt, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if not lifecycle.heartbeat(self.job_id, self.attempt):
-                    return
-            except Exception as exc:  # noqa: BLE001 - the database may blip; keep trying
-                log.warning("heartbeat failed: %s", type(exc).__name__)
+    a dead process stops it, which is exactly what the reaper looks for. It stops by itself
+    once the job is no longer this attempt's."""
+    return PeriodicThread("job heartbeat", lambda: lifecycle.heartbeat(job_id, attempt), interval_s)
 
 
 def _load_file(tenant: str, file_id: str) -> tuple[File, list[dict[str, Any]]]:
@@ -138,7 +119,7 @@ def run_job(job_id: str) -> None:
         log.info("job %s: nothing to run", job_id)
         return
     interval = max(0.2, settings.job_heartbeat_timeout_s / 4)
-    with Heartbeat(claim.job_id, claim.attempt, interval):
+    with heartbeat(claim.job_id, claim.attempt, interval):
         try:
             _train_and_register(claim)
         except TrainingStopped as stop:

@@ -14,6 +14,7 @@ import threading
 from app.engine.adapters import AdapterCache, AdapterRef, peft_label
 from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
+from app.engine.errors import EngineOverloaded, InvalidInput
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import shared_chat_prefix
@@ -21,7 +22,6 @@ from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
 from app.engine.structured import ConstraintError, ForcedTokens, Grammars, OutputConstraint
-from app.errors import BadRequest, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,11 @@ class Engine:
         that opens with the chat template's shared header gets at least that much).
         `forced_tokens`: the row generates exactly these (to score them: ask for logprobs)."""
         if not prompt_ids:
-            raise BadRequest("The prompt is empty.", param="prompt", code="empty_prompt")
+            raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
         vocab = self.model.config.vocab_size
         unknown = [t for t, _ in params.logit_bias if not 0 <= t < vocab]
         if unknown:
-            raise BadRequest(
+            raise InvalidInput(
                 f"logit_bias: token ids must be 0 to {vocab - 1}; got {unknown[0]}.",
                 param="logit_bias",
                 code="invalid_logit_bias",
@@ -149,10 +149,8 @@ class Engine:
         try:
             self._queue.put_nowait(seq)
         except queue.Full:
-            raise ServiceUnavailable(
-                "The server is busy: too many requests queued. Retry shortly.",
-                code="server_overloaded",
-                headers={"Retry-After": "1"},
+            raise EngineOverloaded(
+                "The server is busy: too many requests queued. Retry shortly."
             ) from None
         return handle
 
@@ -171,5 +169,7 @@ class Engine:
         return self._queue.qsize()
 
 
-def invalid_response_format(exc: ConstraintError) -> BadRequest:
-    return BadRequest(str(exc), param=exc.param, code="invalid_response_format")
+def invalid_response_format(exc: ConstraintError) -> InvalidInput:
+    return InvalidInput(
+        str(exc), param=exc.param or "response_format", code="invalid_response_format"
+    )

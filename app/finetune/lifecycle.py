@@ -105,7 +105,7 @@ def claim(job_id: str, worker: str, heartbeat_timeout_s: float, max_attempts: in
         )
 
 
-def _mine(job_id: str, attempt: int):  # noqa: ANN202 - a SQL condition
+def _mine(job_id: str, attempt: int):  # a SQL condition
     return (
         (FineTuningJob.id == job_id)
         & (FineTuningJob.status == Status.RUNNING)

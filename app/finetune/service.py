@@ -9,13 +9,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.broker import FINE_TUNE_TASK, enqueue
 from app.db import unix_time, utcnow
 from app.errors import APIError, BadRequest, Conflict, NotFound
 from app.files import service as files
 from app.files.models import File
 from app.finetune.lifecycle import add_event
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
-from app.finetune.queue import enqueue_job
 from app.finetune.repository import JobRepository
 from app.finetune.schemas import (
     CheckpointRead,
@@ -103,7 +103,7 @@ def create_job(
     row.heartbeat_at = utcnow()  # for a queued job: when it was sent to the broker
     add_event(session, row.id, "Files validated, moving job to queued state")
     session.commit()
-    enqueue_job(row.id)  # after the commit: a worker must find the row
+    enqueue(FINE_TUNE_TASK, row.id)  # after the commit: a worker must find the row
     return row
 
 

@@ -6,11 +6,12 @@ import asyncio
 import json
 
 from app.engine.structured import OutputConstraint
+from app.evals.dataset import LabeledExample
 from app.evals.report import Outcome, variant_summary
-from app.evals.runner import GenerationSettings, LabeledExample, run_variant
 from app.routing.resolve import Variant
 from app.templates.rendering import ResolvedTemplate
 from tests.templates.util import create, error_of
+from workers.eval_runner import GenerationSettings, run_variant
 
 LABELS = ["positive", "negative"]
 MESSAGES = [{"role": "user", "content": "what a great film"}]
