@@ -31,6 +31,7 @@ from workers.training import (
     TrainingStopped,
     TrainResult,
     config_from_hyperparameters,
+    parameter_count,
     resolve_hyperparameters,
     tokenize_chat,
     train_lora,
@@ -199,7 +200,9 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             attempt=claim.attempt,
         )
         return
-    hp = resolve_hyperparameters(claim.hyperparameters, len(train_examples))
+    hp = resolve_hyperparameters(
+        claim.hyperparameters, len(train_examples), parameter_count(loaded.model)
+    )
     lifecycle.set_resolved_hyperparameters(claim.job_id, claim.attempt, hp)
     window = context_window(loaded.model)
     config = config_from_hyperparameters(hp, claim.seed, window)
@@ -209,7 +212,8 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     lifecycle.event(
         claim.job_id,
         f"Training {len(train)} examples for {config.n_epochs} epoch(s), batch size "
-        f"{config.batch_size}, learning rate {config.learning_rate:g}, LoRA r={config.r}",
+        f"{config.batch_size}, learning rate {config.learning_rate:g}, LoRA r={config.r}"
+        + (f" (auto: {hp['auto_reason']})" if hp.get("auto") else ""),
     )
 
     def report(m: StepMetrics) -> bool:

@@ -18,9 +18,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from app.engine.prompts import encode, render_chat
+from app.finetune import auto_settings
+from app.finetune.auto_settings import BASE_LEARNING_RATE
 
 IGNORE = -100  # label for tokens that carry no loss (prompt, padding, weight-0 turns)
-BASE_LEARNING_RATE = 5e-4  # LoRA learning rate at learning_rate_multiplier 1.0
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -355,29 +356,18 @@ def train_lora(
     )
 
 
-def resolve_hyperparameters(requested: dict[str, Any], n_examples: int) -> dict[str, Any]:
-    """Replace "auto" (or missing) values with ones that suit the data set's size.
-
-    n_epochs: more passes over tiny sets (10 for 10 examples, 3 from 100 on);
-    batch_size: about a tenth of the examples, 1 to 8;
-    learning_rate_multiplier: 1.0, i.e. 5e-4, a usual LoRA rate.
-    """
-    out = dict(requested)
-
-    def auto(key: str) -> bool:
-        return out.get(key) in (None, "auto")
-
-    if auto("n_epochs"):
-        out["n_epochs"] = int(min(10, max(3, math.ceil(100 / max(1, n_examples)))))
-    if auto("batch_size"):
-        out["batch_size"] = int(min(8, max(1, n_examples // 10)))
-    if auto("learning_rate_multiplier"):
-        out["learning_rate_multiplier"] = 1.0
-    out.setdefault("r", 8)
-    out.setdefault("alpha", 2 * out["r"])
-    out.setdefault("dropout", 0.05)
+def resolve_hyperparameters(
+    requested: dict[str, Any], n_examples: int, n_params: int | None = None
+) -> dict[str, Any]:
+    """Replace "auto" (or missing) values with ones that suit the data set and the model
+    (app/finetune/auto_settings.py: by optimizer steps, with the reason recorded)."""
+    out = auto_settings.resolve(requested, n_examples, n_params=n_params)
     out.setdefault("target_modules", list(DEFAULT_TARGET_MODULES))
     return out
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def config_from_hyperparameters(hp: dict[str, Any], seed: int, max_length: int) -> TrainConfig:

@@ -97,6 +97,10 @@ class JobHyperparameters(BaseModel):
     n_epochs: int | Auto
     batch_size: int | Auto
     learning_rate_multiplier: float | Auto
+    # adaptd extensions, once the worker has resolved "auto": the absolute rate, and what
+    # auto chose and why.
+    learning_rate: float | None = None
+    auto_reason: str | None = None
 
 
 class JobRead(BaseModel):

@@ -219,6 +219,8 @@ def _public_hp(hp: dict[str, Any]) -> JobHyperparameters:
         n_epochs=hp.get("n_epochs", "auto"),
         batch_size=hp.get("batch_size", "auto"),
         learning_rate_multiplier=hp.get("learning_rate_multiplier", "auto"),
+        learning_rate=hp.get("learning_rate"),
+        auto_reason=hp.get("auto_reason"),
     )
 
 

@@ -40,6 +40,8 @@ def test_create_is_queued_with_openai_shape(client, training_file, settings_env)
         "n_epochs": 2,
         "batch_size": "auto",
         "learning_rate_multiplier": "auto",
+        "learning_rate": None,  # adaptd's: filled in when the worker resolves "auto"
+        "auto_reason": None,
     }
     hp = job["method"]["supervised"]["hyperparameters"]
     assert hp["r"] == 4 and hp["alpha"] == 8 and hp["target_modules"] == ["q_proj", "v_proj"]

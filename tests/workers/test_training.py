@@ -14,6 +14,7 @@ from workers.training import (
     TrainConfig,
     TrainingStopped,
     length_grouped_batches,
+    parameter_count,
     resolve_hyperparameters,
     tokenize_chat,
     train_lora,
@@ -118,10 +119,12 @@ def test_unknown_target_module_is_a_clear_error(loaded):
         train_lora(loaded.model, loaded.tokenizer, exs, config)
 
 
-def test_auto_hyperparameters_suit_the_data_size():
-    tiny = resolve_hyperparameters({"n_epochs": "auto", "batch_size": "auto"}, 10)
-    assert tiny["n_epochs"] == 10 and tiny["batch_size"] == 1
-    assert tiny["learning_rate_multiplier"] == 1.0 and tiny["r"] == 8 and tiny["alpha"] == 16
+def test_auto_hyperparameters_suit_the_data_size(loaded):
+    n_params = parameter_count(loaded.model)
+    tiny = resolve_hyperparameters({"n_epochs": "auto", "batch_size": "auto"}, 10, n_params)
+    assert tiny["n_epochs"] == 20 and tiny["batch_size"] == 1  # 200 steps: the epoch cap
+    assert tiny["r"] == 8 and tiny["alpha"] == 16 and tiny["target_modules"]
+    assert tiny["learning_rate"] == 5e-4 * tiny["learning_rate_multiplier"]
     big = resolve_hyperparameters({"n_epochs": 2}, 5000)
     assert big["n_epochs"] == 2 and big["batch_size"] == 8
 
