@@ -182,6 +182,7 @@ def succeed(
     base_model: str,
     trained_tokens: int,
     earlier: Sequence[AdapterFiles] = (),
+    parent: str | None = None,
 ) -> bool:
     """Register the adapter (and the earlier epochs' checkpoints, each servable by its own
     name) and mark the job succeeded, in one transaction; False (nothing written) when the
@@ -213,6 +214,7 @@ def succeed(
                     path=files.path,
                     bytes=files.bytes,
                     manifest=files.manifest,
+                    parent=parent,
                 )
             )
             session.add(

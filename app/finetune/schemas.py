@@ -33,6 +33,8 @@ class Hyperparameters(LoraParams):
     n_epochs: Auto | Annotated[int, Field(ge=1, le=200)] = "auto"
     batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
     learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
+    # adaptd's: stop after this many epochs without a better validation loss.
+    early_stopping_patience: Annotated[int, Field(ge=1, le=100)] | None = None
 
 
 class Supervised(BaseModel):
@@ -70,6 +72,11 @@ class JobCreate(BaseModel):
                 "starting and ending with a letter or digit"
             )
         return value
+
+    def explicit_lora_settings(self) -> dict[str, Any]:
+        """The LoRA shape values the request set (for a job on top of an adapter)."""
+        merged = self.merged_hyperparameters()
+        return {k: merged[k] for k in ("r", "alpha", "target_modules") if k in merged}
 
     def merged_hyperparameters(self) -> dict[str, Any]:
         """One flat dict: n_epochs, batch_size, learning_rate_multiplier, r, alpha, ..."""

@@ -13,7 +13,7 @@ from app.db import unix_time, utcnow
 from app.errors import APIError, BadRequest, Conflict, NotFound
 from app.files import service as files
 from app.files.models import File
-from app.finetune import lifecycle
+from app.finetune import lifecycle, parents
 from app.finetune.lifecycle import ACTIVE, CANCELLED, QUEUED, RUNNING, TERMINAL, add_event
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.finetune.queue import enqueue_job
@@ -54,7 +54,16 @@ def create_job(
     max_active: int,
     module_names: set[str] | None,
 ) -> FineTuningJob:
-    if body.model != base_name:
+    hyperparameters = body.merged_hyperparameters()
+    if parents.is_adapter_name(body.model):
+        parents.parent_adapter(
+            session,
+            tenant,
+            body.model,
+            base_name=base_name,
+            hyperparameters=body.explicit_lora_settings(),
+        )
+    elif body.model != base_name:
         raise BadRequest(
             f"Model '{body.model}' cannot be fine-tuned here; use '{base_name}'.",
             param="model",
@@ -63,7 +72,6 @@ def create_job(
     _training_file(session, tenant, body.training_file, "training_file")
     if body.validation_file:
         _training_file(session, tenant, body.validation_file, "validation_file")
-    hyperparameters = body.merged_hyperparameters()
     unknown = [
         m
         for m in hyperparameters.get("target_modules", [])

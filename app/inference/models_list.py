@@ -16,7 +16,13 @@ def list_models(session: Session, tenant: str, base_name: str) -> ModelList:
         select(Adapter).where(Adapter.tenant == tenant).order_by(Adapter.created_at)
     ):
         cards.append(
-            ModelCard(id=a.name, created=unix_time(a.created_at), owned_by=tenant, kind="adapter")
+            ModelCard(
+                id=a.name,
+                created=unix_time(a.created_at),
+                owned_by=tenant,
+                kind="adapter",
+                parent=a.parent,
+            )
         )
     for t in session.scalars(
         select(Template).where(Template.tenant == tenant).order_by(Template.name)
