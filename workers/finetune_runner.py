@@ -27,10 +27,12 @@ from app.finetune import lifecycle, parents
 from app.registry import service as registry
 from app.registry.service import folder_bytes
 from app.settings import get_settings
+from workers.dpo import DpoObjective, tokenize_pair
 from workers.holdout import split_validation
 from workers.training import (
     EpochMetrics,
     ExampleError,
+    SftObjective,
     StepMetrics,
     TrainingStopped,
     TrainResult,
@@ -39,7 +41,7 @@ from workers.training import (
     parameter_count,
     resolve_hyperparameters,
     tokenize_chat,
-    train_lora,
+    train_objective,
 )
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,9 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         shape = adapter_shape(str(parent.path))
         requested.update(r=shape["r"], alpha=shape["alpha"], target_modules=shape["target_modules"])
         requested.setdefault("dropout", shape["dropout"])
-    hp = resolve_hyperparameters(requested, len(split.train), parameter_count(loaded.model))
+    hp = resolve_hyperparameters(
+        requested, len(split.train), parameter_count(loaded.model), claim.method
+    )
     lifecycle.set_resolved_hyperparameters(claim.job_id, claim.attempt, hp)
     window = context_window(loaded.model)
     config = config_from_hyperparameters(
@@ -234,9 +238,8 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     )
     if parent is not None:
         lifecycle.event(claim.job_id, f"Starting from the weights of {parent.name}")
-    tok = loaded.tokenizer
-    train = [tokenize_chat(tok, e["messages"], window) for e in split.train]
-    valid = [tokenize_chat(tok, e["messages"], window) for e in split.valid][:MAX_VALID_EXAMPLES]
+    objective = _objective(claim.method, loaded, split, hp, window)
+    valid = objective.valid
     lifecycle.event(claim.job_id, split.note)
     if config.early_stopping_patience and not valid:
         lifecycle.event(
@@ -244,9 +247,10 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             "early_stopping_patience is ignored: there are no validation examples",
             level="warn",
         )
+    what = f"preference pairs (DPO, beta {hp['beta']:g})" if claim.method == "dpo" else "examples"
     lifecycle.event(
         claim.job_id,
-        f"Training {len(train)} examples for {config.n_epochs} epoch(s), batch size "
+        f"Training {len(objective.train)} {what} for {config.n_epochs} epoch(s), batch size "
         f"{config.batch_size}, learning rate {config.learning_rate:g}, LoRA r={config.r}"
         + (f" (auto: {hp['auto_reason']})" if hp.get("auto") else ""),
     )
@@ -255,6 +259,11 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         text = f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.4f}"
         if m.valid_loss is not None:
             text += f", validation loss={m.valid_loss:.4f}"
+        if "reward_accuracy" in m.extra:
+            text += (
+                f", reward accuracy={m.extra['reward_accuracy']:.2f}, "
+                f"reward margin={m.extra['reward_margin']:.4f}"
+            )
         lifecycle.event(claim.job_id, text, type="metrics", data=_metrics(m))
         return True
 
@@ -275,12 +284,10 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         saver(ended, model, last)
 
     try:
-        result = train_lora(
+        result = train_objective(
             loaded.model,
-            tok,
-            train,
+            objective,
             config,
-            valid=valid,
             report=report,
             should_continue=lambda: lifecycle.should_continue(claim.job_id, claim.attempt),
             on_epoch_end=on_epoch_end,
@@ -288,6 +295,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         name = adapter_name(loaded.name, claim.suffix, claim.job_id)
         manifest = _manifest(name, claim, loaded.name, hp, train_file, valid_file, result)
         manifest["parent"] = parent.lineage if parent is not None else None
+        manifest["method"] = claim.method
         manifest["validation"] = {
             "source": split.source,
             "examples": len(valid),
@@ -365,6 +373,33 @@ def _parent_adapter(claim: lifecycle.Claim, base_name: str) -> ParentAdapter | N
 
 class ParentUnavailable(ValueError):
     """The job's starting adapter was deleted (or moved to another base) after creation."""
+
+
+def _objective(
+    method: str, loaded: Any, split: Any, hp: dict[str, Any], window: int
+) -> SftObjective | DpoObjective:
+    """The loss the job minimises, over its tokenised training and validation data."""
+    tok = loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    batch_size = int(hp["batch_size"])
+    if method == "dpo":
+        if any("preferred" not in e for e in split.train):
+            raise ValueError("a DPO job needs a file of preference pairs")
+        return DpoObjective(
+            [tokenize_pair(tok, e, window) for e in split.train],
+            [tokenize_pair(tok, e, window) for e in split.valid][:MAX_VALID_EXAMPLES],
+            beta=float(hp["beta"]),
+            batch_size=batch_size,
+            pad_id=pad_id,
+            device=loaded.device,
+        )
+    return SftObjective(
+        [tokenize_chat(tok, e["messages"], window) for e in split.train],
+        [tokenize_chat(tok, e["messages"], window) for e in split.valid][:MAX_VALID_EXAMPLES],
+        batch_size,
+        pad_id,
+        loaded.device,
+    )
 
 
 def _manifest(

@@ -517,11 +517,14 @@ def _rounded(value: float | None) -> float | None:
 
 
 def resolve_hyperparameters(
-    requested: dict[str, Any], n_examples: int, n_params: int | None = None
+    requested: dict[str, Any],
+    n_examples: int,
+    n_params: int | None = None,
+    method: str = "supervised",
 ) -> dict[str, Any]:
     """Replace "auto" (or missing) values with ones that suit the data set and the model
     (app/finetune/auto_settings.py: by optimizer steps, with the reason recorded)."""
-    out = auto_settings.resolve(requested, n_examples, n_params=n_params)
+    out = auto_settings.resolve(requested, n_examples, n_params=n_params, method=method)
     out.setdefault("target_modules", list(DEFAULT_TARGET_MODULES))
     return out
 

@@ -29,6 +29,10 @@ REFERENCE_PARAMS = 135e6
 REFERENCE_RANK = 8
 REFERENCE_SCALE = 2.0  # alpha / r
 MIN_AUTO_LR, MAX_AUTO_LR = 2e-5, 2e-3
+# DPO moves a model that already answers; a tenth of the SFT rate keeps it near the
+# reference, as DPO recipes do. beta 0.1 is the DPO paper's usual value.
+DPO_LR_FACTOR = 0.1
+DPO_BETA = 0.1
 
 
 def _auto(hp: dict[str, Any], key: str) -> bool:
@@ -71,7 +75,11 @@ def _millions(n: int) -> str:
 
 
 def resolve(
-    requested: dict[str, Any], n_examples: int, *, n_params: int | None = None
+    requested: dict[str, Any],
+    n_examples: int,
+    *,
+    n_params: int | None = None,
+    method: str = "supervised",
 ) -> dict[str, Any]:
     """The job's hyperparameters with every "auto" (or missing) value chosen, plus
     `learning_rate` (absolute), `auto` (the keys chosen here) and `auto_reason`."""
@@ -81,7 +89,8 @@ def resolve(
     out.setdefault("r", 8)
     out.setdefault("alpha", 2 * out["r"])
     out.setdefault("dropout", 0.05)
-    chosen = [key for key in AUTO_KEYS if _auto(out, key)]
+    keys = (*AUTO_KEYS, "beta") if method == "dpo" else AUTO_KEYS
+    chosen = [key for key in keys if _auto(out, key)]
     reasons: list[str] = []
     if "batch_size" in chosen:
         out["batch_size"] = auto_batch_size(n_examples)
@@ -104,13 +113,19 @@ def resolve(
         )
     if "learning_rate_multiplier" in chosen:
         lr = auto_learning_rate(n_params, int(out["r"]), int(out["alpha"]))
+        if method == "dpo":
+            lr *= DPO_LR_FACTOR
         out["learning_rate_multiplier"] = round(lr / BASE_LEARNING_RATE, 4)
         size = f"a {_millions(n_params)}-parameter model" if n_params else "an unknown-size model"
         reasons.append(
             f"learning rate {lr:.2g} for {size} at LoRA r={out['r']}, alpha={out['alpha']} "
             f"({REFERENCE_LR:g} at {_millions(int(REFERENCE_PARAMS))}, r={REFERENCE_RANK}, "
-            "alpha=2r; scaled by sqrt of the size and rank ratios)"
+            "alpha=2r; scaled by sqrt of the size and rank ratios"
+            + (f"; x{DPO_LR_FACTOR:g} for DPO)" if method == "dpo" else ")")
         )
+    if "beta" in chosen:
+        out["beta"] = DPO_BETA
+        reasons.append(f"beta {DPO_BETA:g} (the usual DPO value)")
     out["learning_rate"] = BASE_LEARNING_RATE * float(out["learning_rate_multiplier"])
     out["auto"] = chosen
     out["auto_reason"] = (

@@ -47,6 +47,7 @@ class Claim:
     seed: int
     hyperparameters: dict[str, Any]
     attempt: int
+    method: str = "supervised"
 
 
 def add_event(
@@ -110,6 +111,7 @@ def claim(job_id: str, worker: str, heartbeat_timeout_s: float, max_attempts: in
             seed=row.seed,
             hyperparameters=dict(row.hyperparameters or {}),
             attempt=row.attempts,
+            method=row.method or "supervised",
         )
 
 

@@ -44,11 +44,24 @@ class Supervised(BaseModel):
     lora: LoraParams | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    # How far the policy may move from the reference: larger keeps it closer.
+    beta: Auto | Annotated[float, Field(gt=0, le=10)] = "auto"
+
+
+class Dpo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: DpoHyperparameters | None = None
+    lora: LoraParams | None = None
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["supervised"] = "supervised"
+    type: Literal["supervised", "dpo"] = "supervised"
     supervised: Supervised | None = None
+    dpo: Dpo | None = None
 
 
 class JobCreate(BaseModel):
@@ -81,17 +94,27 @@ class JobCreate(BaseModel):
     def merged_hyperparameters(self) -> dict[str, Any]:
         """One flat dict: n_epochs, batch_size, learning_rate_multiplier, r, alpha, ..."""
         merged: dict[str, Any] = {}
-        supervised = self.method.supervised if self.method else None
+        method = self.method_type()
+        chosen = (
+            (self.method.dpo if method == "dpo" else self.method.supervised)
+            if self.method
+            else None
+        )
         for part in (
             self.hyperparameters,
-            supervised.hyperparameters if supervised else None,
-            supervised.lora if supervised else None,
+            chosen.hyperparameters if chosen else None,
+            chosen.lora if chosen else None,
         ):
             if part is not None:
                 merged.update(part.model_dump(exclude_unset=True, exclude_none=True))
         for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
             merged.setdefault(key, "auto")
+        if method == "dpo":
+            merged.setdefault("beta", "auto")
         return merged
+
+    def method_type(self) -> str:
+        return self.method.type if self.method else "supervised"
 
 
 class JobError(BaseModel):

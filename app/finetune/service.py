@@ -34,13 +34,24 @@ class QuotaExceeded(APIError):
     code = "quota_exceeded"
 
 
-def _training_file(session: Session, tenant: str, file_id: str, param: str) -> File:
+def _training_file(session: Session, tenant: str, file_id: str, param: str, method: str) -> File:
     row = files.get_file(session, tenant, file_id, param=param)
     if row.purpose != "fine-tune":
         raise BadRequest(
             f"File '{file_id}' was uploaded with purpose '{row.purpose}', not 'fine-tune'.",
             param=param,
             code="invalid_file_purpose",
+        )
+    if (row.format == "preference") != (method == "dpo"):
+        wanted = (
+            "preference pairs (input, preferred_output, non_preferred_output)"
+            if method == "dpo"
+            else "training examples (messages, prompt/completion or CSV), not preference pairs"
+        )
+        raise BadRequest(
+            f"File '{file_id}' holds {row.format} data; a {method} job needs {wanted}.",
+            param=param,
+            code="invalid_file_format",
         )
     return row
 
@@ -69,9 +80,10 @@ def create_job(
             param="model",
             code="model_not_available",
         )
-    _training_file(session, tenant, body.training_file, "training_file")
+    method = body.method_type()
+    _training_file(session, tenant, body.training_file, "training_file", method)
     if body.validation_file:
-        _training_file(session, tenant, body.validation_file, "validation_file")
+        _training_file(session, tenant, body.validation_file, "validation_file", method)
     unknown = [
         m
         for m in hyperparameters.get("target_modules", [])
@@ -102,6 +114,7 @@ def create_job(
         suffix=body.suffix,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         hyperparameters=hyperparameters,
+        method=method,
         status=lifecycle.VALIDATING,
     )
     session.add(row)
@@ -241,7 +254,7 @@ def to_read(row: FineTuningJob) -> JobRead:
         fine_tuned_model=row.fine_tuned_model,
         finished_at=unix_time(row.finished_at),
         hyperparameters=_public_hp(hp),
-        method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+        method={"type": row.method, row.method: {"hyperparameters": hp}},
         model=row.model,
         organization_id=row.tenant,
         seed=row.seed,

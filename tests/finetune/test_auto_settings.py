@@ -46,3 +46,12 @@ def test_given_values_are_kept_and_a_retry_chooses_the_same():
     first = resolve({"n_epochs": "auto", "batch_size": 2}, 24, n_params=135_000_000)
     again = resolve(first, 24, n_params=135_000_000)  # the row holds the resolved values
     assert again == first
+
+
+def test_dpo_auto_adds_beta_and_a_gentler_rate():
+    sft = resolve({}, 24, n_params=135_000_000)
+    dpo = resolve({"beta": "auto"}, 24, n_params=135_000_000, method="dpo")
+    assert dpo["beta"] == auto_settings.DPO_BETA and "beta" in dpo["auto"]
+    assert abs(dpo["learning_rate"] - sft["learning_rate"] * auto_settings.DPO_LR_FACTOR) < 1e-9
+    assert "for DPO" in dpo["auto_reason"] and "beta 0.1" in dpo["auto_reason"]
+    assert resolve({"beta": 0.5}, 24, method="dpo")["beta"] == 0.5

@@ -210,3 +210,32 @@ def test_a_job_on_top_of_an_adapter_checks_the_parent(client, training_file, set
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_hyperparameters"
         assert next(iter(lora)) in r.json()["error"]["message"]
     assert len(client.get("/v1/fine_tuning/jobs").json()["data"]) == before
+
+
+def test_dpo_jobs_need_preference_files_and_sft_jobs_refuse_them(client, training_file):
+    from tests.files.data import preference_rows
+
+    prefs = upload(client, jsonl(preference_rows(12)), name="prefs.jsonl").json()["id"]
+    r = _create(client, model="tiny-llama", training_file=training_file, method={"type": "dpo"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file_format"
+    assert r.json()["error"]["param"] == "training_file"
+    r = _create(client, model="tiny-llama", training_file=prefs)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file_format"
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=prefs,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}},
+    )
+    assert r.status_code == 400 and "beta" in r.json()["error"]["param"]
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=prefs,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2}}},
+    )
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["method"]["type"] == "dpo"
+    assert job["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
+    assert job["hyperparameters"]["n_epochs"] == 2

@@ -1,4 +1,4 @@
-"""adapters.parent: the adapter a fine-tuned model was trained on top of
+"""adapters.parent (the adapter a model was trained on top of), fine_tuning_jobs.method
 
 Revision ID: 0004_adapter_parent
 Revises: 0001
@@ -19,8 +19,14 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("adapters", schema=None) as batch_op:
         batch_op.add_column(sa.Column("parent", sa.String(length=255), nullable=True))
+    with op.batch_alter_table("fine_tuning_jobs", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("method", sa.String(length=16), nullable=False, server_default="supervised")
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("fine_tuning_jobs", schema=None) as batch_op:
+        batch_op.drop_column("method")
     with op.batch_alter_table("adapters", schema=None) as batch_op:
         batch_op.drop_column("parent")
