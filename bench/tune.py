@@ -157,7 +157,9 @@ def run_one(set_name: str, n: int, train_rows, test_rows, requested: dict, args)
     record = {
         "set": set_name,
         "n": n,
-        "label": "auto" if requested == {} else f"{hp['n_epochs']} ep x {config.learning_rate:g}",
+        "label": "auto"
+        if requested == {}
+        else f"{hp['n_epochs']} ep x {config.learning_rate:g} (batch {hp['batch_size']})",
         "n_epochs": hp["n_epochs"],
         "batch_size": hp["batch_size"],
         "learning_rate": config.learning_rate,
@@ -169,7 +171,7 @@ def run_one(set_name: str, n: int, train_rows, test_rows, requested: dict, args)
     }
     if requested == {}:
         record["auto_reason"] = hp["auto_reason"]
-    if args.train_check and requested == {}:
+    if args.train_check:
         record["train_accuracy"] = accuracy(result.model, tok, instruction, train_rows)
     return record
 
@@ -182,6 +184,10 @@ def main() -> None:
     parser.add_argument("--epochs", default="3,10", help="grid epochs")
     parser.add_argument("--lrs", default="5e-4,2e-3", help="grid learning rates")
     parser.add_argument("--only-auto", action="store_true")
+    parser.add_argument(
+        "--previous-auto", action="store_true", help="also the rule before issue 16's"
+    )
+    parser.add_argument("--skip-auto", action="store_true", help="the grid points only")
     parser.add_argument("--train-check", action="store_true", help="auto: own-example accuracy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -197,7 +203,15 @@ def main() -> None:
         rng = random.Random(args.seed)
         train_rows = balanced(rows_of(folder, "train", labels), n, rng)
         test_rows = balanced(rows_of(folder, "test", labels), args.test, rng)
-        grid = [{}]
+        grid = [] if args.skip_auto else [{}]
+        if args.previous_auto:  # 10 epochs at 10 examples down to 3 at 100, batch n/10, 5e-4
+            grid.append(
+                {
+                    "n_epochs": min(10, max(3, -(-100 // n))),
+                    "batch_size": min(8, max(1, n // 10)),
+                    "learning_rate_multiplier": 1.0,
+                }
+            )
         if not args.only_auto:
             grid += [
                 {"n_epochs": int(e), "learning_rate_multiplier": float(lr) / 5e-4}
