@@ -216,7 +216,7 @@ def closed_loop(durations: list[float], clients: int) -> list[float]:
     return latencies
 
 
-def load_model(device: str):  # noqa: ANN201
+def load_model(device: str):
     from app.engine.loader import load_base_model
     from app.settings import get_settings
 
@@ -253,7 +253,7 @@ def phase_naive(work: dict, device: str) -> dict:
 
     @torch.inference_mode()
     def serve(ids: list[int], adapter: str | None) -> int:
-        def decode(module) -> int:  # noqa: ANN001
+        def decode(module) -> int:
             out = module(input_ids=torch.tensor([ids], device=device), logits_to_keep=1)
             n = 0
             while n < work["max_tokens"]:
@@ -540,7 +540,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:  # noqa: ANN001
+def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:
     from app.engine.loader import model_name
     from app.engine.prompts import encode, render_chat
     from bench.server import Server

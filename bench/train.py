@@ -72,13 +72,13 @@ def progress(path: str, step: int, total: int) -> bool:
 OPTS: dict = {"model": "smollm2-135m-instruct", "device": "cpu", "data": DATASET}
 
 
-def fresh_model():  # noqa: ANN201
+def fresh_model():
     settings = get_settings()
     return load_base_model(OPTS["model"], settings.model_cache, OPTS["device"])
 
 
 @torch.no_grad()
-def accuracy(model, tokenizer, rows: list[dict]) -> float:  # noqa: ANN001
+def accuracy(model, tokenizer, rows: list[dict]) -> float:
     """First-token logit of "positive" vs "negative" after the prompt, rendered as served."""
     model.eval()
     pos = encode(tokenizer, "positive")[0]

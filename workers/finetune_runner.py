@@ -14,11 +14,11 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.loader import context_window, load_base_model, model_name
 from app.files import service as files
@@ -27,6 +27,7 @@ from app.finetune import lifecycle, parents
 from app.registry import service as registry
 from app.registry.service import folder_bytes
 from app.settings import get_settings
+from app.status import Status
 from workers.dpo import DpoObjective, tokenize_pair
 from workers.holdout import split_validation
 from workers.training import (
@@ -56,30 +57,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Heartbeat:
+def heartbeat(job_id: str, attempt: int, interval_s: float) -> PeriodicThread:
     """Refreshes the job's heartbeat from a thread, so slow steps never look like a death;
-    a dead process stops it, which is exactly what the reaper looks for."""
-
-    def __init__(self, job_id: str, attempt: int, interval_s: float) -> None:
-        self.job_id, self.attempt, self.interval_s = job_id, attempt, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if not lifecycle.heartbeat(self.job_id, self.attempt):
-                    return
-            except Exception as exc:  # noqa: BLE001 - the database may blip; keep trying
-                log.warning("heartbeat failed: %s", type(exc).__name__)
+    a dead process stops it, which is exactly what the reaper looks for. It stops by itself
+    once the job is no longer this attempt's."""
+    return PeriodicThread("job heartbeat", lambda: lifecycle.heartbeat(job_id, attempt), interval_s)
 
 
 def _load_file(tenant: str, file_id: str) -> tuple[File, list[dict[str, Any]]]:
@@ -155,12 +137,12 @@ def run_job(job_id: str) -> None:
         log.info("job %s: nothing to run", job_id)
         return
     interval = max(0.2, settings.job_heartbeat_timeout_s / 4)
-    with Heartbeat(claim.job_id, claim.attempt, interval):
+    with heartbeat(claim.job_id, claim.attempt, interval):
         try:
             _train_and_register(claim)
         except TrainingStopped as stop:
             status = lifecycle.current_status(job_id)
-            if status == lifecycle.CANCELLED:
+            if status == Status.CANCELLED:
                 lifecycle.event(
                     job_id,
                     f"Training stopped at step {stop.step}: the job was cancelled",

@@ -14,13 +14,13 @@ import threading
 from app.engine.adapters import AdapterCache, AdapterRef, peft_label
 from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
+from app.engine.errors import EngineOverloaded, InvalidInput
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
-from app.errors import BadRequest, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,11 @@ class Engine:
         whose key/value cache may be shared with other requests of the same variant (a prompt
         that opens with the chat template's shared header gets at least that much)."""
         if not prompt_ids:
-            raise BadRequest("The prompt is empty.", param="prompt", code="empty_prompt")
+            raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
         vocab = self.model.config.vocab_size
         unknown = [t for t, _ in params.logit_bias if not 0 <= t < vocab]
         if unknown:
-            raise BadRequest(
+            raise InvalidInput(
                 f"logit_bias: token ids must be 0 to {vocab - 1}; got {unknown[0]}.",
                 param="logit_bias",
                 code="invalid_logit_bias",
@@ -117,10 +117,8 @@ class Engine:
         try:
             self._queue.put_nowait(seq)
         except queue.Full:
-            raise ServiceUnavailable(
-                "The server is busy: too many requests queued. Retry shortly.",
-                code="server_overloaded",
-                headers={"Retry-After": "1"},
+            raise EngineOverloaded(
+                "The server is busy: too many requests queued. Retry shortly."
             ) from None
         return handle
 

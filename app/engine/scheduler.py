@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
 from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
 from app.engine.detokenizer import TextAssembler
+from app.engine.errors import EngineError, EngineShuttingDown, GenerationFailed
 from app.engine.prefix_cache import PrefixCache
 from app.engine.requests import (
     Delta,
@@ -32,7 +33,6 @@ from app.engine.requests import (
     TokenLogprob,
 )
 from app.engine.sampling import Sampler, SamplingParams, adjust_logits
-from app.errors import APIError, ServiceUnavailable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,8 @@ def token_logprob(logprobs: torch.Tensor, token: int, top: int) -> TokenLogprob:
     return TokenLogprob(token, float(logprobs[token]), alternatives)
 
 
-def internal_error(exc: Exception) -> APIError:
-    err = APIError(f"Generation failed: {type(exc).__name__}")
-    err.status_code, err.type, err.code = 500, "server_error", "generation_failed"
-    return err
+def internal_error(exc: Exception) -> GenerationFailed:
+    return GenerationFailed(f"Generation failed: {type(exc).__name__}")
 
 
 class Scheduler:
@@ -242,7 +240,7 @@ class Scheduler:
             if not self.adapters.ensure(seq.adapter, pinned):
                 return "wait"
         except Exception as exc:  # missing or corrupt files: this request only
-            err = exc if isinstance(exc, APIError) else internal_error(exc)
+            err = exc if isinstance(exc, EngineError) else internal_error(exc)
             self._outbox.append((seq.handle, Failed(err)))
             return "failed"
         pinned.add(seq.adapter.name)
@@ -351,7 +349,7 @@ class Scheduler:
         elif self.batch is not None:
             self.batch.select(indices)
 
-    def _forward(self, ids, mask, positions, cache, labels: list[str]):  # noqa: ANN001, ANN202
+    def _forward(self, ids, mask, positions, cache, labels: list[str]):
         stats = self.stats
         stats.forwards += 1
         stats.max_rows = max(stats.max_rows, len(labels))
@@ -443,11 +441,7 @@ class Scheduler:
         )
 
     def _fail_everything(self) -> None:
-        err = ServiceUnavailable(
-            "The engine is shutting down.",
-            code="server_shutting_down",
-            headers={"Retry-After": "1"},
-        )
+        err = EngineShuttingDown("The engine is shutting down.")
         pending = [*self.rows, *self.waiting]
         while True:
             try:

@@ -55,12 +55,6 @@ class ChatCompletionRequest(GenerationRequest):
             raise ValueError("at least one message must have content")
         return v
 
-    def last_user_text(self) -> str | None:
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.text()
-        return None
-
 
 class ChatResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"

@@ -91,7 +91,7 @@ class LogitsRecorder:
         self.steps: dict[tuple, list[torch.Tensor]] = {}
         engine.scheduler.observe_logits = self._observe
 
-    def _observe(self, rows, logits: torch.Tensor) -> None:  # noqa: ANN001
+    def _observe(self, rows, logits: torch.Tensor) -> None:
         for row, row_logits in zip(rows, logits, strict=True):
             key = (tuple(row.prompt_ids), row.label)
             self.steps.setdefault(key, []).append(row_logits.detach().clone())

@@ -55,6 +55,7 @@ def test_create_is_queued_with_openai_shape(client, training_file, settings_env)
     assert client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "queued"
 
 
+@pytest.mark.both_databases
 def test_list_pagination_and_cancel_queued(client, training_file):
     ids = [
         _create(client, model="tiny-llama", training_file=training_file).json()["id"]
@@ -73,6 +74,7 @@ def test_list_pagination_and_cancel_queued(client, training_file):
     assert client.get(f"/v1/fine_tuning/jobs/{ids[0]}/checkpoints").json()["data"] == []
 
 
+@pytest.mark.both_databases
 def test_unknown_and_other_tenants_files_are_404(client, training_file):
     r = _create(client, model="tiny-llama", training_file="file-nope")
     assert r.status_code == 404 and r.json()["error"]["param"] == "training_file"
@@ -134,6 +136,7 @@ def test_unknown_target_module_model_and_suffix_are_400(client, training_file):
     assert r.status_code == 400 and r.json()["error"]["param"] == "suffix"
 
 
+@pytest.mark.both_databases
 def test_evals_file_cannot_train_and_in_use_file_cannot_be_deleted(client, training_file):
     evals = upload(client, jsonl(chat_rows(3)), purpose="evals").json()["id"]
     r = _create(client, model="tiny-llama", training_file=evals)
@@ -144,6 +147,7 @@ def test_evals_file_cannot_train_and_in_use_file_cannot_be_deleted(client, train
     assert client.delete(f"/v1/files/{training_file}").status_code == 200
 
 
+@pytest.mark.both_databases
 def test_active_job_quota(client, training_file, settings_env, monkeypatch):
     monkeypatch.setattr(settings_env, "max_active_jobs_per_tenant", 2)
     for _ in range(2):

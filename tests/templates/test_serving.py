@@ -17,7 +17,7 @@ def oai(live_server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{live_server}/v1", api_key=ADMIN_KEY, max_retries=0)
 
 
-def base_completion(client, prompt: str, max_tokens: int = 8) -> str:  # noqa: ANN001
+def base_completion(client, prompt: str, max_tokens: int = 8) -> str:
     r = client.post(
         "/v1/completions",
         json={
@@ -250,8 +250,8 @@ def test_examples_are_trimmed_to_fit_the_context_window(client) -> None:
 def test_first_k_and_prefix_len(client) -> None:
     from app.inference.prompting import prepare_chat
     from app.protocol.chat import ChatCompletionRequest
+    from app.routing.resolve import Variant
     from app.templates.service import resolve_reference
-    from app.variants import Variant
 
     examples = [{"input": f"item {i}", "output": str(i)} for i in range(5)]
     r = create(

@@ -25,7 +25,7 @@ from workers.training import (
 
 
 @pytest.fixture
-def loaded(tiny_model_dir: Path, tmp_path: Path):  # noqa: ANN201
+def loaded(tiny_model_dir: Path, tmp_path: Path):
     return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
 
 
@@ -69,7 +69,7 @@ def test_length_grouped_batches_cover_everything_with_less_padding():
     assert padding(batches) < padding(plain) / 3
 
 
-def _train(loaded_factory, seed: int, **kw) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _train(loaded_factory, seed: int, **kw) -> dict[str, torch.Tensor]:
     loaded = loaded_factory()
     exs = [tokenize_chat(loaded.tokenizer, r["messages"], 256) for r in chat_rows(12)]
     config = TrainConfig(n_epochs=2, batch_size=4, learning_rate=1e-3, r=4, seed=seed)
@@ -79,7 +79,7 @@ def _train(loaded_factory, seed: int, **kw) -> dict[str, torch.Tensor]:  # noqa:
 
 
 def test_same_seed_same_weights_other_seed_differs(tiny_model_dir: Path, tmp_path: Path):
-    def factory():  # noqa: ANN202
+    def factory():
         return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
 
     a, b, c = _train(factory, 5), _train(factory, 5), _train(factory, 6)

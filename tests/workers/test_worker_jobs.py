@@ -46,7 +46,7 @@ def _upload(client: OpenAI) -> str:
     return f.id
 
 
-def _create(client: OpenAI, file_id: str, hyperparameters: dict, **kw):  # noqa: ANN202
+def _create(client: OpenAI, file_id: str, hyperparameters: dict, **kw):
     return client.fine_tuning.jobs.create(
         model="tiny-llama",
         training_file=file_id,
@@ -55,7 +55,7 @@ def _create(client: OpenAI, file_id: str, hyperparameters: dict, **kw):  # noqa:
     )
 
 
-def _wait(client: OpenAI, job_id: str, until, timeout: float = 600):  # noqa: ANN001, ANN202
+def _wait(client: OpenAI, job_id: str, until, timeout: float = 600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.fine_tuning.jobs.retrieve(job_id)
