@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 import torch
 
+from app.engine.errors import InvalidInput
 from app.engine.prompts import encode
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
-from app.errors import BadRequest
 from tests.engine.helpers import (
     Job,
     LogitsRecorder,
@@ -128,7 +128,7 @@ def test_bad_constraints_are_refused_before_queueing(make_engine) -> None:
         engine.submit(ids, SamplingParams(max_tokens=4, constraint=constraint))
 
     for constraint in bad:
-        with pytest.raises(BadRequest) as caught:
+        with pytest.raises(InvalidInput) as caught:
             asyncio.run(submit(constraint))
         assert caught.value.code == "invalid_response_format"
         assert caught.value.param == constraint.param
