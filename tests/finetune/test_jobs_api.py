@@ -178,6 +178,7 @@ def test_loss_curve_picture_grows_with_the_metrics_events(client, training_file)
     assert missing.status_code == 404 and missing.json()["error"]["code"]
 
 
+@pytest.mark.both_databases
 def test_a_job_on_top_of_an_adapter_checks_the_parent(client, training_file, settings_env):
     from tests.registry_util import register_random_adapter
 
