@@ -22,7 +22,9 @@ def readyz(request: Request) -> JSONResponse:
     except Exception:  # noqa: BLE001 - any failure means not ready
         checks["database"] = False
     ready = all(checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body.update(engine.health() if engine is not None else {"engine": None})
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        body,
         status_code=200 if ready else 503,
     )

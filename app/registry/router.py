@@ -30,5 +30,5 @@ def delete_model(
     row = service.delete_adapter(session, principal.tenant, model, get_settings().adapters_dir)
     engine = getattr(request.app.state, "engine", None)
     if engine is not None:
-        engine.adapters.forget(row.name)
+        engine.forget_adapter(row.name)
     return ModelDeleted(id=row.name)
