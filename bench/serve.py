@@ -16,6 +16,8 @@ without the prefix cache, and memory per loaded adapter against its file size.
 
     .venv/bin/python bench/serve.py [--device cuda] [--requests 64] [--clients 16]
     .venv/bin/python bench/serve.py --answers long --max-tokens 64   # decode-heavy
+    .venv/bin/python bench/serve.py --engine vllm   # adaptd on vLLM vs vLLM direct vs
+                                                    # built-in (bench/vllm_compare.py)
 """
 
 import argparse
@@ -657,12 +659,21 @@ def main() -> None:
     parser.add_argument(
         "--answers", choices=["short", "long"], default="short", help="question set"
     )
+    parser.add_argument(
+        "--engine", choices=["local", "vllm"], default="local", help="vllm: vllm_compare.py"
+    )
+    parser.add_argument("--vllm-dtype", default="bfloat16", help="with --engine vllm")
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
     if args.phase:
         work = json.loads(args.work.read_text())
         print(json.dumps(PHASES[args.phase](work, args.device)))
+        return
+    if args.engine == "vllm":
+        from bench import vllm_compare
+
+        vllm_compare.run(args)
         return
     orchestrate(args)
 

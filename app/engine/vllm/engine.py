@@ -115,6 +115,7 @@ class VllmEngine:
         self._poller: asyncio.Task | None = None
         self.pool: ServerPool | None = None
         self.in_flight = 0
+        self.moved = 0  # requests that went on on another server after one failed them
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "VllmEngine":
@@ -387,6 +388,7 @@ class VllmEngine:
             except ServerDown as exc:
                 self.pool.mark_down(server, str(exc))
                 failed.add(server)
+                self.moved += 1
             except ServerRefused as exc:
                 raise BadRequest(f"vLLM refused the request: {exc.message}") from exc
             finally:
