@@ -17,6 +17,7 @@ TestClient portals, a worker's asyncio.run) share the connection pool and the he
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import threading
@@ -114,7 +115,8 @@ class VllmEngine:
         self._http: httpx.AsyncClient | None = None
         self._poller: asyncio.Task | None = None
         self.pool: ServerPool | None = None
-        self.in_flight = 0
+        self.in_flight = 0  # counted from callers' threads and the engine loop: under a lock
+        self._count_lock = threading.Lock()
         self.moved = 0  # requests that went on on another server after one failed them
 
     @classmethod
@@ -156,11 +158,12 @@ class VllmEngine:
         self._poller = asyncio.create_task(self.pool.poll(self.config.health_interval_s))
 
     async def _close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:  # the poller and any request still running
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert self._loop is not None
+        await self._loop.shutdown_asyncgens()
         if self._http is not None:
             await self._http.aclose()
 
@@ -203,7 +206,8 @@ class VllmEngine:
                 headers={"Retry-After": "1"},
             )
         handle = VllmHandle(asyncio.get_running_loop())
-        self.in_flight += 1
+        with self._count_lock:
+            self.in_flight += 1
         job = self._run(list(prompt_ids), params, adapter, max(0, prefix_len), handle)
         handle.future = asyncio.run_coroutine_threadsafe(job, self._loop)
         handle.future.add_done_callback(self._done)
@@ -212,7 +216,8 @@ class VllmEngine:
         return handle
 
     def _done(self, _: concurrent.futures.Future) -> None:
-        self.in_flight -= 1
+        with self._count_lock:
+            self.in_flight -= 1
 
     async def generate(
         self,
@@ -364,18 +369,20 @@ class VllmEngine:
             try:
                 if adapter is not None:
                     await self._ensure_loaded(server, adapter)
-                async for ids, logprobs, finish in server.client.stream_completion(body):
-                    events: list[Event] = []
-                    for token, entry in zip(
-                        ids, token_logprobs(logprobs, ids, params.logprobs), strict=True
-                    ):
-                        events += out.add(token, entry)
-                    if finish is not None and out.finished is None:
-                        events += out.finish("length" if finish == "length" else "stop")
-                    if events:
-                        RequestHandle.push_many([(handle, e) for e in events])
-                    if out.finished is not None:
-                        return  # leaving the stream closes it: vLLM stops generating
+                # aclosing: leaving early closes the HTTP stream at once, and vLLM stops.
+                async with contextlib.aclosing(server.client.stream_completion(body)) as chunks:
+                    async for ids, logprobs, finish in chunks:
+                        events: list[Event] = []
+                        for token, entry in zip(
+                            ids, token_logprobs(logprobs, ids, params.logprobs), strict=True
+                        ):
+                            events += out.add(token, entry)
+                        if finish is not None and out.finished is None:
+                            events += out.finish("length" if finish == "length" else "stop")
+                        if events:
+                            RequestHandle.push_many([(handle, e) for e in events])
+                        if out.finished is not None:
+                            return
             except AdapterMissing:
                 assert adapter is not None
                 server.loaded.discard(adapter.name)
