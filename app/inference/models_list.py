@@ -1,26 +1,22 @@
 """Everything a tenant can name in `model`: the base, its adapters, templates and aliases."""
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.aliases.models import Alias
+from app.aliases.repository import AliasRepository
 from app.db import unix_time
 from app.protocol.models import ModelCard, ModelList
-from app.registry.models import Adapter
+from app.registry.repository import AdapterRepository
 from app.templates.models import Template
+from app.templates.repository import TemplateRepository
 
 
 def list_models(session: Session, tenant: str, base_name: str) -> ModelList:
     cards = [ModelCard(id=base_name, created=0, owned_by="adaptd", kind="base")]
-    for a in session.scalars(
-        select(Adapter).where(Adapter.tenant == tenant).order_by(Adapter.created_at)
-    ):
+    for a in AdapterRepository(session, tenant).all_by_age():
         cards.append(
             ModelCard(id=a.name, created=unix_time(a.created_at), owned_by=tenant, kind="adapter")
         )
-    for t in session.scalars(
-        select(Template).where(Template.tenant == tenant).order_by(Template.name)
-    ):
+    for t in TemplateRepository(session, tenant).all(order_by=(Template.name,)):
         cards.append(
             ModelCard(
                 id=f"tmpl:{t.name}",
@@ -29,7 +25,7 @@ def list_models(session: Session, tenant: str, base_name: str) -> ModelList:
                 kind="template",
             )
         )
-    for al in session.scalars(select(Alias).where(Alias.tenant == tenant).order_by(Alias.name)):
+    for al in AliasRepository(session, tenant).all_by_name():
         cards.append(
             ModelCard(id=al.name, created=unix_time(al.created_at), owned_by=tenant, kind="alias")
         )

@@ -13,7 +13,7 @@ from app.engine.requests import Delta, Failed, Finished, RequestHandle, TokenLog
 from app.engine.sampling import SamplingParams
 from app.ids import new_id
 from app.protocol.common import Usage
-from app.variants import Variant
+from app.routing.resolve import Variant
 
 
 def finish_reason(reason: str) -> str:
