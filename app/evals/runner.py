@@ -5,7 +5,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from app.engine.engine import Engine
+from app.engine.protocol import InferenceEngine
 from app.errors import APIError
 from app.evals.metrics import METRICS
 from app.evals.report import Outcome
@@ -34,7 +34,7 @@ class GenerationSettings:
 
 
 async def run_variant(
-    engine: Engine,
+    engine: InferenceEngine,
     variant: Variant,
     examples: list[LabeledExample],
     metric: str,

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import get_sessionmaker, unix_time, utcnow
-from app.engine.engine import Engine
+from app.engine.protocol import InferenceEngine
 from app.errors import BadRequest, ModelNotFound, NotFound
 from app.evals.dataset import load_labeled_examples
 from app.evals.models import EvalEvent, Evaluation
@@ -186,7 +186,7 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float) -> list[str]:
         return [row.id for row in waiting]
 
 
-def run(eval_id: str, engine: Engine) -> None:
+def run(eval_id: str, engine: InferenceEngine) -> None:
     """The worker's side. Idempotent: a finished evaluation is left alone; a redelivered
     one that was running starts over (its report is written only at the end)."""
     with get_sessionmaker()() as session:
@@ -214,7 +214,7 @@ def run(eval_id: str, engine: Engine) -> None:
 
 def _run_variants(
     eval_id: str,
-    engine: Engine,
+    engine: InferenceEngine,
     names: list[str],
     resolved: list[Variant],
     examples: list[LabeledExample],

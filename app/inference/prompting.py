@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.engine import Engine
 from app.engine.prompts import encode, render_chat
+from app.engine.protocol import InferenceEngine
 from app.errors import BadRequest, ContextLengthExceeded
 from app.protocol.chat import ChatCompletionRequest
 from app.protocol.common import GenerationRequest
@@ -25,7 +25,9 @@ class PreparedPrompt:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
+def prepare_chat(
+    engine: InferenceEngine, variant: Variant, req: ChatCompletionRequest
+) -> PreparedPrompt:
     messages = [m.as_template_dict() for m in req.messages]
     if variant.kind == "template" and variant.template is not None:
         tmpl = variant.template
@@ -43,7 +45,7 @@ def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -
 
 
 def prepare_completion(
-    engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
+    engine: InferenceEngine, variant: Variant, prompt: str, req: GenerationRequest
 ) -> PreparedPrompt:
     if variant.kind == "template" and variant.template is not None:
         tmpl = variant.template
@@ -71,7 +73,7 @@ def _from_template(
 
 
 def max_tokens_for(
-    engine: Engine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]
+    engine: InferenceEngine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]
 ) -> int:
     """The completion budget; a request that cannot fit is refused, never truncated silently."""
     cap = get_settings().max_tokens_cap

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
-from app.engine.engine import Engine
+from app.engine.protocol import InferenceEngine
 from app.inference import service
 from app.inference.dependencies import EngineDep
 from app.inference.logprobs import chat_logprobs, completion_logprobs
@@ -45,21 +45,21 @@ def _variant_headers(variant) -> dict[str, str]:  # noqa: ANN001
 
 # The database lookup and the prompt building (Jinja, example embeddings, tokenising) run in
 # the threadpool, so neither holds up the event loop that streams every other response.
-def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Variant:
+def _variant(session: Session, tenant: str, engine: InferenceEngine, model: str) -> Variant:
     variant = resolve(session, tenant, model, engine.name)
     session.close()  # generation can take a while: give the connection back now
     return variant
 
 
 def _chat_prompt(
-    session: Session, tenant: str, engine: Engine, req: ChatCompletionRequest
+    session: Session, tenant: str, engine: InferenceEngine, req: ChatCompletionRequest
 ) -> tuple[Variant, PreparedPrompt]:
     variant = _variant(session, tenant, engine, req.model)
     return variant, prepare_chat(engine, variant, req)
 
 
 def _completion_prompts(
-    session: Session, tenant: str, engine: Engine, req: CompletionRequest
+    session: Session, tenant: str, engine: InferenceEngine, req: CompletionRequest
 ) -> tuple[Variant, list[PreparedPrompt]]:
     variant = _variant(session, tenant, engine, req.model)
     return variant, [prepare_completion(engine, variant, p, req) for p in req.prompts()]
