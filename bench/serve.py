@@ -663,6 +663,9 @@ def main() -> None:
         "--engine", choices=["local", "vllm"], default="local", help="vllm: vllm_compare.py"
     )
     parser.add_argument("--vllm-dtype", default="bfloat16", help="with --engine vllm")
+    parser.add_argument(
+        "--no-builtin", action="store_true", help="with --engine vllm: only (d) and (e)"
+    )
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()

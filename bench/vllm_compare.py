@@ -63,9 +63,20 @@ async def via_adaptd(url: str, headers: dict, work: list[dict], args) -> dict:  
         return await closed_loop_run(one, work, args.clients)
 
 
-async def vllm_direct(url: str, work: list[dict], args, eos: set[int]) -> dict:  # noqa: ANN001
+async def vllm_direct(
+    url: str,
+    work: list[dict],
+    args,
+    eos: set[int],
+    adapters: dict[str, str],  # noqa: ANN001
+) -> dict:
     limits = httpx.Limits(max_connections=args.clients + 4)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=900) as c:
+        for name in dict.fromkeys(r["model"] for r in work):
+            if name in adapters:  # loaded under the name adaptd uses ("already loaded" is fine)
+                await c.post(
+                    "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": adapters[name]}
+                )
 
         async def one(req: dict) -> int:
             body = {
@@ -123,7 +134,8 @@ def _run(args: argparse.Namespace, data_dir: Path) -> None:
         local_env = {"ENGINE": "local"}
         vllm_env = {"ENGINE": "vllm", "VLLM_URLS": vllm_url}
         with Server(local_env, data_dir) as local, Server(vllm_env, data_dir) as on_vllm:
-            adapters = list(make_adapters(data_dir, settings.base_model))
+            adapter_paths = make_adapters(data_dir, settings.base_model)
+            adapters = list(adapter_paths)
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(
@@ -142,11 +154,13 @@ def _run(args: argparse.Namespace, data_dir: Path) -> None:
                     work.append(
                         {"model": models[i % len(models)], "question": question, "ids": ids}
                     )
-                direct = asyncio.run(vllm_direct(vllm_url, work, args, eos))
+                direct = asyncio.run(vllm_direct(vllm_url, work, args, eos, adapter_paths))
                 print(f"[{label}] (e) vLLM direct      : {json.dumps(direct)}", flush=True)
                 adaptd_vllm = asyncio.run(via_adaptd(on_vllm.url, on_vllm.headers, work, args))
                 print(f"[{label}] (d) adaptd on vLLM   : {json.dumps(adaptd_vllm)}", flush=True)
-                builtin = asyncio.run(via_adaptd(local.url, local.headers, work, args))
+                builtin = {"tokens_per_s": float("nan")}
+                if not args.no_builtin:
+                    builtin = asyncio.run(via_adaptd(local.url, local.headers, work, args))
                 print(f"[{label}] (a) adaptd built-in  : {json.dumps(builtin)}", flush=True)
                 rows.append((label, builtin, adaptd_vllm, direct))
             print("\n| workload | adaptd built-in | adaptd on vLLM | vLLM direct | (d)/(e) |")
