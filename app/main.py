@@ -12,13 +12,14 @@ from app.aliases.router import router as aliases_router
 from app.auth import service as auth_service
 from app.auth.rate_limit import RateLimiter
 from app.auth.router import router as auth_router
+from app.background.reaper import Reaper
+from app.console.router import install as install_console
 from app.db import get_sessionmaker
 from app.engine.factory import build_engine
 from app.engine.protocol import InferenceEngine
 from app.errors import install_error_handlers
 from app.evals.router import router as evals_router
 from app.files.router import router as files_router
-from app.finetune.reaper import Reaper
 from app.finetune.router import router as finetune_router
 from app.inference.router import router as inference_router
 from app.limits import BodySizeLimit
@@ -82,4 +83,5 @@ def create_app(engine: InferenceEngine | None = None, settings: Settings | None 
         evals_router,
     ):
         app.include_router(router)
+    install_console(app)  # the web console at /console
     return app

@@ -7,6 +7,8 @@ from tests.conftest import make_tenant_key
 from tests.files.data import chat_rows, jsonl
 from tests.registry_util import register_random_adapter
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def world(client):

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from app.engine.protocol import InferenceEngine
 from app.engine.requests import Delta, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
+from app.errors import engine_api_error
 from app.ids import new_id
 from app.protocol.common import Usage
 from app.routing.resolve import Variant
@@ -118,7 +119,7 @@ async def stream_sse(
             results.append(event)
             yield sse(make_chunk(index, None, finish_reason(event.finish_reason), ()))
         else:
-            yield sse(event.error.body())
+            yield sse(engine_api_error(event.error).body())
             break
     if make_usage_chunk is not None and len(results) == len(handles):
         yield sse(make_usage_chunk(usage_of(results, prompt_tokens)))

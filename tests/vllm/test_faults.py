@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
+from app.engine.errors import EngineBusy
 from app.engine.requests import Finished
 from app.engine.sampling import SamplingParams
-from app.errors import ServiceUnavailable
 from tests.conftest import ADMIN_KEY
 from tests.vllm.conftest import VllmProcess, _need_vllm, make_vllm_engine
 
@@ -181,8 +181,8 @@ def test_no_server_at_all_is_a_503(default_source, data_root, vllm_view) -> None
         async def submit() -> None:
             engine.submit([1, 2, 3], SamplingParams(max_tokens=2))
 
-        with pytest.raises(ServiceUnavailable) as err:
+        with pytest.raises(EngineBusy) as err:
             asyncio.run(submit())
-        assert err.value.headers["Retry-After"]
+        assert err.value.code == "engine_unavailable" and err.value.retry_after_s > 0
     finally:
         engine.stop()

@@ -29,7 +29,15 @@ import httpx
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from app.engine.adapters import AdapterLoadError, AdapterRef
+from app.engine.adapters import AdapterRef
+from app.engine.errors import (
+    AdapterLoadError,
+    EngineBusy,
+    EngineError,
+    EngineOverloaded,
+    GenerationFailed,
+    InvalidInput,
+)
 from app.engine.loader import model_name, resolve_source
 from app.engine.requests import Event, Failed, Finished, RequestHandle
 from app.engine.sampling import SamplingParams
@@ -42,7 +50,6 @@ from app.engine.vllm.client import (
 )
 from app.engine.vllm.output import OutputAssembler
 from app.engine.vllm.servers import Server, ServerPool
-from app.errors import APIError, BadRequest, ServiceUnavailable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,12 +94,13 @@ class VllmHandle(RequestHandle):
             self.future.cancel()
 
 
-def no_server() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "No vLLM server is available. Retry shortly.",
-        code="engine_unavailable",
-        headers={"Retry-After": "5"},
-    )
+class NoServer(EngineBusy):
+    code = "engine_unavailable"
+    retry_after_s = 5
+
+
+def no_server() -> NoServer:
+    return NoServer("No vLLM server is available. Retry shortly.")
 
 
 class VllmEngine:
@@ -200,10 +208,8 @@ class VllmEngine:
         if not self.pool.any_healthy():
             raise no_server()
         if self.in_flight >= self.config.max_in_flight:
-            raise ServiceUnavailable(
-                "The server is busy: too many requests in flight. Retry shortly.",
-                code="server_overloaded",
-                headers={"Retry-After": "1"},
+            raise EngineOverloaded(
+                "The server is busy: too many requests in flight. Retry shortly."
             )
         handle = VllmHandle(asyncio.get_running_loop())
         with self._count_lock:
@@ -253,16 +259,16 @@ class VllmEngine:
     # -- inside the engine loop ----------------------------------------------------------------
     def _check(self, prompt_ids: list[int], params: SamplingParams) -> None:
         if not prompt_ids:
-            raise BadRequest("The prompt is empty.", param="prompt", code="empty_prompt")
+            raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
         unknown = [t for t, _ in params.logit_bias if not 0 <= t < self.vocab_size]
         if unknown:
-            raise BadRequest(
+            raise InvalidInput(
                 f"logit_bias: token ids must be 0 to {self.vocab_size - 1}; got {unknown[0]}.",
                 param="logit_bias",
                 code="invalid_logit_bias",
             )
         if params.logprobs is not None and params.logprobs > MAX_LOGPROBS:
-            raise BadRequest(
+            raise InvalidInput(
                 f"The vLLM engine returns at most {MAX_LOGPROBS} log-probabilities per token.",
                 param="logprobs",
                 code="unsupported_parameter",
@@ -328,13 +334,11 @@ class VllmEngine:
             await self._generate(prompt_ids, params, adapter, prefix_len, out, handle)
         except asyncio.CancelledError:
             raise  # the caller went away; closing the stream aborted the vLLM request
-        except APIError as err:
+        except EngineError as err:
             handle.push(Failed(err))
         except Exception as exc:  # noqa: BLE001 - the caller must get an answer
             log.exception("vLLM request failed")
-            err = APIError(f"Generation failed: {type(exc).__name__}")
-            err.status_code, err.type, err.code = 500, "server_error", "generation_failed"
-            handle.push(Failed(err))
+            handle.push(Failed(GenerationFailed(f"Generation failed: {type(exc).__name__}")))
 
     async def _generate(
         self,
@@ -397,6 +401,8 @@ class VllmEngine:
                 failed.add(server)
                 self.moved += 1
             except ServerRefused as exc:
-                raise BadRequest(f"vLLM refused the request: {exc.message}") from exc
+                raise InvalidInput(
+                    f"vLLM refused the request: {exc.message}", param="prompt", code="vllm_refused"
+                ) from exc
             finally:
                 server.in_flight -= 1
