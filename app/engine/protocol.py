@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerBase
 from app.engine.adapters import AdapterRef
 from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
 
 
 @runtime_checkable
@@ -32,6 +33,7 @@ class InferenceEngine(Protocol):
         adapter: AdapterRef | None = None,
         *,
         prefix_len: int = 0,
+        forced_tokens: list[int] | None = None,
     ) -> RequestHandle:
         """Queue one generation (n = 1) and return its event stream at once. Must be called
         on a running event loop; the handle's events arrive on that loop."""
@@ -45,6 +47,10 @@ class InferenceEngine(Protocol):
         *,
         prefix_len: int = 0,
     ) -> Finished: ...
+
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """A structured-output constraint this engine can run, or an InvalidInput."""
+        ...
 
     def forget_adapter(self, name: str) -> None:
         """The adapter was deleted: drop it wherever it is loaded."""

@@ -41,6 +41,7 @@ from app.engine.errors import (
 from app.engine.loader import model_name, resolve_source
 from app.engine.requests import Event, Failed, Finished, RequestHandle
 from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
 from app.engine.vllm.client import (
     AdapterMissing,
     ServerDown,
@@ -92,6 +93,14 @@ class VllmHandle(RequestHandle):
         super().cancel()
         if self.future is not None:
             self.future.cancel()
+
+
+def unsupported(param: str, what: str) -> InvalidInput:
+    return InvalidInput(
+        f"{what} are not supported with ENGINE=vllm yet.",
+        param=param,
+        code="unsupported_parameter",
+    )
 
 
 class NoServer(EngineBusy):
@@ -201,7 +210,10 @@ class VllmEngine:
         adapter: AdapterRef | None = None,
         *,
         prefix_len: int = 0,
+        forced_tokens: list[int] | None = None,
     ) -> RequestHandle:
+        if forced_tokens is not None:
+            raise unsupported("forced_tokens", "Forced (label-scoring) rows")
         self._check(prompt_ids, params)
         if self.pool is None or self._loop is None or not self.running:
             raise no_server()
@@ -235,6 +247,12 @@ class VllmEngine:
     ) -> Finished:
         return await self.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()
 
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        # Not mapped to vLLM's structured_outputs yet: refused, never silently ignored.
+        raise unsupported(
+            getattr(constraint, "param", None) or "response_format", "Structured outputs"
+        )
+
     def forget_adapter(self, name: str) -> None:
         """Unloads the adapter from every server that answers (any API replica may have
         loaded it anywhere); a server that is down has lost it anyway."""
@@ -267,6 +285,8 @@ class VllmEngine:
                 param="logit_bias",
                 code="invalid_logit_bias",
             )
+        if params.constraint is not None:
+            raise unsupported("response_format", "Structured outputs")
         if params.logprobs is not None and params.logprobs > MAX_LOGPROBS:
             raise InvalidInput(
                 f"The vLLM engine returns at most {MAX_LOGPROBS} log-probabilities per token.",
