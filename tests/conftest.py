@@ -116,6 +116,7 @@ TIER_BY_PATH = {
     "workers/test_worker_jobs.py": "workers",
     "workers/test_worker_evals.py": "workers",
     "test_fuzz.py": "slow",  # schemathesis over every operation
+    "console/": "browser",  # chromium driven by Playwright
 }
 
 

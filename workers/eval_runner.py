@@ -15,6 +15,7 @@ from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.engine import Engine
 from app.engine.errors import EngineError
+from app.engine.structured import conforms
 from app.errors import APIError
 from app.evals import lifecycle
 from app.evals.dataset import LabeledExample, load_labeled_examples
@@ -118,7 +119,9 @@ async def run_variant(
                 )
                 prepared = prepare_chat(engine, variant, req)
                 budget = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
-                params = req.to_sampling_params(prepared.defaults, max_tokens=budget)
+                params = req.to_sampling_params(
+                    prepared.defaults, max_tokens=budget, constraint=prepared.constraint
+                )
                 started = time.perf_counter()
                 result = await engine.generate(
                     prepared.token_ids, params, variant.adapter, prefix_len=prepared.prefix_len
@@ -132,6 +135,12 @@ async def run_variant(
                 prompt_tokens=result.prompt_tokens,
                 completion_tokens=result.completion_tokens,
                 latency_ms=latency,
+                # Under an output constraint (a template's default): does the answer parse?
+                parses=(
+                    conforms(prepared.constraint, result.text)
+                    if prepared.constraint is not None
+                    else None
+                ),
             )
 
     return list(await asyncio.gather(*(one(ex) for ex in examples)))

@@ -33,6 +33,7 @@ from app.engine.requests import (
     TokenLogprob,
 )
 from app.engine.sampling import Sampler, SamplingParams, adjust_logits
+from app.engine.structured import RowConstraint, mask_logits
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Sequence:
     handle: RequestHandle
     adapter: AdapterRef | None = None
     prefix_len: int = 0  # leading prompt tokens whose key/values may come from the cache
+    # Structured output: which tokens this row may pick next (None: any).
+    constraint: RowConstraint | None = None
     sampler: Sampler = field(init=False)
     assembler: TextAssembler = field(init=False)
     generated: list[int] = field(default_factory=list)
@@ -380,10 +383,13 @@ class Scheduler:
             values = torch.log_softmax(logits[wanted].float(), dim=-1).cpu()
             logprobs = dict(zip(wanted, values, strict=True))
         adjusted = [i for i, r in enumerate(rows) if r.params.adjusts_logits]
-        if adjusted:
+        constrained = [(i, r.constraint) for i, r in enumerate(rows) if r.constraint is not None]
+        if adjusted or constrained:
             logits = logits.float().clone()
             for i in adjusted:
                 logits[i] = adjust_logits(logits[i], rows[i].params, rows[i].generated)
+            if constrained:
+                mask_logits(logits, constrained)  # last, so no bias can lift a masked token
         greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
         keep: list[int] = []
         for i, row in enumerate(rows):
@@ -400,6 +406,9 @@ class Scheduler:
 
     def _accept(self, row: Sequence, token: int, entry: TokenLogprob | None) -> str | None:
         if token in self.eos_ids:
+            return "stop"
+        if row.constraint is not None and not row.constraint.accept(token):
+            log.error("constrained row picked a token its grammar refuses: %d", token)
             return "stop"
         row.generated.append(token)
         if entry is not None:

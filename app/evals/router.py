@@ -8,6 +8,7 @@ from app.evals import service
 from app.evals.charts import accuracy_cost_svg
 from app.evals.schemas import EvalCreate, EvalEventList, EvalList, EvalRead
 from app.inference.dependencies import EngineDep
+from app.routing.resolve import variant_checks
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
 
@@ -16,7 +17,8 @@ router = APIRouter(prefix="/v1/evals", tags=["evals"])
 def create_eval(
     body: EvalCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> EvalRead:
-    row = service.create(session, principal.tenant, engine.name, body)
+    check = variant_checks(session, principal.tenant, engine.name)
+    row = service.create(session, principal.tenant, body, check)
     enqueue(EVALUATE_TASK, row.id)  # after the commit, so the worker always finds the row
     return service.read(row)
 

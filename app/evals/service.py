@@ -14,15 +14,17 @@ from app.evals.repository import EvaluationRepository
 from app.evals.schemas import EvalCreate, EvalEventRead, EvalGeneration, EvalRead
 from app.files import service as files
 from app.ids import new_id
-from app.routing.resolve import resolve
+from app.model_refs import VariantCheck
 from app.status import Status
 
 
-def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> Evaluation:
+def create(
+    session: Session, tenant: str, body: EvalCreate, check_variant: VariantCheck
+) -> Evaluation:
     file = files.get_file(session, tenant, body.file_id, param="file_id")
     for i, model in enumerate(body.variants):
         try:
-            resolve(session, tenant, model, base_name, count_alias=False)
+            check_variant(model)
         except ModelNotFound:
             raise BadRequest(
                 f"Variant '{model}' does not exist or you do not have access to it.",

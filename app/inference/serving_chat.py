@@ -8,6 +8,7 @@ from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
 from app.inference.logprobs import chat_logprobs
 from app.inference.prompting import PreparedPrompt, max_tokens_for
+from app.inference.structured import label_logprobs
 from app.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -27,17 +28,28 @@ async def create_chat_completion(
     """Submits the n choices at once, so a full queue refuses before any response starts;
     then the whole response, or for `stream` the SSE lines."""
     max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
-    params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
+    params = req.to_sampling_params(
+        prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
+    )
     handles = service.submit_all(
         engine,
         variant,
         [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)],
         prefix_len=prepared.prefix_len,
     )
+    scored = await label_logprobs(
+        engine,
+        variant,
+        prepared.constraint,
+        params.logprobs,
+        [(prepared.token_ids, prepared.prefix_len)],
+        handles,
+    )
+    labels = scored[0] if scored else None
     rid, created = service.response_id("chatcmpl-")
     prompt_tokens = len(prepared.token_ids)
     if req.stream:
-        return _stream(engine, variant, req, handles, rid, created, prompt_tokens)
+        return _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels)
 
     results = await service.collect(handles)
     return ChatCompletion(
@@ -52,6 +64,7 @@ async def create_chat_completion(
                 logprobs=(
                     chat_logprobs(engine.tokenizer, r.logprobs) if r.logprobs is not None else None
                 ),
+                label_logprobs=labels,
             )
             for i, r in enumerate(results)
         ],
@@ -68,12 +81,15 @@ async def _stream(
     rid: str,
     created: int,
     prompt_tokens: int,
+    labels: dict[str, float] | None,
 ) -> AsyncIterator[str]:
     def chunk(
         index: int, text: str | None, finish: str | None, logprobs: tuple[TokenLogprob, ...]
     ) -> ChatCompletionChunk:
         delta = ChatDelta(content=text) if text is not None else ChatDelta()
         choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish)
+        if finish is not None:
+            choice.label_logprobs = labels
         if logprobs:
             choice.logprobs = chat_logprobs(engine.tokenizer, logprobs)
         return ChatCompletionChunk(id=rid, created=created, model=variant.model, choices=[choice])

@@ -8,6 +8,7 @@ from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
 from app.inference.logprobs import completion_logprobs
 from app.inference.prompting import PreparedPrompt, max_tokens_for
+from app.inference.structured import label_logprobs
 from app.protocol.common import Usage
 from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from app.routing.resolve import Variant
@@ -21,7 +22,9 @@ async def create_completion(
     jobs = []
     for prepared in prompts:
         max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
-        params = req.to_sampling_params(prepared.defaults, max_tokens=max_tokens)
+        params = req.to_sampling_params(
+            prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
+        )
         jobs.extend((prepared.token_ids, service.seeded(params, i)) for i in range(req.n))
     # A template's prefix is the same for every prompt of the request.
     handles = service.submit_all(
@@ -29,8 +32,17 @@ async def create_completion(
     )
     rid, created = service.response_id("cmpl-")
     prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n
+    # Per prompt: each label's log-probability (choice i answers prompt i // n).
+    labels = await label_logprobs(
+        engine,
+        variant,
+        prompts[0].constraint,
+        req.requested_logprobs(),
+        [(p.token_ids, p.prefix_len) for p in prompts],
+        handles,
+    )
     if req.stream:
-        return _stream(engine, variant, req, handles, rid, created, prompt_tokens)
+        return _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels)
 
     results = await service.collect(handles)
     echoed = [req.prompts()[i // req.n] if req.echo else "" for i in range(len(results))]
@@ -51,6 +63,7 @@ async def create_completion(
                     if r.logprobs is not None
                     else None
                 ),
+                label_logprobs=labels[i // req.n] if labels else None,
             )
             for i, r in enumerate(results)
         ],
@@ -67,6 +80,7 @@ def _stream(
     rid: str,
     created: int,
     prompt_tokens: int,
+    labels: list[dict[str, float]] | None,
 ) -> AsyncIterator[str]:
     streamed = [0] * len(handles)  # characters sent so far per choice: the text offsets
 
@@ -74,6 +88,8 @@ def _stream(
         index: int, text: str | None, finish: str | None, logprobs: tuple[TokenLogprob, ...]
     ) -> Completion:
         choice = CompletionChoice(index=index, text=text or "", finish_reason=finish)
+        if finish is not None and labels:
+            choice.label_logprobs = labels[index // req.n]
         if logprobs:
             choice.logprobs = completion_logprobs(
                 engine.tokenizer, logprobs, streamed[index], bool(req.logprobs)

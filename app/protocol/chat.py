@@ -74,6 +74,9 @@ class ChatChoice(BaseModel):
     message: ChatResponseMessage
     finish_reason: FinishReason
     logprobs: ChatLogprobs | None = None
+    # adaptd extension: with a `choice` constraint and logprobs, each label's total
+    # log-probability (summed over its tokens) under this prompt.
+    label_logprobs: dict[str, float] | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -98,6 +101,9 @@ class ChatChunkChoice(BaseModel):
     delta: ChatDelta
     finish_reason: FinishReason | None = None
     logprobs: ChatLogprobs | None = None
+    # adaptd extension: with a `choice` constraint and logprobs, each label's total
+    # log-probability (summed over its tokens) under this prompt.
+    label_logprobs: dict[str, float] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -184,7 +184,6 @@ def test_fields_the_server_cannot_honour_are_refused_not_ignored(client) -> None
     refused = {
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
         "tool_choice": "required",
-        "response_format": {"type": "json_object"},
         "functions": [{"name": "f"}],
     }
     for name, value in refused.items():

@@ -1,7 +1,7 @@
 """adapters.parent (the adapter a model was trained on top of), fine_tuning_jobs.method
 
-Revision ID: 0004_adapter_parent
-Revises: 0001
+Revision ID: 0003_adapter_parent
+Revises: 0002_output_constraint
 Create Date: 2026-11-28 05:30:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_adapter_parent"
-down_revision: str | None = "0001"
+revision: str = "0003_adapter_parent"
+down_revision: str | None = "0002_output_constraint"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
