@@ -37,7 +37,9 @@ def worker(settings_env, tmp_path: Path) -> Iterator[WorkerProcess]:
     process.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running on the main
+# thread while it lives, and later tests that call asyncio.run() would fail under it.
+@pytest.fixture(scope="package")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make install` puts Debian's chromium there")
