@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app import health
 from app.aliases.router import router as aliases_router
 from app.auth import service as auth_service
+from app.auth.dependencies import requires
 from app.auth.rate_limit import RateLimiter
 from app.auth.router import router as auth_router
 from app.db import get_sessionmaker
@@ -73,9 +74,10 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(health.router)
-    app.include_router(auth_router)
+    app.include_router(auth_router)  # every route needs the admin scope
+    # Scopes: `inference` runs models, `manage` changes what the tenant has, `admin` keys.
+    app.include_router(inference_router, dependencies=[requires("inference")])
     for router in (
-        inference_router,
         templates_router,
         files_router,
         finetune_router,
@@ -83,5 +85,5 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         aliases_router,
         evals_router,
     ):
-        app.include_router(router)
+        app.include_router(router, dependencies=[requires("manage")])
     return app
