@@ -64,6 +64,7 @@ def cases(w: dict) -> list[tuple[str, str, dict | None]]:
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/events", None),
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/checkpoints", None),
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/loss.svg", None),
+        ("get", f"/v1/models/{w['adapter']}", None),
         ("delete", f"/v1/models/{w['adapter']}", None),
         ("get", "/v1/aliases/al", None),
         ("put", "/v1/aliases/al", {"targets": [{"model": w["base"]}]}),

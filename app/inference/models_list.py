@@ -7,7 +7,9 @@ from app.aliases.models import Alias
 from app.db import unix_time
 from app.protocol.models import ModelCard, ModelList
 from app.registry.models import Adapter
+from app.registry.service import find_adapter
 from app.templates.models import Template
+from app.variants import resolve
 
 
 def list_models(session: Session, tenant: str, base_name: str) -> ModelList:
@@ -34,3 +36,28 @@ def list_models(session: Session, tenant: str, base_name: str) -> ModelList:
             ModelCard(id=al.name, created=unix_time(al.created_at), owned_by=tenant, kind="alias")
         )
     return ModelList(data=cards)
+
+
+def retrieve_model(session: Session, tenant: str, model: str, base_name: str) -> ModelCard:
+    """One model card for any name a request may use; ModelNotFound (404) for names that are
+    unknown or another tenant's, exactly as a chat request would fail."""
+    variant = resolve(session, tenant, model, base_name, count_alias=False)
+    if variant.alias is not None:
+        alias = session.scalar(
+            select(Alias).where(Alias.tenant == tenant, Alias.name == variant.alias)
+        )
+        return _card(model, alias.created_at if alias else None, tenant, "alias")
+    if variant.kind == "base":
+        return ModelCard(id=model, created=0, owned_by="adaptd", kind="base")
+    if variant.kind == "adapter":
+        row = find_adapter(session, tenant, model)
+        return _card(model, row.created_at if row else None, tenant, "adapter")
+    assert variant.template is not None
+    template = session.scalar(
+        select(Template).where(Template.tenant == tenant, Template.name == variant.template.name)
+    )
+    return _card(model, template.created_at if template else None, tenant, "template")
+
+
+def _card(model: str, created, tenant: str, kind: str) -> ModelCard:  # noqa: ANN001
+    return ModelCard(id=model, created=unix_time(created) or 0, owned_by=tenant, kind=kind)

@@ -11,7 +11,7 @@ from app.engine.engine import Engine
 from app.inference import service
 from app.inference.dependencies import EngineDep
 from app.inference.logprobs import chat_logprobs, completion_logprobs
-from app.inference.models_list import list_models
+from app.inference.models_list import list_models, retrieve_model
 from app.inference.prompting import (
     PreparedPrompt,
     max_tokens_for,
@@ -28,7 +28,7 @@ from app.protocol.chat import (
     ChatResponseMessage,
 )
 from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
-from app.protocol.models import ModelList
+from app.protocol.models import ModelCard, ModelList
 from app.variants import Variant, resolve
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -68,6 +68,14 @@ def _completion_prompts(
 @router.get("/models", response_model=ModelList)
 def models(principal: TenantDep, session: SessionDep, engine: EngineDep) -> ModelList:
     return list_models(session, principal.tenant, engine.name)
+
+
+# `:path`, so a hub id with a slash works as the base name; DELETE is in registry/router.py.
+@router.get("/models/{model:path}", response_model=ModelCard)
+def model_card(
+    model: str, principal: TenantDep, session: SessionDep, engine: EngineDep
+) -> ModelCard:
+    return retrieve_model(session, principal.tenant, model, engine.name)
 
 
 @router.post("/chat/completions", response_model=ChatCompletion)
