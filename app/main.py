@@ -23,6 +23,11 @@ from app.finetune.reaper import Reaper
 from app.finetune.router import router as finetune_router
 from app.inference.router import router as inference_router
 from app.limits import BodySizeLimit
+from app.observability.metrics import EngineSampler
+from app.observability.middleware import RequestObserver
+from app.observability.router import router as metrics_router
+from app.observability.router import serve_on_port
+from app.observability.task_ids import install_request_ids
 from app.protocol.errors import ERROR_RESPONSES
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
@@ -46,6 +51,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     """`engine` lets tests share one loaded model across apps; otherwise it loads at startup
     in the background, so /healthz answers at once and /readyz turns green when it is up."""
     settings = settings or get_settings()
+    install_request_ids()  # the request id goes with the Celery tasks a request sends
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +66,15 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             engine.start()
         # Fails or re-queues fine-tuning jobs whose worker died, with no one watching.
         reaper = Reaper().start()
+        sampler = EngineSampler(app.state, settings.metrics_sample_interval_s).start()
+        app.state.metrics_sampler = sampler
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server = serve_on_port(settings.metrics_port, settings.metrics_host, sampler)
         yield
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        sampler.stop()
         reaper.stop()
         if engine is None and getattr(app.state, "engine", None) is not None:
             app.state.engine.stop()
@@ -73,7 +87,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    app.add_middleware(RequestObserver)  # outermost: every answer gets an id and a log line
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(auth_router)  # every route needs the admin scope
     # Scopes: `inference` runs models, `manage` changes what the tenant has, `admin` keys.
     app.include_router(inference_router, dependencies=[requires("inference")])

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # Runs per job (first try included) before a lost worker fails it for good.
     job_max_attempts: int = 2
 
+    # Prometheus text on its own port, no key (else GET /metrics with a platform admin key).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_sample_interval_s: float = 1.0
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

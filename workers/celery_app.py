@@ -6,6 +6,7 @@ unset, so `make run` needs no server. No result backend: the database is the tru
 
 from celery import Celery
 
+from app.observability.task_ids import install_request_ids
 from app.settings import get_settings
 
 
@@ -44,3 +45,4 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+install_request_ids(celery_app)  # the sending request's id in the worker's log lines

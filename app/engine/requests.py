@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 
 from app.errors import APIError
@@ -54,6 +55,7 @@ class RequestHandle:
         self._loop = loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self.cancelled = threading.Event()
+        self.first_token_at: float | None = None  # perf_counter time, for the metrics
 
     def push(self, event: Event) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
@@ -76,6 +78,8 @@ class RequestHandle:
     async def events(self):  # noqa: ANN201 - async generator of Event
         while True:
             event = await self._queue.get()
+            if self.first_token_at is None and isinstance(event, Delta):
+                self.first_token_at = time.perf_counter()
             yield event
             if isinstance(event, Finished | Failed):
                 return
