@@ -28,10 +28,16 @@ def _stamp_request_id(headers: dict | None = None, **_: object) -> None:
         headers.setdefault(HEADER, rid)
 
 
-def _enter_task(task=None, task_id: str | None = None, **_: object) -> None:  # noqa: ANN001
+def _enter_task(
+    task=None,  # noqa: ANN001
+    task_id: str | None = None,
+    args: tuple | None = None,
+    **_: object,
+) -> None:
     rid = getattr(task.request, HEADER, None) if task is not None else None
     current_request_id.set(rid if isinstance(rid, str) else None)
-    log.info("task %s[%s] started", getattr(task, "name", "?"), task_id)
+    # Tasks take ids only, so their arguments are safe to log and say which job this is.
+    log.info("task %s[%s] started for %s", getattr(task, "name", "?"), task_id, list(args or ()))
 
 
 def _leave_task(**_: object) -> None:
