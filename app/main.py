@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from app import health
 from app.aliases.router import router as aliases_router
+from app.audit import recorder as _audit_recorder  # noqa: F401 - audits every flush
+from app.audit.router import router as audit_router
 from app.auth import service as auth_service
 from app.auth.dependencies import requires
 from app.auth.rate_limit import RateLimiter
@@ -91,6 +93,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     app.include_router(health.router)
     app.include_router(metrics_router)
     app.include_router(auth_router)  # every route needs the admin scope
+    app.include_router(audit_router)  # admin scope too
     # Scopes: `inference` runs models, `manage` changes what the tenant has, `admin` keys.
     app.include_router(inference_router, dependencies=[requires("inference")])
     for router in (

@@ -6,6 +6,7 @@ unset, so `make run` needs no server. No result backend: the database is the tru
 
 from celery import Celery
 
+from app.audit import recorder as _audit_recorder  # noqa: F401 - adapters a job registers
 from app.observability.task_ids import install_request_ids
 from app.settings import get_settings
 

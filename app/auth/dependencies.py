@@ -10,6 +10,7 @@ from app.auth.rate_limit import RateLimiter
 from app.auth.service import Principal, Scope, authenticate
 from app.db import SessionDep
 from app.errors import AuthenticationError, InsufficientScope
+from app.observability.context import note_actor
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:
@@ -29,6 +30,7 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
     if limiter is not None:
         limiter.check(principal.key_id)
     request.state.principal = principal
+    note_actor(principal.key_id)
     return principal
 
 

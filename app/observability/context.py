@@ -21,6 +21,7 @@ class RequestRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     first_token: float | None = None  # perf_counter time of the first generated text
+    actor_key_id: str | None = None  # the API key that made the request (for the audit)
 
 
 current_record: ContextVar[RequestRecord | None] = ContextVar("adaptd_request", default=None)
@@ -51,3 +52,9 @@ def note_first_token(at: float | None) -> None:
         return
     if record.first_token is None or at < record.first_token:
         record.first_token = at
+
+
+def note_actor(key_id: str) -> None:
+    record = current_record.get()
+    if record is not None:
+        record.actor_key_id = key_id
