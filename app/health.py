@@ -21,6 +21,8 @@ def readyz(request: Request) -> JSONResponse:
             session.execute(text("SELECT 1"))
     except Exception:  # noqa: BLE001 - any failure means not ready
         checks["database"] = False
+    # After SIGTERM (app/shutdown.py): still serving, but send no more traffic here.
+    checks["accepting"] = not getattr(request.app.state, "draining", False)
     ready = all(checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},

@@ -33,6 +33,7 @@ from app.observability.task_ids import install_request_ids
 from app.protocol.errors import ERROR_RESPONSES
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
+from app.shutdown import GracefulShutdown
 from app.templates.router import router as templates_router
 
 log = logging.getLogger("adaptd")
@@ -62,6 +63,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             with get_sessionmaker()() as session:
                 auth_service.ensure_admin_key(session, admin_key)
         app.state.engine = engine
+        shutdown = GracefulShutdown(
+            app.state, settings.shutdown_drain_s, settings.shutdown_grace_s
+        ).install()
         if engine is None:
             threading.Thread(target=_load_engine, args=(app, settings), daemon=True).start()
         else:
@@ -74,6 +78,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         if settings.metrics_port:
             metrics_server = serve_on_port(settings.metrics_port, settings.metrics_host, sampler)
         yield
+        shutdown.uninstall()
         if metrics_server is not None:
             metrics_server.shutdown()
         sampler.stop()

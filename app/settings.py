@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_sample_interval_s: float = 1.0
 
+    # SIGTERM: keep serving with /readyz at 503 for SHUTDOWN_DRAIN_S, then stop listening and
+    # give requests in flight (streams included) up to SHUTDOWN_GRACE_S to finish.
+    shutdown_drain_s: float = 0.0
+    shutdown_grace_s: float = 30.0
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -2,7 +2,7 @@ def test_healthz_and_readyz(client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"model": True, "database": True}
+    assert r.json()["checks"] == {"model": True, "database": True, "accepting": True}
 
 
 def test_unknown_route_is_openai_404(client) -> None:
