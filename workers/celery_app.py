@@ -14,7 +14,12 @@ from app.settings import get_settings
 def make_celery() -> Celery:
     settings = get_settings()
     broker = settings.resolved_broker_url
-    app = Celery("adaptd", broker=broker, include=["workers.tasks", "workers.eval_tasks"])
+    app = Celery(
+        "adaptd",
+        broker=broker,
+        # handback: on SIGTERM, running fine-tuning jobs go back to the queue.
+        include=["workers.tasks", "workers.eval_tasks", "workers.handback"],
+    )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
