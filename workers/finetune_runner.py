@@ -25,6 +25,7 @@ from app.files.models import File
 from app.finetune import lifecycle
 from app.registry.service import folder_bytes
 from app.settings import get_settings
+from app.status import Status
 from workers.training import (
     ExampleError,
     StepMetrics,
@@ -142,7 +143,7 @@ def run_job(job_id: str) -> None:
             _train_and_register(claim)
         except TrainingStopped as stop:
             status = lifecycle.current_status(job_id)
-            if status == lifecycle.CANCELLED:
+            if status == Status.CANCELLED:
                 lifecycle.event(
                     job_id,
                     f"Training stopped at step {stop.step}: the job was cancelled",

@@ -21,6 +21,7 @@ from app.db import get_sessionmaker
 from app.finetune import lifecycle
 from app.finetune.models import FineTuningJob
 from app.finetune.queue import enqueue_job
+from app.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,13 @@ def hand_back(worker_names: list[str]) -> list[str]:
         rows = session.scalars(
             select(FineTuningJob)
             .where(
-                FineTuningJob.status == lifecycle.RUNNING,
+                FineTuningJob.status == Status.RUNNING,
                 FineTuningJob.worker.in_(worker_names),
             )
             .with_for_update()
         ).all()
         for row in rows:
-            row.status = lifecycle.QUEUED
+            row.status = Status.QUEUED
             row.worker = None
             row.heartbeat_at = None
             lifecycle.add_event(

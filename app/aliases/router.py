@@ -12,6 +12,7 @@ from app.aliases.schemas import (
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
 from app.inference.dependencies import EngineDep
+from app.routing.resolve import model_kinds
 
 router = APIRouter(prefix="/v1/aliases", tags=["aliases"])
 
@@ -20,7 +21,14 @@ router = APIRouter(prefix="/v1/aliases", tags=["aliases"])
 def create_alias(
     body: AliasCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> AliasRead:
-    alias = service.create(session, principal.tenant, engine.name, body.name, body.targets)
+    alias = service.create(
+        session,
+        principal.tenant,
+        engine.name,
+        body.name,
+        body.targets,
+        model_kinds(session, principal.tenant, engine.name),
+    )
     return service.read(session, alias)
 
 
@@ -40,7 +48,13 @@ def get_alias(name: str, principal: TenantDep, session: SessionDep) -> AliasRead
 def repoint_alias(
     name: str, body: AliasUpdate, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> AliasRead:
-    alias = service.repoint(session, principal.tenant, engine.name, name, body.targets)
+    alias = service.repoint(
+        session,
+        principal.tenant,
+        name,
+        body.targets,
+        model_kinds(session, principal.tenant, engine.name),
+    )
     return service.read(session, alias)
 
 

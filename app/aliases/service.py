@@ -8,16 +8,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.aliases.models import Alias, AliasCounter, AliasVersion
+from app.aliases.repository import AliasRepository
 from app.aliases.schemas import AliasRead, AliasTarget, AliasVersionRead
 from app.db import unix_time
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
+from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind
 
 _rng = random.SystemRandom()
 
 
 def get(session: Session, tenant: str, name: str) -> Alias:
-    row = session.scalar(select(Alias).where(Alias.tenant == tenant, Alias.name == name))
+    row = AliasRepository(session, tenant).by_name(name)
     if row is None:
         raise NotFound(f"No alias named '{name}'.", param="name", code="alias_not_found")
     return row
@@ -31,23 +33,18 @@ def _version(session: Session, alias: Alias, version: int) -> AliasVersion | Non
     )
 
 
-def _check_targets(
-    session: Session, tenant: str, base_name: str, targets: list[AliasTarget]
-) -> None:
-    """Every target must be a servable, concrete variant now (never another alias)."""
-    from app import variants
-
+def _check_targets(model_kind: ModelKind, targets: list[AliasTarget]) -> None:
+    """Every target must be a servable, concrete variant now. `model_kind` (from the routing
+    layer) does not follow aliases, so another alias's name is refused as unknown."""
     for i, target in enumerate(targets):
         try:
-            variant = variants.resolve(session, tenant, target.model, base_name, _depth=1)
+            model_kind(target.model)
         except ModelNotFound:
             raise BadRequest(
                 f"Target '{target.model}' does not exist or you do not have access to it.",
                 param=f"targets.{i}.model",
                 code="model_not_found",
             ) from None
-        if variant.alias is not None:
-            raise BadRequest("An alias cannot point to another alias.", param=f"targets.{i}.model")
 
 
 def read(session: Session, alias: Alias) -> AliasRead:
@@ -65,15 +62,18 @@ def read(session: Session, alias: Alias) -> AliasRead:
 
 
 def create(
-    session: Session, tenant: str, base_name: str, name: str, targets: list[AliasTarget]
+    session: Session,
+    tenant: str,
+    base_name: str,
+    name: str,
+    targets: list[AliasTarget],
+    model_kind: ModelKind,
 ) -> Alias:
-    from app.variants import ADAPTER_PREFIX, TEMPLATE_PREFIX
-
     if name == base_name or name.startswith((ADAPTER_PREFIX, TEMPLATE_PREFIX)):
         raise BadRequest(
             f"'{name}' is reserved for a model name.", param="name", code="reserved_name"
         )
-    _check_targets(session, tenant, base_name, targets)
+    _check_targets(model_kind, targets)
     alias = Alias(id=new_id("alias_"), tenant=tenant, name=name, current_version=1)
     session.add(alias)
     session.add(
@@ -88,10 +88,10 @@ def create(
 
 
 def repoint(
-    session: Session, tenant: str, base_name: str, name: str, targets: list[AliasTarget]
+    session: Session, tenant: str, name: str, targets: list[AliasTarget], model_kind: ModelKind
 ) -> Alias:
     alias = get(session, tenant, name)
-    _check_targets(session, tenant, base_name, targets)
+    _check_targets(model_kind, targets)
     return _add_version(session, alias, [t.model_dump() for t in targets])
 
 
@@ -156,34 +156,21 @@ def remove(session: Session, tenant: str, name: str) -> None:
 
 
 def list_aliases(session: Session, tenant: str) -> list[Alias]:
-    return list(session.scalars(select(Alias).where(Alias.tenant == tenant).order_by(Alias.name)))
+    return AliasRepository(session, tenant).all_by_name()
 
 
 def pointing_to(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
     """Names of the aliases whose current version has a target `matches` accepts (checked
     before a template or adapter is deleted)."""
-    rows = session.execute(
-        select(Alias.name, AliasVersion.targets)
-        .join(AliasVersion, AliasVersion.alias_id == Alias.id)
-        .where(Alias.tenant == tenant, AliasVersion.version == Alias.current_version)
-    ).all()
-    return sorted(name for name, targets in rows if any(matches(t["model"]) for t in targets))
+    return AliasRepository(session, tenant).pointing_to(matches)
 
 
 def pick_target(session: Session, tenant: str, name: str, *, count: bool = True) -> str | None:
     """The concrete model for one request through alias `name` (None: no such alias)."""
-    row = session.execute(
-        select(Alias.id, AliasVersion.targets)
-        .join(Alias, Alias.id == AliasVersion.alias_id)
-        .where(
-            Alias.tenant == tenant,
-            Alias.name == name,
-            AliasVersion.version == Alias.current_version,
-        )
-    ).first()
-    if row is None:
+    current = AliasRepository(session, tenant).current_targets(name)
+    if current is None:
         return None
-    alias_id, targets = row
+    alias_id, targets = current
     chosen = _rng.choices([t["model"] for t in targets], weights=[t["weight"] for t in targets])[0]
     if count:
         _count(session, alias_id, chosen)

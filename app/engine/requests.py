@@ -78,7 +78,8 @@ class RequestHandle:
     async def events(self):  # noqa: ANN201 - async generator of Event
         while True:
             event = await self._queue.get()
-            if self.first_token_at is None and isinstance(event, Delta):
+            # The first token may carry no text yet (held back, or an immediate end).
+            if self.first_token_at is None and isinstance(event, Delta | Finished):
                 self.first_token_at = time.perf_counter()
             yield event
             if isinstance(event, Finished | Failed):

@@ -1,12 +1,10 @@
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import select
 
 from app.auth.dependencies import TenantDep
 from app.charts.responses import SVG_RESPONSES, svg_response
 from app.db import SessionDep
 from app.evals import service
 from app.evals.charts import accuracy_cost_svg
-from app.evals.models import Evaluation
 from app.evals.queue import enqueue_eval
 from app.evals.schemas import EvalCreate, EvalEventList, EvalList, EvalRead
 from app.inference.dependencies import EngineDep
@@ -30,19 +28,8 @@ def list_evals(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
 ) -> EvalList:
-    query = select(Evaluation).where(Evaluation.tenant == principal.tenant)
-    if after is not None:
-        cursor = service.get(session, principal.tenant, after)
-        query = query.where(
-            (Evaluation.created_at < cursor.created_at)
-            | ((Evaluation.created_at == cursor.created_at) & (Evaluation.id < cursor.id))
-        )
-    rows = list(
-        session.scalars(
-            query.order_by(Evaluation.created_at.desc(), Evaluation.id.desc()).limit(limit + 1)
-        )
-    )
-    return EvalList(data=[service.read(r) for r in rows[:limit]], has_more=len(rows) > limit)
+    rows, has_more = service.list_page(session, principal.tenant, after, limit)
+    return EvalList(data=[service.read(r) for r in rows], has_more=has_more)
 
 
 @router.get("/{eval_id}", response_model=EvalRead)

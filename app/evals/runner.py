@@ -11,7 +11,7 @@ from app.evals.metrics import METRICS
 from app.evals.report import Outcome
 from app.inference.prompting import max_tokens_for, prepare_chat
 from app.protocol.chat import ChatCompletionRequest, ChatMessage
-from app.variants import Variant
+from app.routing.resolve import Variant
 
 
 @dataclass(frozen=True)

@@ -9,28 +9,28 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app import variants
 from app.db import get_sessionmaker, unix_time, utcnow
 from app.engine.engine import Engine
 from app.errors import BadRequest, ModelNotFound, NotFound
 from app.evals.dataset import load_labeled_examples
 from app.evals.models import EvalEvent, Evaluation
 from app.evals.report import build_report
+from app.evals.repository import EvaluationRepository
 from app.evals.runner import GenerationSettings, LabeledExample, run_variant
 from app.evals.schemas import EvalCreate, EvalEventRead, EvalGeneration, EvalRead
 from app.files import service as files
 from app.ids import new_id
+from app.routing.resolve import Variant, resolve
+from app.status import TERMINAL, Status
 
 log = logging.getLogger(__name__)
-
-TERMINAL = {"succeeded", "failed"}
 
 
 def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> Evaluation:
     file = files.get_file(session, tenant, body.file_id, param="file_id")
     for i, model in enumerate(body.variants):
         try:
-            variants.resolve(session, tenant, model, base_name, count_alias=False)
+            resolve(session, tenant, model, base_name, count_alias=False)
         except ModelNotFound:
             raise BadRequest(
                 f"Variant '{model}' does not exist or you do not have access to it.",
@@ -44,7 +44,7 @@ def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> E
         variants=body.variants,
         metric=body.metric,
         params={"generation": body.generation.model_dump(), "limit": body.limit},
-        status="queued",
+        status=Status.QUEUED,
     )
     session.add(row)
     session.flush()  # the event's foreign key needs the row first
@@ -54,14 +54,24 @@ def create(session: Session, tenant: str, base_name: str, body: EvalCreate) -> E
 
 
 def get(session: Session, tenant: str, eval_id: str) -> Evaluation:
-    row = session.scalar(
-        select(Evaluation).where(Evaluation.id == eval_id, Evaluation.tenant == tenant)
-    )
+    row = EvaluationRepository(session, tenant).get(eval_id)
     if row is None:
         raise NotFound(
             f"No evaluation with id '{eval_id}'.", param="eval_id", code="eval_not_found"
         )
     return row
+
+
+def list_page(
+    session: Session, tenant: str, after: str | None, limit: int
+) -> tuple[list[Evaluation], bool]:
+    """Newest first; `after` is the id of the last evaluation of the previous page."""
+    cursor = get(session, tenant, after) if after is not None else None
+    return EvaluationRepository(session, tenant).list_page(
+        keys=(Evaluation.created_at, Evaluation.id),
+        after=(cursor.created_at, cursor.id) if cursor is not None else None,
+        limit=limit,
+    )
 
 
 def read(row: Evaluation) -> EvalRead:
@@ -136,7 +146,7 @@ class _Heartbeat:
                 with get_sessionmaker()() as session:
                     session.execute(
                         update(Evaluation)
-                        .where(Evaluation.id == self.eval_id, Evaluation.status == "running")
+                        .where(Evaluation.id == self.eval_id, Evaluation.status == Status.RUNNING)
                         .values(heartbeat_at=utcnow())
                     )
                     session.commit()
@@ -151,12 +161,12 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float) -> list[str]:
     with get_sessionmaker()() as session:
         lost = session.scalars(
             select(Evaluation).where(
-                Evaluation.status == "running",
+                Evaluation.status == Status.RUNNING,
                 Evaluation.heartbeat_at < now - timedelta(seconds=heartbeat_timeout_s),
             )
         ).all()
         for row in lost:
-            row.status, row.finished_at = "failed", now
+            row.status, row.finished_at = Status.FAILED, now
             row.error = {
                 "code": "worker_lost",
                 "message": f"The worker stopped reporting for over {heartbeat_timeout_s:g} s.",
@@ -165,7 +175,7 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float) -> list[str]:
             session.add(EvalEvent(eval_id=row.id, message="Evaluation failed: worker lost"))
         waiting = session.scalars(
             select(Evaluation).where(
-                Evaluation.status == "queued",
+                Evaluation.status == Status.QUEUED,
                 func.coalesce(Evaluation.heartbeat_at, Evaluation.created_at)
                 < now - timedelta(seconds=resend_after_s),
             )
@@ -183,7 +193,7 @@ def run(eval_id: str, engine: Engine) -> None:
         row = session.get(Evaluation, eval_id)
         if row is None or row.status in TERMINAL:
             return
-        row.status = "running"
+        row.status = Status.RUNNING
         row.heartbeat_at = utcnow()
         session.commit()
         tenant, names, metric = row.tenant, list(row.variants), row.metric
@@ -191,9 +201,7 @@ def run(eval_id: str, engine: Engine) -> None:
         limit = row.params.get("limit")
         try:
             examples = load_labeled_examples(session, tenant, row.file_id)
-            resolved = [
-                variants.resolve(session, tenant, m, engine.name, count_alias=False) for m in names
-            ]
+            resolved = [resolve(session, tenant, m, engine.name, count_alias=False) for m in names]
         except Exception as exc:  # noqa: BLE001 - reported on the row, not raised
             _fail(eval_id, exc)
             return
@@ -208,7 +216,7 @@ def _run_variants(
     eval_id: str,
     engine: Engine,
     names: list[str],
-    resolved: list[variants.Variant],
+    resolved: list[Variant],
     examples: list[LabeledExample],
     metric: str,
     gen: GenerationSettings,
@@ -230,12 +238,12 @@ def _run_variants(
         log.exception("evaluation %s failed", eval_id)
         _fail(eval_id, exc)
         return
-    _finish(eval_id, status="succeeded", report=report)
+    _finish(eval_id, status=Status.SUCCEEDED, report=report)
     _event(eval_id, "Evaluation succeeded", {"recommendation": report["recommendation"]["variant"]})
 
 
 def _fail(eval_id: str, exc: Exception) -> None:
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
     code = getattr(exc, "code", None) or "eval_failed"
-    _finish(eval_id, status="failed", error={"code": code, "message": message, "param": None})
+    _finish(eval_id, status=Status.FAILED, error={"code": code, "message": message, "param": None})
     _event(eval_id, f"Evaluation failed: {message}")

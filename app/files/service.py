@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import unix_time
 from app.errors import BadRequest, Conflict, NotFound
 from app.files.models import File
+from app.files.repository import FileRepository
 from app.files.schemas import FileRead
 from app.files.validation import MAX_REPORTED_ERRORS, TokenCounter, parse_dataset
 from app.ids import new_id
@@ -122,8 +122,8 @@ def create_file(
 
 
 def get_file(session: Session, tenant: str, file_id: str, param: str = "file_id") -> File:
-    row = session.get(File, file_id)
-    if row is None or row.tenant != tenant:
+    row = FileRepository(session, tenant).get(file_id)
+    if row is None:
         raise NotFound(f"No such file: '{file_id}'.", param=param, code="file_not_found")
     return row
 
@@ -137,23 +137,14 @@ def list_files(
     after: str | None,
     order: str,
 ) -> tuple[list[File], bool]:
-    query = select(File).where(File.tenant == tenant)
-    if purpose:
-        query = query.where(File.purpose == purpose)
-    descending = order != "asc"
-    if after:
-        cursor = get_file(session, tenant, after, param="after")
-        at, same_at = cursor.created_at, File.created_at == cursor.created_at
-        if descending:
-            query = query.where((File.created_at < at) | (same_at & (File.id < cursor.id)))
-        else:
-            query = query.where((File.created_at > at) | (same_at & (File.id > cursor.id)))
-    if descending:
-        query = query.order_by(File.created_at.desc(), File.id.desc())
-    else:
-        query = query.order_by(File.created_at, File.id)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    cursor = get_file(session, tenant, after, param="after") if after else None
+    return FileRepository(session, tenant).list_page(
+        *([File.purpose == purpose] if purpose else []),
+        keys=(File.created_at, File.id),
+        after=(cursor.created_at, cursor.id) if cursor is not None else None,
+        limit=limit,
+        descending=order != "asc",
+    )
 
 
 def _remove_files(files_dir: Path, file_id: str) -> None:

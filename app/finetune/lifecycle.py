@@ -9,7 +9,7 @@ any number of workers and reapers can race without corrupting a job. For a queue
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,17 +21,9 @@ from app.db import get_sessionmaker, utcnow
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.ids import new_id
 from app.registry.models import Adapter
+from app.status import ACTIVE, TERMINAL, Status
 
 log = logging.getLogger(__name__)
-
-VALIDATING = "validating_files"
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-ACTIVE = (VALIDATING, QUEUED, RUNNING)
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -74,10 +66,10 @@ def claim(job_id: str, worker: str, heartbeat_timeout_s: float, max_attempts: in
         row = session.scalar(
             select(FineTuningJob).where(FineTuningJob.id == job_id).with_for_update()
         )
-        if row is None or row.status in TERMINAL or row.status == VALIDATING:
+        if row is None or row.status in TERMINAL or row.status == Status.VALIDATING_FILES:
             return None
         now = utcnow()
-        if row.status == RUNNING:
+        if row.status == Status.RUNNING:
             fresh = row.heartbeat_at and now - row.heartbeat_at < timedelta(
                 seconds=heartbeat_timeout_s
             )
@@ -87,7 +79,7 @@ def claim(job_id: str, worker: str, heartbeat_timeout_s: float, max_attempts: in
                 _fail_row(session, row, "worker_lost", _lost_message(heartbeat_timeout_s))
                 session.commit()
                 return None
-        row.status = RUNNING
+        row.status = Status.RUNNING
         row.attempts += 1
         row.worker = worker
         row.heartbeat_at = now
@@ -116,7 +108,7 @@ def claim(job_id: str, worker: str, heartbeat_timeout_s: float, max_attempts: in
 def _mine(job_id: str, attempt: int):  # noqa: ANN202 - a SQL condition
     return (
         (FineTuningJob.id == job_id)
-        & (FineTuningJob.status == RUNNING)
+        & (FineTuningJob.status == Status.RUNNING)
         & (FineTuningJob.attempts == attempt)
     )
 
@@ -141,7 +133,7 @@ def should_continue(job_id: str, attempt: int) -> bool:
         ).first()
     return (
         row is not None
-        and row.status == RUNNING
+        and row.status == Status.RUNNING
         and row.attempts == attempt
         and not row.cancel_requested
     )
@@ -192,7 +184,7 @@ def succeed(
             update(FineTuningJob)
             .where(_mine(claim.job_id, claim.attempt))
             .values(
-                status=SUCCEEDED,
+                status=Status.SUCCEEDED,
                 fine_tuned_model=final.name,
                 trained_tokens=trained_tokens,
                 finished_at=now,
@@ -240,7 +232,7 @@ def _lost_message(timeout_s: float) -> str:
 def _fail_row(
     session: Session, row: FineTuningJob, code: str, message: str, param: str | None = None
 ) -> None:
-    row.status = FAILED
+    row.status = Status.FAILED
     row.error = {"code": code, "message": message, "param": param}
     row.finished_at = utcnow()
     add_event(session, row.id, f"Job failed: {message}", level="error")
@@ -258,7 +250,7 @@ def fail(
             update(FineTuningJob)
             .where(cond)
             .values(
-                status=FAILED,
+                status=Status.FAILED,
                 error={"code": code, "message": message, "param": param},
                 finished_at=utcnow(),
             )
@@ -279,13 +271,13 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float, max_attempts: int) -
     with get_sessionmaker()() as session:
         lost = session.scalars(
             select(FineTuningJob).where(
-                FineTuningJob.status == RUNNING, FineTuningJob.heartbeat_at < stale
+                FineTuningJob.status == Status.RUNNING, FineTuningJob.heartbeat_at < stale
             )
         ).all()
         for row in lost:
             if row.attempts >= max_attempts:
                 values: dict[str, Any] = {
-                    "status": FAILED,
+                    "status": Status.FAILED,
                     "finished_at": now,
                     "error": {
                         "code": "worker_lost",
@@ -295,7 +287,7 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float, max_attempts: int) -
                 }
                 note = ("error", f"Job failed: {_lost_message(heartbeat_timeout_s)}")
             else:
-                values = {"status": QUEUED, "heartbeat_at": now, "worker": None}
+                values = {"status": Status.QUEUED, "heartbeat_at": now, "worker": None}
                 note = (
                     "warn",
                     f"The worker stopped sending heartbeats (over {heartbeat_timeout_s:g} s); "
@@ -308,11 +300,11 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float, max_attempts: int) -
             )
             if done.rowcount == 1:
                 add_event(session, row.id, note[1], level=note[0])
-                if values["status"] == QUEUED:
+                if values["status"] == Status.QUEUED:
                     to_send.append(row.id)
         waiting = session.scalars(
             select(FineTuningJob).where(
-                FineTuningJob.status.in_((QUEUED, VALIDATING)),
+                FineTuningJob.status.in_((Status.QUEUED, Status.VALIDATING_FILES)),
                 (FineTuningJob.heartbeat_at < resend_before)
                 | (
                     FineTuningJob.heartbeat_at.is_(None)
@@ -325,7 +317,7 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float, max_attempts: int) -
             if row.heartbeat_at is not None:
                 cond = cond & (FineTuningJob.heartbeat_at == row.heartbeat_at)
             done = session.execute(
-                update(FineTuningJob).where(cond).values(status=QUEUED, heartbeat_at=now)
+                update(FineTuningJob).where(cond).values(status=Status.QUEUED, heartbeat_at=now)
             )
             if done.rowcount == 1:
                 add_event(
@@ -337,11 +329,3 @@ def reap(heartbeat_timeout_s: float, resend_after_s: float, max_attempts: int) -
                 to_send.append(row.id)
         session.commit()
     return to_send
-
-
-def active_job_ids(session: Session, tenant: str) -> Iterable[str]:
-    return session.scalars(
-        select(FineTuningJob.id).where(
-            FineTuningJob.tenant == tenant, FineTuningJob.status.in_(ACTIVE)
-        )
-    )

@@ -6,17 +6,17 @@ Transitions shared with the worker live in app/finetune/lifecycle.py.
 import secrets
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.db import unix_time, utcnow
 from app.errors import APIError, BadRequest, Conflict, NotFound
 from app.files import service as files
 from app.files.models import File
-from app.finetune import lifecycle
-from app.finetune.lifecycle import ACTIVE, CANCELLED, QUEUED, RUNNING, TERMINAL, add_event
+from app.finetune.lifecycle import add_event
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.finetune.queue import enqueue_job
+from app.finetune.repository import JobRepository
 from app.finetune.schemas import (
     CheckpointRead,
     EventRead,
@@ -26,6 +26,7 @@ from app.finetune.schemas import (
     JobRead,
 )
 from app.ids import new_id
+from app.status import ACTIVE, TERMINAL, Status
 
 
 class QuotaExceeded(APIError):
@@ -75,11 +76,7 @@ def create_job(
             param="method.supervised.hyperparameters.target_modules",
             code="invalid_hyperparameters",
         )
-    active = session.scalar(
-        select(func.count())
-        .select_from(FineTuningJob)
-        .where(FineTuningJob.tenant == tenant, FineTuningJob.status.in_(ACTIVE))
-    )
+    active = JobRepository(session, tenant).active_count()
     if active >= max_active:
         raise QuotaExceeded(
             f"This tenant already has {active} active fine-tuning jobs (limit {max_active}); "
@@ -94,7 +91,7 @@ def create_job(
         suffix=body.suffix,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         hyperparameters=hyperparameters,
-        status=lifecycle.VALIDATING,
+        status=Status.VALIDATING_FILES,
     )
     session.add(row)
     session.flush()
@@ -102,7 +99,7 @@ def create_job(
     add_event(session, row.id, f"Validating training file: {row.training_file}")
     session.commit()
     # The files were validated on upload; here they only need to be present still.
-    row.status = QUEUED
+    row.status = Status.QUEUED
     row.heartbeat_at = utcnow()  # for a queued job: when it was sent to the broker
     add_event(session, row.id, "Files validated, moving job to queued state")
     session.commit()
@@ -111,8 +108,8 @@ def create_job(
 
 
 def get_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
-    row = session.get(FineTuningJob, job_id)
-    if row is None or row.tenant != tenant:
+    row = JobRepository(session, tenant).get(job_id)
+    if row is None:
         raise NotFound(
             f"No such fine-tuning job: '{job_id}'.", param="fine_tuning_job_id", code="not_found"
         )
@@ -122,23 +119,12 @@ def get_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
 def list_jobs(
     session: Session, tenant: str, *, after: str | None, limit: int
 ) -> tuple[list[FineTuningJob], bool]:
-    query = select(FineTuningJob).where(FineTuningJob.tenant == tenant)
-    if after:
-        cursor = get_job(session, tenant, after)
-        query = query.where(
-            or_(
-                FineTuningJob.created_at < cursor.created_at,
-                (FineTuningJob.created_at == cursor.created_at) & (FineTuningJob.id < cursor.id),
-            )
-        )
-    rows = list(
-        session.scalars(
-            query.order_by(FineTuningJob.created_at.desc(), FineTuningJob.id.desc()).limit(
-                limit + 1
-            )
-        )
+    cursor = get_job(session, tenant, after) if after else None
+    return JobRepository(session, tenant).list_page(
+        keys=(FineTuningJob.created_at, FineTuningJob.id),
+        after=(cursor.created_at, cursor.id) if cursor is not None else None,
+        limit=limit,
     )
-    return rows[:limit], len(rows) > limit
 
 
 def cancel_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
@@ -147,20 +133,20 @@ def cancel_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
     done = session.execute(
         update(FineTuningJob)
         .where(FineTuningJob.id == job_id, FineTuningJob.status.in_(ACTIVE))
-        .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow())
+        .values(status=Status.CANCELLED, cancel_requested=True, finished_at=utcnow())
     )
     if done.rowcount == 1:
         add_event(
             session,
             job_id,
             "Job cancelled"
-            + ("; the worker stops training within a step" if was == RUNNING else ""),
+            + ("; the worker stops training within a step" if was == Status.RUNNING else ""),
         )
         session.commit()
     else:
         session.rollback()
     session.refresh(row)
-    if row.status in TERMINAL and row.status != CANCELLED:
+    if row.status in TERMINAL and row.status != Status.CANCELLED:
         raise Conflict(
             f"Job '{job_id}' has already {row.status}; only an unfinished job can be cancelled.",
             param="fine_tuning_job_id",
@@ -172,46 +158,25 @@ def cancel_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
 def list_events(
     session: Session, tenant: str, job_id: str, *, after: str | None, limit: int
 ) -> tuple[list[JobEvent], bool]:
-    get_job(session, tenant, job_id)
-    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    job = get_job(session, tenant, job_id)
+    after_id = None
     if after:
         try:
-            query = query.where(JobEvent.id < int(after.removeprefix("ftevent-")))
+            after_id = int(after.removeprefix("ftevent-"))
         except ValueError as exc:
             raise BadRequest(f"Invalid event cursor '{after}'.", param="after") from exc
-    rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return JobRepository(session, tenant).events_page(job, after_id, limit)
 
 
 def list_checkpoints(
     session: Session, tenant: str, job_id: str, *, after: str | None, limit: int
 ) -> tuple[list[JobCheckpoint], bool]:
-    get_job(session, tenant, job_id)
-    query = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
-    if after:
-        cursor = session.get(JobCheckpoint, after)
-        if cursor is not None and cursor.job_id == job_id:
-            query = query.where(JobCheckpoint.step < cursor.step)
-    rows = list(session.scalars(query.order_by(JobCheckpoint.step.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    job = get_job(session, tenant, job_id)
+    return JobRepository(session, tenant).checkpoints_page(job, after, limit)
 
 
 def file_in_use(session: Session, tenant: str, file_id: str) -> bool:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(FineTuningJob)
-            .where(
-                FineTuningJob.tenant == tenant,
-                FineTuningJob.status.in_(ACTIVE),
-                or_(
-                    FineTuningJob.training_file == file_id,
-                    FineTuningJob.validation_file == file_id,
-                ),
-            )
-        )
-        > 0
-    )
+    return JobRepository(session, tenant).file_in_use(file_id)
 
 
 def _public_hp(hp: dict[str, Any]) -> JobHyperparameters:

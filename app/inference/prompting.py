@@ -8,9 +8,9 @@ from app.engine.prompts import encode, render_chat
 from app.errors import BadRequest, ContextLengthExceeded
 from app.protocol.chat import ChatCompletionRequest
 from app.protocol.common import GenerationRequest
+from app.routing.resolve import Variant
 from app.settings import get_settings
 from app.templates import rendering as templates
-from app.variants import Variant
 
 DEFAULT_MAX_TOKENS = 512
 

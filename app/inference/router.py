@@ -29,7 +29,7 @@ from app.protocol.chat import (
 )
 from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from app.protocol.models import ModelCard, ModelList
-from app.variants import Variant, resolve
+from app.routing.resolve import Variant, resolve
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 

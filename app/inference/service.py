@@ -14,7 +14,7 @@ from app.engine.sampling import SamplingParams
 from app.ids import new_id
 from app.observability.context import note_first_token, note_usage, note_variant
 from app.protocol.common import Usage
-from app.variants import Variant
+from app.routing.resolve import Variant
 
 
 def finish_reason(reason: str) -> str:

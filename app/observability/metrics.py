@@ -208,8 +208,8 @@ class JobsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         from app.evals.models import Evaluation
-        from app.finetune.lifecycle import TERMINAL
         from app.finetune.models import FineTuningJob
+        from app.status import TERMINAL, Status
 
         now = utcnow()
         with get_sessionmaker()() as session:
@@ -242,7 +242,7 @@ class JobsCollector(Collector):
                     durations.add_metric([status], _buckets(seconds), sum_value=sum(seconds))
                 yield durations
                 heartbeat = session.scalar(
-                    select(func.min(table.heartbeat_at)).where(table.status == "running")
+                    select(func.min(table.heartbeat_at)).where(table.status == Status.RUNNING)
                 )
                 age = GaugeMetricFamily(
                     f"adaptd_{noun}_heartbeat_age_seconds",

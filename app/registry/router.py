@@ -8,9 +8,10 @@ from pydantic import BaseModel
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
 from app.errors import ModelNotFound
+from app.model_refs import ADAPTER_PREFIX
 from app.registry import service
+from app.routing.references import references_in
 from app.settings import get_settings
-from app.variants import ADAPTER_PREFIX
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -27,7 +28,13 @@ def delete_model(
 ) -> ModelDeleted:
     if not model.startswith(ADAPTER_PREFIX):
         raise ModelNotFound(model)  # only fine-tuned models can be deleted
-    row = service.delete_adapter(session, principal.tenant, model, get_settings().adapters_dir)
+    row = service.delete_adapter(
+        session,
+        principal.tenant,
+        model,
+        get_settings().adapters_dir,
+        references_in(session, principal.tenant),
+    )
     engine = getattr(request.app.state, "engine", None)
     if engine is not None:
         engine.adapters.forget(row.name)

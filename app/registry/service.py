@@ -8,24 +8,17 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.engine.adapters import AdapterLoadError, AdapterRef
 from app.errors import Conflict, ModelNotFound
+from app.model_refs import ReferencesTo
 from app.registry.models import Adapter
+from app.registry.repository import AdapterRepository
 
 
 def find_adapter(session: Session, tenant: str, name: str) -> Adapter | None:
-    return session.scalar(select(Adapter).where(Adapter.tenant == tenant, Adapter.name == name))
-
-
-def list_adapters(session: Session, tenant: str) -> list[Adapter]:
-    return list(
-        session.scalars(
-            select(Adapter).where(Adapter.tenant == tenant).order_by(Adapter.created_at)
-        )
-    )
+    return AdapterRepository(session, tenant).by_name(name)
 
 
 def adapter_ref(row: Adapter, adapters_dir: Path) -> AdapterRef:
@@ -39,31 +32,20 @@ def adapter_ref(row: Adapter, adapters_dir: Path) -> AdapterRef:
     return AdapterRef(name=row.name, path=path)
 
 
-def _users_of(session: Session, tenant: str, name: str) -> list[str]:
-    """Aliases and template versions that would stop serving without this adapter."""
-    from app.aliases.service import pointing_to
-    from app.templates.models import Template, TemplateVersion
-
-    users = [f"alias '{a}'" for a in pointing_to(session, tenant, lambda m: m == name)]
-    templates = session.scalars(
-        select(Template.name)
-        .join(TemplateVersion, TemplateVersion.template_id == Template.id)
-        .where(Template.tenant == tenant, TemplateVersion.model == name)
-        .distinct()
-    )
-    return users + [f"template '{t}'" for t in templates]
-
-
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def delete_adapter(session: Session, tenant: str, name: str, adapters_dir: Path) -> Adapter:
-    """Remove the row, then the files. The caller tells the engine to forget the name."""
+def delete_adapter(
+    session: Session, tenant: str, name: str, adapters_dir: Path, references_to: ReferencesTo
+) -> Adapter:
+    """Remove the row, then the files, unless an alias or a template version still uses the
+    adapter. The caller tells the engine to forget the name."""
     row = find_adapter(session, tenant, name)
     if row is None:
         raise ModelNotFound(name)
-    users = _users_of(session, tenant, name)
+    refs = references_to(name)
+    users = [f"alias '{a}'" for a in refs.aliases] + [f"template '{t}'" for t in refs.templates]
     if users:
         raise Conflict(
             f"Model '{name}' is used by {', '.join(users)}; repoint or delete them first.",

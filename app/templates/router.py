@@ -8,6 +8,8 @@ from app.errors import NotFound
 from app.inference.dependencies import EngineDep
 from app.inference.prompting import max_tokens_for
 from app.protocol.common import GenerationRequest
+from app.routing.references import references_in
+from app.routing.resolve import model_kinds
 from app.templates import rendering, service
 from app.templates.schemas import (
     RenderRequest,
@@ -30,7 +32,14 @@ def create_template(
     body: TemplateCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> TemplateRead:
     spec = TemplateSpec(**body.model_dump(exclude={"name"}))
-    template = service.create(session, principal.tenant, engine, body.name, spec)
+    template = service.create(
+        session,
+        principal.tenant,
+        engine,
+        body.name,
+        spec,
+        model_kinds(session, principal.tenant, engine.name),
+    )
     return service.read(session, template)
 
 
@@ -64,7 +73,14 @@ def list_versions(name: str, principal: TenantDep, session: SessionDep) -> Templ
 def add_version(
     name: str, body: TemplatePatch, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> TemplateVersionRead:
-    row = service.add_version(session, principal.tenant, engine, name, body)
+    row = service.add_version(
+        session,
+        principal.tenant,
+        engine,
+        name,
+        body,
+        model_kinds(session, principal.tenant, engine.name),
+    )
     return service.version_read(name, row)
 
 
@@ -92,7 +108,7 @@ def delete_tag(name: str, tag: str, principal: TenantDep, session: SessionDep) -
 
 @router.delete("/{name}", status_code=204)
 def delete_template(name: str, principal: TenantDep, session: SessionDep) -> Response:
-    service.remove(session, principal.tenant, name)
+    service.remove(session, principal.tenant, name, references_in(session, principal.tenant))
     return Response(status_code=204)
 
 

@@ -5,6 +5,7 @@ Declared request variables are kept in the version's `params` JSON under "variab
 table's other JSON columns hold the examples and the selection rule).
 """
 
+import re
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -15,6 +16,7 @@ from app.engine.engine import Engine
 from app.engine.prompts import encode, render_chat
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
+from app.model_refs import TEMPLATE_PREFIX, ModelKind, ReferencesTo
 from app.templates import sandbox, selection
 from app.templates.models import Template, TemplateTag, TemplateVersion
 from app.templates.rendering import (
@@ -23,6 +25,7 @@ from app.templates.rendering import (
     completion_text,
     defaults_of,
 )
+from app.templates.repository import TemplateRepository
 from app.templates.schemas import (
     RESERVED_TAGS,
     TAG_PATTERN,
@@ -42,7 +45,7 @@ VARIABLES_KEY = "variables"
 
 # -- reading -------------------------------------------------------------------------------
 def get(session: Session, tenant: str, name: str) -> Template:
-    row = session.scalar(select(Template).where(Template.tenant == tenant, Template.name == name))
+    row = TemplateRepository(session, tenant).by_name(name)
     if row is None:
         raise NotFound(f"No template named '{name}'.", param="name", code="template_not_found")
     return row
@@ -124,11 +127,7 @@ def list_page(
     session: Session, tenant: str, after: str | None, limit: int
 ) -> tuple[list[TemplateSummary], bool]:
     """Ordered by name; `after` is the name of the last template of the previous page."""
-    query = select(Template).where(Template.tenant == tenant)
-    if after is not None:
-        query = query.where(Template.name > after)
-    rows = list(session.scalars(query.order_by(Template.name).limit(limit + 1)))
-    page = rows[:limit]
+    page, has_more = TemplateRepository(session, tenant).page(after, limit)
     models = dict(
         session.execute(
             select(TemplateVersion.template_id, TemplateVersion.model)
@@ -150,7 +149,7 @@ def list_page(
         )
         for t in page
     ]
-    return summaries, len(rows) > limit
+    return summaries, has_more
 
 
 def versions(session: Session, tenant: str, name: str) -> list[TemplateVersionRead]:
@@ -173,9 +172,7 @@ def find_version(
     session: Session, tenant: str, reference: str
 ) -> tuple[Template, TemplateVersion] | None:
     name, ref = parse_reference(reference)
-    template = session.scalar(
-        select(Template).where(Template.tenant == tenant, Template.name == name)
-    )
+    template = TemplateRepository(session, tenant).by_name(name)
     if template is None:
         return None
     if ref is None or ref == "latest":
@@ -229,18 +226,16 @@ def _refused(exc: sandbox.TemplateRefused, param: str) -> BadRequest:
     return BadRequest(f"{param}: {exc.message}", param=param, code=exc.code)
 
 
-def _check_model(session: Session, tenant: str, base_name: str, model: str) -> None:
-    from app import variants
-
+def _check_model(model_kind: ModelKind, model: str) -> None:
     try:
-        variant = variants.resolve(session, tenant, model, base_name, _depth=1)
+        kind = model_kind(model)
     except ModelNotFound:
         raise BadRequest(
             f"model: '{model}' is neither the base model nor one of your fine-tuned adapters.",
             param="model",
             code="model_not_found",
         ) from None
-    if variant.kind not in ("base", "adapter"):
+    if kind not in ("base", "adapter"):
         raise BadRequest(
             "model: a template runs on the base model or an adapter, not on another template.",
             param="model",
@@ -248,9 +243,10 @@ def _check_model(session: Session, tenant: str, base_name: str, model: str) -> N
         )
 
 
-def validate(spec: TemplateSpec, engine: Engine, session: Session, tenant: str) -> str:
+def validate(spec: TemplateSpec, engine: Engine, model_kind: ModelKind) -> str:
     """Every check that can be made before a request arrives; raises a 400 naming the
-    problem. Returns the model the version runs on."""
+    problem. Returns the model the version runs on (`model_kind`, from the routing layer,
+    says what a model name is)."""
     model = spec.model or engine.name
     try:
         used = sandbox.undeclared_variables(spec.instruction)
@@ -283,7 +279,7 @@ def validate(spec: TemplateSpec, engine: Engine, session: Session, tenant: str) 
 
     probe = _dry_run(spec, used)
     _check_fits(spec, engine, probe)
-    _check_model(session, tenant, engine.name, model)
+    _check_model(model_kind, model)
     return model
 
 
@@ -351,14 +347,16 @@ def _version_row(
 
 # -- writing -------------------------------------------------------------------------------
 def create(
-    session: Session, tenant: str, engine: Engine, name: str, spec: TemplateSpec
+    session: Session,
+    tenant: str,
+    engine: Engine,
+    name: str,
+    spec: TemplateSpec,
+    model_kind: ModelKind,
 ) -> Template:
-    exists = session.scalar(
-        select(Template.id).where(Template.tenant == tenant, Template.name == name)
-    )
-    if exists is not None:
+    if TemplateRepository(session, tenant).by_name(name) is not None:
         raise Conflict(f"A template named '{name}' already exists.", param="name")
-    model = validate(spec, engine, session, tenant)
+    model = validate(spec, engine, model_kind)
     vectors = _embeddings_for(spec)
     template = Template(id=new_id("tmpl_"), tenant=tenant, name=name, latest_version=1)
     session.add(template)
@@ -373,7 +371,12 @@ def create(
 
 
 def add_version(
-    session: Session, tenant: str, engine: Engine, name: str, patch: TemplatePatch
+    session: Session,
+    tenant: str,
+    engine: Engine,
+    name: str,
+    patch: TemplatePatch,
+    model_kind: ModelKind,
 ) -> TemplateVersion:
     template = get(session, tenant, name)
     latest = spec_of(get_version(session, template, template.latest_version))
@@ -385,7 +388,7 @@ def add_version(
         if v is not None or k == "model"
     }
     spec = TemplateSpec(**{**latest.model_dump(), **changes})
-    model = validate(spec, engine, session, tenant)
+    model = validate(spec, engine, model_kind)
     vectors = _embeddings_for(spec)  # before claiming the number: it can take a moment
     # Compare-and-set on latest_version claims the next number (on PostgreSQL the row lock
     # holds until commit); only then is the version row written.
@@ -410,8 +413,6 @@ def add_version(
 
 
 def move_tag(session: Session, tenant: str, name: str, tag: str, version: int) -> Template:
-    import re
-
     if not re.fullmatch(TAG_PATTERN, tag) or tag in RESERVED_TAGS:
         raise BadRequest(
             f"tag: '{tag}' must start with a letter, then letters, digits, '_', '.', '-' "
@@ -448,16 +449,14 @@ def remove_tag(session: Session, tenant: str, name: str, tag: str) -> None:
     session.commit()
 
 
-def _aliases_using(session: Session, tenant: str, name: str) -> list[str]:
-    from app.aliases.service import pointing_to
-
-    prefix = f"tmpl:{name}"
-    return pointing_to(session, tenant, lambda m: m == prefix or m.startswith(prefix + "@"))
+def running_on(session: Session, tenant: str, model: str) -> list[str]:
+    """Names of the templates with a version that runs on `model`."""
+    return TemplateRepository(session, tenant).running_on(model)
 
 
-def remove(session: Session, tenant: str, name: str) -> None:
+def remove(session: Session, tenant: str, name: str, references_to: ReferencesTo) -> None:
     template = get(session, tenant, name)
-    aliases = _aliases_using(session, tenant, name)
+    aliases = references_to(f"{TEMPLATE_PREFIX}{name}").aliases
     if aliases:
         raise Conflict(
             f"Template '{name}' is a target of alias(es) {', '.join(aliases)}; repoint them first.",

@@ -250,8 +250,8 @@ def test_examples_are_trimmed_to_fit_the_context_window(client) -> None:
 def test_first_k_and_prefix_len(client) -> None:
     from app.inference.prompting import prepare_chat
     from app.protocol.chat import ChatCompletionRequest
+    from app.routing.resolve import Variant
     from app.templates.service import resolve_reference
-    from app.variants import Variant
 
     examples = [{"input": f"item {i}", "output": str(i)} for i in range(5)]
     r = create(

@@ -8,21 +8,18 @@
 Everything downstream (prompt building, the engine, evaluations) takes a Variant.
 """
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
+from app.aliases import service as aliases
 from app.engine.adapters import AdapterRef
 from app.errors import ModelNotFound
+from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind
 from app.registry import service as registry
 from app.settings import get_settings
-
-if TYPE_CHECKING:
-    from app.templates.service import ResolvedTemplate
-
-TEMPLATE_PREFIX = "tmpl:"
-ADAPTER_PREFIX = "ft:"
+from app.templates import service as templates
+from app.templates.rendering import ResolvedTemplate
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,7 @@ class Variant:
     model: str  # the name the response reports: the concrete variant, never the alias
     kind: str  # base | adapter | template
     adapter: AdapterRef | None = None
-    template: "ResolvedTemplate | None" = None
+    template: ResolvedTemplate | None = None
     alias: str | None = None
 
 
@@ -41,8 +38,10 @@ def resolve(
     base_name: str,
     *,
     count_alias: bool = True,
-    _depth: int = 0,
+    follow_aliases: bool = True,
 ) -> Variant:
+    """`follow_aliases=False` resolves concrete variants only: what a template runs on and
+    what an alias targets (an alias never points to another alias)."""
     if model == base_name:
         return Variant(model=model, kind="base")
     if model.startswith(ADAPTER_PREFIX):
@@ -55,27 +54,22 @@ def resolve(
             adapter=registry.adapter_ref(row, get_settings().adapters_dir),
         )
     if model.startswith(TEMPLATE_PREFIX):
-        from app.templates import service as templates
-
         resolved = templates.resolve_reference(session, tenant, model.removeprefix(TEMPLATE_PREFIX))
         if resolved is None:
             raise ModelNotFound(model)
         # The template runs on the model its version names: the base, or an adapter.
-        inner = resolve(session, tenant, resolved.model, base_name, _depth=_depth + 1)
+        inner = resolve(session, tenant, resolved.model, base_name, follow_aliases=False)
         if inner.kind == "template":
             raise ModelNotFound(model)
         return Variant(model=model, kind="template", adapter=inner.adapter, template=resolved)
-    if _depth == 0:
-        from app.aliases import service as aliases
-
+    if follow_aliases:
         target = aliases.pick_target(session, tenant, model, count=count_alias)
         if target is not None:
-            variant = resolve(session, tenant, target, base_name, _depth=1)
-            return Variant(
-                model=variant.model,
-                kind=variant.kind,
-                adapter=variant.adapter,
-                template=variant.template,
-                alias=model,
-            )
+            variant = resolve(session, tenant, target, base_name, follow_aliases=False)
+            return replace(variant, alias=model)
     raise ModelNotFound(model)
+
+
+def model_kinds(session: Session, tenant: str, base_name: str) -> ModelKind:
+    """The check the templates and aliases write paths take: a concrete variant's kind."""
+    return lambda model: resolve(session, tenant, model, base_name, follow_aliases=False).kind

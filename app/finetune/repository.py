@@ -1,0 +1,50 @@
+"""The fine-tuning jobs one tenant may read, and their events and checkpoints."""
+
+from sqlalchemy import or_, select
+
+from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
+from app.repository import TenantRepository, keyset_page
+from app.status import ACTIVE
+
+
+class JobRepository(TenantRepository[FineTuningJob]):
+    model = FineTuningJob
+
+    def active_count(self) -> int:
+        return self.count(FineTuningJob.status.in_(ACTIVE))
+
+    def file_in_use(self, file_id: str) -> bool:
+        """Whether an unfinished job trains on the file."""
+        uses = or_(FineTuningJob.training_file == file_id, FineTuningJob.validation_file == file_id)
+        return self.count(FineTuningJob.status.in_(ACTIVE), uses) > 0
+
+    def events_page(
+        self, job: FineTuningJob, after_id: int | None, limit: int
+    ) -> tuple[list[JobEvent], bool]:
+        """Newest first."""
+        return keyset_page(
+            self.session,
+            select(JobEvent).where(JobEvent.job_id == job.id),
+            (JobEvent.id,),
+            (after_id,) if after_id is not None else None,
+            limit,
+        )
+
+    def checkpoints_page(
+        self, job: FineTuningJob, after: str | None, limit: int
+    ) -> tuple[list[JobCheckpoint], bool]:
+        """Latest step first; a cursor that is not one of the job's checkpoints is ignored."""
+        cursor = None
+        if after:
+            cursor = self.session.scalar(
+                select(JobCheckpoint).where(
+                    JobCheckpoint.id == after, JobCheckpoint.job_id == job.id
+                )
+            )
+        return keyset_page(
+            self.session,
+            select(JobCheckpoint).where(JobCheckpoint.job_id == job.id),
+            (JobCheckpoint.step,),
+            (cursor.step,) if cursor is not None else None,
+            limit,
+        )

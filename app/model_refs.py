@@ -1,0 +1,29 @@
+"""How a request names a model, and who refers to one.
+
+The routing layer (`app/routing/`) and the domains below it (`registry`, `templates`,
+`aliases`) share these few names. The domains never import the routing layer or one
+another: a write path that must check a model takes one of the callables below, passed in
+from above.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+ADAPTER_PREFIX = "ft:"
+TEMPLATE_PREFIX = "tmpl:"
+
+
+@dataclass(frozen=True)
+class References:
+    """What would stop serving without a model."""
+
+    aliases: list[str]  # aliases whose current version targets it
+    templates: list[str]  # templates with a version that runs on it
+
+
+# model -> its kind ("base" | "adapter" | "template"), aliases not followed; raises
+# app.errors.ModelNotFound when the tenant has no such model.
+ModelKind = Callable[[str], str]
+
+# model -> who points at it (for a `tmpl:<name>` model: at any version or tag of it).
+ReferencesTo = Callable[[str], References]
