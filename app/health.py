@@ -19,7 +19,7 @@ def readyz(request: Request) -> JSONResponse:
     try:
         with get_sessionmaker()() as session:
             session.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception:  # any failure means not ready
         checks["database"] = False
     # After SIGTERM (app/shutdown.py): still serving, but send no more traffic here.
     checks["accepting"] = not getattr(request.app.state, "draining", False)

@@ -15,13 +15,14 @@ from app.auth import service as auth_service
 from app.auth.dependencies import requires
 from app.auth.rate_limit import RateLimiter
 from app.auth.router import router as auth_router
+from app.background.reaper import Reaper
+from app.console.router import install as install_console
 from app.db import get_sessionmaker
 from app.engine.engine import Engine, EngineConfig
 from app.engine.loader import load_base_model
 from app.errors import install_error_handlers
 from app.evals.router import router as evals_router
 from app.files.router import router as files_router
-from app.finetune.reaper import Reaper
 from app.finetune.router import router as finetune_router
 from app.inference.router import router as inference_router
 from app.limits import BodySizeLimit
@@ -110,4 +111,5 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         evals_router,
     ):
         app.include_router(router, dependencies=[requires("manage")])
+    install_console(app)  # the web console at /console
     return app

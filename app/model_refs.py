@@ -27,3 +27,7 @@ ModelKind = Callable[[str], str]
 
 # model -> who points at it (for a `tmpl:<name>` model: at any version or tag of it).
 ReferencesTo = Callable[[str], References]
+
+# model -> None when the tenant can serve it (aliases followed, their traffic not counted);
+# raises app.errors.ModelNotFound otherwise.
+VariantCheck = Callable[[str], None]

@@ -16,10 +16,20 @@ without the prefix cache, and memory per loaded adapter against its file size.
 
     .venv/bin/python bench/serve.py [--device cuda] [--requests 64] [--clients 16]
     .venv/bin/python bench/serve.py --answers long --max-tokens 64   # decode-heavy
+
+--structured instead measures structured outputs on the service: the same workload with
+every other request under a JSON schema (response_format, strict) against all of it
+unconstrained, run unconstrained / constrained / unconstrained on one server (the ratio uses
+the mean of the two unconstrained runs), then what a new schema costs: compiling it in
+process, cold and from the cache, and the latency of a 1-token request with a new schema
+against one with a schema already compiled.
+
+    .venv/bin/python bench/serve.py --structured --requests 64 --clients 16 --max-tokens 32
 """
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -216,7 +226,7 @@ def closed_loop(durations: list[float], clients: int) -> list[float]:
     return latencies
 
 
-def load_model(device: str):  # noqa: ANN201
+def load_model(device: str):
     from app.engine.loader import load_base_model
     from app.settings import get_settings
 
@@ -253,7 +263,7 @@ def phase_naive(work: dict, device: str) -> dict:
 
     @torch.inference_mode()
     def serve(ids: list[int], adapter: str | None) -> int:
-        def decode(module) -> int:  # noqa: ANN001
+        def decode(module) -> int:
             out = module(input_ids=torch.tensor([ids], device=device), logits_to_keep=1)
             n = 0
             while n < work["max_tokens"]:
@@ -492,6 +502,8 @@ async def service_phase(
                 "max_tokens": max_tokens,
                 "temperature": 0,
             }
+            if req.get("response_format"):
+                body["response_format"] = req["response_format"]
             t0 = time.perf_counter()
             r = await c.post("/v1/chat/completions", json=body)
             r.raise_for_status()
@@ -514,6 +526,91 @@ async def service_phase(
             wall = time.perf_counter() - started
     memory_report = {**memory.report(), **gpu.report()}
     return summary(sum(t for _, t in results), wall, [lat for lat, _ in results], memory_report)
+
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "topic": {"enum": ["geography", "science", "language", "math", "other"]},
+    },
+    "required": ["answer", "confidence", "topic"],
+    "additionalProperties": False,
+}
+
+
+def schema_format(schema: dict, name: str = "answer") -> dict:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def structured_phases(args, server, requests: list[dict], first: dict, tokenizer) -> None:  # noqa: ANN001
+    """Half of the requests under a JSON schema against none, side by side on one server;
+    then the cost of compiling a new schema."""
+    run = functools.partial(
+        service_phase,
+        server.url,
+        server.headers,
+        clients=args.clients,
+        max_tokens=args.max_tokens,
+        pid=server.proc.pid,
+        device=args.device,
+    )
+    half = [
+        {**r, "response_format": schema_format(ANSWER_SCHEMA)} if i % 2 == 0 else r
+        for i, r in enumerate(requests)
+    ]
+    constrained = asyncio.run(run(half))
+    print(f"(j) half under JSON schema: {json.dumps(constrained)}", flush=True)
+    again = asyncio.run(run(requests))
+    print(f"(a') unconstrained again  : {json.dumps(again)}", flush=True)
+    free = (first["tokens_per_s"] + again["tokens_per_s"]) / 2
+    print(
+        f"ratio: (j) / mean(a, a') tokens/s = {constrained['tokens_per_s'] / free:.3f} "
+        "(target >= 0.9)",
+        flush=True,
+    )
+
+    from app.engine.structured import Grammars, OutputConstraint
+
+    started = time.perf_counter()
+    grammars = Grammars(tokenizer, len(tokenizer), {tokenizer.eos_token_id})
+    setup_ms = (time.perf_counter() - started) * 1000
+    cold, cached = [], []
+    for i in range(8):
+        c = OutputConstraint.json_schema({**ANSWER_SCHEMA, "title": f"bench{i}"})
+        t0 = time.perf_counter()
+        grammars.compile(c)
+        cold.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        grammars.compile(c)
+        cached.append((time.perf_counter() - t0) * 1000)
+    print(
+        f"compile in process: tokenizer view {setup_ms:.0f} ms once; new schema median "
+        f"{statistics.median(cold):.2f} ms, cached {statistics.median(cached):.4f} ms",
+        flush=True,
+    )
+
+    def latency(schema_name: str) -> float:
+        body = {
+            "model": requests[0]["model"],
+            "messages": [{"role": "user", "content": QUESTIONS[0]}],
+            "max_tokens": 1,
+            "temperature": 0,
+            "response_format": schema_format({**ANSWER_SCHEMA, "title": schema_name}, name="probe"),
+        }
+        t0 = time.perf_counter()
+        r = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=server.headers)
+        r.raise_for_status()
+        return (time.perf_counter() - t0) * 1000
+
+    new = [latency(f"new{i}") for i in range(8)]
+    repeated = [latency(f"new{i}") for i in range(8)]
+    print(
+        f"1-token request latency over HTTP, median of 8: new schema "
+        f"{statistics.median(new):.1f} ms, same schema again {statistics.median(repeated):.1f} ms",
+        flush=True,
+    )
 
 
 def orchestrate(args: argparse.Namespace) -> None:
@@ -540,7 +637,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:  # noqa: ANN001
+def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:
     from app.engine.loader import model_name
     from app.engine.prompts import encode, render_chat
     from bench.server import Server
@@ -618,6 +715,9 @@ def _measure(args: argparse.Namespace, data_dir: Path, settings) -> None:  # noq
             )
         )
         print(f"(a) service : {json.dumps(service)}", flush=True)
+        if args.structured:
+            structured_phases(args, server, requests, service, tokenizer)
+            return
     env = {**os.environ}
     naive = run_phase("naive", work_file, args.device, env)
     print(f"(b) naive   : {json.dumps(naive)}", flush=True)
@@ -656,6 +756,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per process")
     parser.add_argument(
         "--answers", choices=["short", "long"], default="short", help="question set"
+    )
+    parser.add_argument(
+        "--structured", action="store_true", help="JSON-schema half of the load vs none"
     )
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--work", type=Path)

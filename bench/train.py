@@ -9,6 +9,14 @@ sentences (next-token comparison of "positive" vs "negative").
     .venv/bin/python bench/train.py                       # 384 train, 200 test sentences
     .venv/bin/python bench/train.py --train 64 --test 50  # a quick smoke run
     .venv/bin/python bench/train.py --plain-first         # the other order
+
+With `--method dpo`: a preference set built from SST-2 (preferred: the correct label;
+non-preferred: the wrong one). Prints the preference accuracy on held-out pairs (the share
+where the model gives the preferred answer the higher log-probability) before and after one
+DPO run of workers/dpo.py, and the time per step of DPO against SFT on the same prompts
+(SFT on the preferred answers), one after the other in this process.
+
+    .venv/bin/python bench/train.py --method dpo --train 32 --test 40
 """
 
 import argparse
@@ -29,7 +37,15 @@ from app.engine.loader import load_base_model  # noqa: E402
 from app.engine.prompts import encode, render_chat  # noqa: E402
 from app.files.validation import parse_dataset  # noqa: E402
 from app.settings import get_settings  # noqa: E402
-from workers.training import TrainConfig, tokenize_chat, train_lora  # noqa: E402
+from workers.dpo import DpoObjective, sequence_logps, tokenize_pair  # noqa: E402
+from workers.training import (  # noqa: E402
+    SftObjective,
+    TrainConfig,
+    collate,
+    tokenize_chat,
+    train_lora,
+    train_objective,
+)
 
 DATASET = ROOT.parent / "shared" / "datasets" / "sst2"
 INSTRUCTION = "Classify the sentiment of this movie review as positive or negative."
@@ -56,13 +72,13 @@ def progress(path: str, step: int, total: int) -> bool:
 OPTS: dict = {"model": "smollm2-135m-instruct", "device": "cpu", "data": DATASET}
 
 
-def fresh_model():  # noqa: ANN201
+def fresh_model():
     settings = get_settings()
     return load_base_model(OPTS["model"], settings.model_cache, OPTS["device"])
 
 
 @torch.no_grad()
-def accuracy(model, tokenizer, rows: list[dict]) -> float:  # noqa: ANN001
+def accuracy(model, tokenizer, rows: list[dict]) -> float:
     """First-token logit of "positive" vs "negative" after the prompt, rendered as served."""
     model.eval()
     pos = encode(tokenizer, "positive")[0]
@@ -186,6 +202,93 @@ def warm_up() -> None:
     loaded.model(input_ids=ids, labels=ids).loss.backward()
 
 
+def preference_pairs(tokenizer, rows: list[dict]) -> list:  # noqa: ANN001
+    other = {"positive": "negative", "negative": "positive"}
+    return [
+        tokenize_pair(
+            tokenizer,
+            {
+                "messages": messages(r["text"]),
+                "preferred": r["label"],
+                "non_preferred": other[r["label"]],
+            },
+            2048,
+        )
+        for r in rows
+    ]
+
+
+@torch.no_grad()
+def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN001
+    model.eval()
+    wins = 0
+    for start in range(0, len(pairs), 8):
+        part = pairs[start : start + 8]
+        batch = collate([p.chosen for p in part] + [p.rejected for p in part], pad_id, model.device)
+        logps = sequence_logps(model, batch)
+        wins += int((logps[: len(part)] > logps[len(part) :]).sum())
+    return wins / len(pairs)
+
+
+def run_dpo(args: argparse.Namespace) -> None:
+    """DPO on SST-2 preference pairs: held-out preference accuracy before and after, and
+    the time per step of DPO against SFT (same prompts, preferred answers, same settings)."""
+    config = TrainConfig(
+        n_epochs=1,
+        batch_size=4,
+        learning_rate=5e-4,
+        r=8,
+        alpha=16,
+        dropout=0.05,
+        target_modules=TARGETS,
+        seed=args.seed,
+        max_length=2048,
+    )
+    train_rows = load_rows("train", args.train, args.seed)
+    test_rows = load_rows("test", args.test, args.seed)
+    loaded = fresh_model()
+    tok = loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    train_pairs = preference_pairs(tok, train_rows)
+    test_pairs = preference_pairs(tok, test_rows)
+    print(
+        f"SST-2 preference pairs: {len(train_pairs)} train, {len(test_pairs)} held out; "
+        f"torch threads {torch.get_num_threads()}; beta {args.beta}; {config}"
+    )
+    before = preference_accuracy(loaded.model, test_pairs, pad_id)
+    print(f"base: preference accuracy {before:.3f} on {len(test_pairs)} held-out pairs")
+    objective = DpoObjective(
+        train_pairs, [], beta=args.beta, batch_size=4, pad_id=pad_id, device=loaded.device
+    )
+    seen = []
+    result = train_objective(loaded.model, objective, config, report=seen.append, log_every=1)
+    after = preference_accuracy(result.model, test_pairs, pad_id)
+    dpo_step = result.train_seconds / result.steps
+    print(
+        f"dpo:  {result.steps} steps, {dpo_step:.2f} s/step, final loss {seen[-1].train_loss:.4f}, "
+        f"reward accuracy {seen[-1].extra['reward_accuracy']:.2f}, "
+        f"margin {seen[-1].extra['reward_margin']:.4f}"
+    )
+    print(f"dpo:  preference accuracy {after:.3f} on {len(test_pairs)} held-out pairs")
+    sft_loaded = fresh_model()
+    sft = SftObjective(
+        [
+            tokenize_chat(
+                tok, messages(r["text"]) + [{"role": "assistant", "content": r["label"]}], 2048
+            )
+            for r in train_rows
+        ],
+        [],
+        4,
+        pad_id,
+        sft_loaded.device,
+    )
+    sft_result = train_objective(sft_loaded.model, sft, config)
+    sft_step = sft_result.train_seconds / sft_result.steps
+    print(f"sft:  {sft_result.steps} steps, {sft_step:.2f} s/step")
+    print(f"ratio dpo/sft time per step: {dpo_step / sft_step:.2f}")
+
+
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -196,9 +299,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", type=Path, default=DATASET, help="folder with sst2 jsonl")
     parser.add_argument("--plain-first", action="store_true", help="run the plain loop first")
+    parser.add_argument("--method", choices=("sft", "dpo"), default="sft")
+    parser.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     args = parser.parse_args()
     OPTS.update(model=args.model, device=args.device, data=args.data)
     torch.set_num_threads(torch.get_num_threads())
+    if args.method == "dpo":
+        warm_up()
+        run_dpo(args)
+        return
     config = TrainConfig(
         n_epochs=1,
         batch_size=8,

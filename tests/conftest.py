@@ -1,7 +1,14 @@
-"""Shared fixtures: a tiny model, real databases (SQLite and PostgreSQL), the app.
+"""Shared fixtures: a tiny model, real databases (SQLite and PostgreSQL), the app; and the
+test tiers.
 
 PostgreSQL and Redis are the machine's real servers; each test session works in a database
 and a Celery queue of its own, so parallel runs do not collide.
+
+Tests run on SQLite unless marked `both_databases` (then once on each), chosen where the
+database's own behaviour matters: migrations, compare-and-set updates, claims and reapers,
+tenant isolation, pagination order, references. Tiers are markers (see pyproject.toml), set
+here from where a test lives or what it starts, so that `make test-fast` can leave out worker
+processes, fault injection, PostgreSQL and the real model; `make test` runs everything.
 """
 
 import os
@@ -79,9 +86,54 @@ def sqlite_url(data_root: Path) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+DATABASES = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.both_databases`: run the test once per database."""
+    if "db_url" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("both_databases") is None:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "db_url" in names:
+            return  # a test that names its database keeps it
+    metafunc.parametrize("db_url", DATABASES, indirect=True)
+
+
+@pytest.fixture
 def db_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue(f"{request.param}_url")
+    """SQLite, or the database a `both_databases` run or an indirect parametrize names."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'sqlite')}_url")
+
+
+# Tiers by folder or module (path relative to tests/): what `make test-fast` leaves out.
+TIER_BY_PATH = {
+    "faults/": "faults",  # API, Redis and worker processes stopped and restarted
+    "workers/test_worker_jobs.py": "workers",
+    "workers/test_worker_evals.py": "workers",
+    "test_fuzz.py": "slow",  # schemathesis over every operation
+    "console/": "browser",  # chromium driven by Playwright
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.is_relative_to(tests_dir):
+            where = item.path.relative_to(tests_dir).as_posix()
+            for prefix, tier in TIER_BY_PATH.items():
+                if where.startswith(prefix):
+                    item.add_marker(tier)
+        if "start_worker" in item.fixturenames:
+            item.add_marker("workers")
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgres"
+        if on_postgres or "postgres_url" in item.fixturenames:
+            item.add_marker("postgres")
 
 
 @pytest.fixture

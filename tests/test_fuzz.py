@@ -42,7 +42,7 @@ schema = schemathesis.openapi.from_dict(_openapi())
 @settings(
     max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
 )
-def test_api_fuzz(case, live_server: str) -> None:  # noqa: ANN001
+def test_api_fuzz(case, live_server: str) -> None:
     case.call_and_validate(
         base_url=live_server, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, checks=CHECKS
     )

@@ -1,3 +1,7 @@
+import pytest
+
+
+@pytest.mark.both_databases
 def test_healthz_and_readyz(client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")

@@ -6,6 +6,8 @@ import pytest
 from tests.files.data import chat_rows, jsonl
 from tests.registry_util import register_random_adapter
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def world(client):

@@ -14,34 +14,42 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
-from app.engine.loader import context_window, load_base_model
+from app.engine.loader import context_window, load_base_model, model_name
 from app.files import service as files
 from app.files.models import File
-from app.finetune import lifecycle
+from app.finetune import lifecycle, parents
+from app.registry import service as registry
 from app.registry.service import folder_bytes
 from app.settings import get_settings
 from app.status import Status
+from workers.dpo import DpoObjective, tokenize_pair
+from workers.holdout import split_validation
 from workers.training import (
+    EpochMetrics,
     ExampleError,
+    SftObjective,
     StepMetrics,
     TrainingStopped,
     TrainResult,
+    adapter_shape,
     config_from_hyperparameters,
+    parameter_count,
     resolve_hyperparameters,
     tokenize_chat,
-    train_lora,
+    train_objective,
 )
 
 log = logging.getLogger(__name__)
 
-MAX_VALID_EXAMPLES = 64  # validation loss on a sample, so it stays cheap per logged step
-# Epochs before the last whose adapters are kept as servable checkpoints (OpenAI keeps the
-# last three epochs: these two and the final model).
+MAX_VALID_EXAMPLES = 1000  # per-epoch validation loss (the per-step one uses a sample)
+# Epochs besides the selected one whose adapters are kept as servable checkpoints (OpenAI
+# keeps the last three epochs: two checkpoints and the final model).
 KEPT_EPOCH_CHECKPOINTS = 2
 
 
@@ -49,30 +57,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Heartbeat:
+def heartbeat(job_id: str, attempt: int, interval_s: float) -> PeriodicThread:
     """Refreshes the job's heartbeat from a thread, so slow steps never look like a death;
-    a dead process stops it, which is exactly what the reaper looks for."""
-
-    def __init__(self, job_id: str, attempt: int, interval_s: float) -> None:
-        self.job_id, self.attempt, self.interval_s = job_id, attempt, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if not lifecycle.heartbeat(self.job_id, self.attempt):
-                    return
-            except Exception as exc:  # noqa: BLE001 - the database may blip; keep trying
-                log.warning("heartbeat failed: %s", type(exc).__name__)
+    a dead process stops it, which is exactly what the reaper looks for. It stops by itself
+    once the job is no longer this attempt's."""
+    return PeriodicThread("job heartbeat", lambda: lifecycle.heartbeat(job_id, attempt), interval_s)
 
 
 def _load_file(tenant: str, file_id: str) -> tuple[File, list[dict[str, Any]]]:
@@ -87,30 +76,40 @@ def adapter_name(base: str, suffix: str | None, job_id: str) -> str:
 
 
 class EpochSaver:
-    """Saves the adapter at the end of the last few epochs before the final one into a
-    staging folder; `publish` moves them into place once the final adapter exists. Nothing
-    under the staging folder is ever registered: a failed or cancelled job leaves nothing."""
+    """Saves the adapter at the end of every epoch into a staging folder, keeping the latest
+    few; `publish` moves the latest ones other than the selected epoch (which is the final
+    model) into place once the final adapter exists. Nothing under the staging folder is
+    ever registered: a failed or cancelled job leaves nothing."""
 
-    def __init__(self, adapters_dir: Path, job_id: str, n_epochs: int) -> None:
+    def __init__(self, adapters_dir: Path, job_id: str) -> None:
         adapters_dir.mkdir(parents=True, exist_ok=True)
         self.adapters_dir, self.job_id = adapters_dir, job_id
-        self.first_kept = n_epochs - KEPT_EPOCH_CHECKPOINTS
         self.staging = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-epochs-", dir=adapters_dir))
         self.saved: list[tuple[int, int, Path, dict[str, Any]]] = []  # epoch, step, folder
 
-    def __call__(self, epoch: int, step: int, model: Any, last: StepMetrics | None) -> None:
-        if epoch < self.first_kept:
-            return
-        folder = self.staging / f"step-{step}"
+    def __call__(self, ended: EpochMetrics, model: Any, last: StepMetrics | None) -> None:
+        folder = self.staging / f"step-{ended.step}"
         model.save_pretrained(str(folder), safe_serialization=True)
-        metrics = {**(_metrics(last) if last else {}), "epoch": epoch, "step": step}
-        self.saved.append((epoch, step, folder, metrics))
+        metrics = {
+            **(_metrics(last) if last else {}),
+            "epoch": ended.epoch,
+            "step": ended.step,
+            "epoch_valid_loss": ended.valid_loss,
+        }
+        self.saved.append((ended.epoch, ended.step, folder, metrics))
+        # One more than kept, in case the selected epoch is among the latest.
+        while len(self.saved) > KEPT_EPOCH_CHECKPOINTS + 1:
+            shutil.rmtree(self.saved.pop(0)[2], ignore_errors=True)
 
-    def publish(self, final_name: str, manifest: dict[str, Any]) -> list[lifecycle.AdapterFiles]:
+    def publish(
+        self, final_name: str, manifest: dict[str, Any], selected_epoch: int | None
+    ) -> list[lifecycle.AdapterFiles]:
+        kept = [s for s in self.saved if s[0] != selected_epoch][-KEPT_EPOCH_CHECKPOINTS:]
         published = []
-        for epoch, step, staged, metrics in self.saved:
+        for epoch, step, staged, metrics in kept:
             name = f"{final_name}:ckpt-step-{step}"
-            own = {**manifest, "name": name, "checkpoint": {"epoch": epoch, "step": step}}
+            own = {k: v for k, v in manifest.items() if k != "selected"}  # the final's
+            own.update(name=name, checkpoint={"epoch": epoch, "step": step})
             own["metrics"] = metrics
             final = _put_in_place(staged, own, self.adapters_dir / f"{self.job_id}-step-{step}")
             published.append(
@@ -138,7 +137,7 @@ def run_job(job_id: str) -> None:
         log.info("job %s: nothing to run", job_id)
         return
     interval = max(0.2, settings.job_heartbeat_timeout_s / 4)
-    with Heartbeat(claim.job_id, claim.attempt, interval):
+    with heartbeat(claim.job_id, claim.attempt, interval):
         try:
             _train_and_register(claim)
         except TrainingStopped as stop:
@@ -151,6 +150,10 @@ def run_job(job_id: str) -> None:
                 )
             else:
                 log.warning("job %s attempt %s lost its lease", job_id, claim.attempt)
+        except ParentUnavailable as exc:
+            lifecycle.fail(
+                job_id, "model_not_available", str(exc), param="model", attempt=claim.attempt
+            )
         except (ExampleError, ValueError) as exc:
             lifecycle.fail(job_id, "invalid_training_setup", str(exc), attempt=claim.attempt)
         except Exception as exc:
@@ -191,7 +194,8 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     if claim.validation_file:
         valid_file, valid_examples = _load_file(claim.tenant, claim.validation_file)
     loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
-    if claim.model != loaded.name:
+    parent = _parent_adapter(claim, loaded.name)
+    if parent is None and claim.model != loaded.name:
         lifecycle.fail(
             claim.job_id,
             "model_not_available",
@@ -200,59 +204,122 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             attempt=claim.attempt,
         )
         return
-    hp = resolve_hyperparameters(claim.hyperparameters, len(train_examples))
+    split = split_validation(train_examples, valid_examples, claim.seed)
+    requested = dict(claim.hyperparameters)
+    if parent is not None:  # the parent's LoRA shape (the API refused other values)
+        shape = adapter_shape(str(parent.path))
+        requested.update(r=shape["r"], alpha=shape["alpha"], target_modules=shape["target_modules"])
+        requested.setdefault("dropout", shape["dropout"])
+    hp = resolve_hyperparameters(
+        requested, len(split.train), parameter_count(loaded.model), claim.method
+    )
     lifecycle.set_resolved_hyperparameters(claim.job_id, claim.attempt, hp)
     window = context_window(loaded.model)
-    config = config_from_hyperparameters(hp, claim.seed, window)
-    tok = loaded.tokenizer
-    train = [tokenize_chat(tok, e["messages"], window) for e in train_examples]
-    valid = [tokenize_chat(tok, e["messages"], window) for e in valid_examples][:MAX_VALID_EXAMPLES]
+    config = config_from_hyperparameters(
+        hp, claim.seed, window, str(parent.path) if parent is not None else None
+    )
+    if parent is not None:
+        lifecycle.event(claim.job_id, f"Starting from the weights of {parent.name}")
+    objective = _objective(claim.method, loaded, split, hp, window)
+    valid = objective.valid
+    lifecycle.event(claim.job_id, split.note)
+    if config.early_stopping_patience and not valid:
+        lifecycle.event(
+            claim.job_id,
+            "early_stopping_patience is ignored: there are no validation examples",
+            level="warn",
+        )
+    what = f"preference pairs (DPO, beta {hp['beta']:g})" if claim.method == "dpo" else "examples"
     lifecycle.event(
         claim.job_id,
-        f"Training {len(train)} examples for {config.n_epochs} epoch(s), batch size "
-        f"{config.batch_size}, learning rate {config.learning_rate:g}, LoRA r={config.r}",
+        f"Training {len(objective.train)} {what} for {config.n_epochs} epoch(s), batch size "
+        f"{config.batch_size}, learning rate {config.learning_rate:g}, LoRA r={config.r}"
+        + (f" (auto: {hp['auto_reason']})" if hp.get("auto") else ""),
     )
 
     def report(m: StepMetrics) -> bool:
         text = f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.4f}"
         if m.valid_loss is not None:
             text += f", validation loss={m.valid_loss:.4f}"
+        if "reward_accuracy" in m.extra:
+            text += (
+                f", reward accuracy={m.extra['reward_accuracy']:.2f}, "
+                f"reward margin={m.extra['reward_margin']:.4f}"
+            )
         lifecycle.event(claim.job_id, text, type="metrics", data=_metrics(m))
         return True
 
-    saver = EpochSaver(settings.adapters_dir, claim.job_id, config.n_epochs)
+    saver = EpochSaver(settings.adapters_dir, claim.job_id)
+
+    def on_epoch_end(ended: EpochMetrics, model: Any, last: StepMetrics | None) -> None:
+        if ended.valid_loss is not None:
+            lifecycle.event(
+                claim.job_id,
+                f"Epoch {ended.epoch}/{config.n_epochs} (step {ended.step}): validation "
+                f"loss={ended.valid_loss:.4f} on {len(valid)} examples",
+                data={
+                    "epoch": ended.epoch,
+                    "step": ended.step,
+                    "epoch_valid_loss": ended.valid_loss,
+                },
+            )
+        saver(ended, model, last)
+
     try:
-        result = train_lora(
+        result = train_objective(
             loaded.model,
-            tok,
-            train,
+            objective,
             config,
-            valid=valid,
             report=report,
             should_continue=lambda: lifecycle.should_continue(claim.job_id, claim.attempt),
-            on_epoch_end=saver,
+            on_epoch_end=on_epoch_end,
         )
         name = adapter_name(loaded.name, claim.suffix, claim.job_id)
         manifest = _manifest(name, claim, loaded.name, hp, train_file, valid_file, result)
+        manifest["parent"] = parent.lineage if parent is not None else None
+        manifest["method"] = claim.method
+        manifest["validation"] = {
+            "source": split.source,
+            "examples": len(valid),
+            "note": split.note,
+        }
+        selected = result.selected
+        manifest["selected"] = {
+            "epoch": selected.epoch if selected else None,
+            "step": selected.step if selected else None,
+            "valid_loss": selected.valid_loss if selected else None,
+            "reason": result.selection_reason,
+            "stopped_early": result.stopped_early,
+            "epochs": [asdict(e) for e in result.epochs],
+        }
+        if selected is not None and result.epochs and selected.epoch != result.epochs[-1].epoch:
+            lifecycle.event(
+                claim.job_id,
+                f"Selected epoch {selected.epoch} (step {selected.step}) as the fine-tuned "
+                f"model: {result.selection_reason}",
+            )
         folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
         final = lifecycle.AdapterFiles(
             name=name,
             path=folder.name,
             bytes=folder_bytes(folder),
-            step=result.steps,
+            step=selected.step if selected else result.steps,
             metrics={
                 **(_metrics(result.history[-1]) if result.history else {}),
-                "full_valid_loss": result.final_valid_loss,
+                "full_valid_loss": selected.valid_loss if selected else None,
+                "epoch": selected.epoch if selected else None,
+                "step": selected.step if selected else result.steps,
             },
             manifest=manifest,
         )
-        earlier = saver.publish(name, manifest)
+        earlier = saver.publish(name, manifest, selected.epoch if selected else None)
         registered = lifecycle.succeed(
             claim,
             final=final,
             base_model=loaded.name,
             trained_tokens=result.trained_tokens,
             earlier=earlier,
+            parent=parent.name if parent is not None else None,
         )
         if not registered:  # cancelled (or taken over) at the last moment: leave nothing
             for files in [final, *earlier]:
@@ -260,6 +327,61 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             raise TrainingStopped(result.steps)
     finally:
         saver.discard()
+
+
+@dataclass(frozen=True)
+class ParentAdapter:
+    name: str
+    path: Path
+    lineage: dict[str, Any]
+
+
+def _parent_adapter(claim: lifecycle.Claim, base_name: str) -> ParentAdapter | None:
+    """The adapter a job named as its model (None for a base-model job). Raises
+    ParentUnavailable when it is gone or was trained on another base."""
+    if not parents.is_adapter_name(claim.model):
+        return None
+    settings = get_settings()
+    with get_sessionmaker()() as session:
+        row = registry.find_adapter(session, claim.tenant, claim.model)
+        if row is None or model_name(row.base_model) != base_name:
+            raise ParentUnavailable(
+                f"Model '{claim.model}' is no longer available to train on "
+                + ("(it was deleted)." if row is None else f"(its base is {row.base_model}).")
+            )
+        ref = registry.adapter_ref(row, settings.adapters_dir)
+        return ParentAdapter(name=row.name, path=ref.path, lineage=parents.lineage(row))
+
+
+class ParentUnavailable(ValueError):
+    """The job's starting adapter was deleted (or moved to another base) after creation."""
+
+
+def _objective(
+    method: str, loaded: Any, split: Any, hp: dict[str, Any], window: int
+) -> SftObjective | DpoObjective:
+    """The loss the job minimises, over its tokenised training and validation data."""
+    tok = loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    batch_size = int(hp["batch_size"])
+    if method == "dpo":
+        if any("preferred" not in e for e in split.train):
+            raise ValueError("a DPO job needs a file of preference pairs")
+        return DpoObjective(
+            [tokenize_pair(tok, e, window) for e in split.train],
+            [tokenize_pair(tok, e, window) for e in split.valid][:MAX_VALID_EXAMPLES],
+            beta=float(hp["beta"]),
+            batch_size=batch_size,
+            pad_id=pad_id,
+            device=loaded.device,
+        )
+    return SftObjective(
+        [tokenize_chat(tok, e["messages"], window) for e in split.train],
+        [tokenize_chat(tok, e["messages"], window) for e in split.valid][:MAX_VALID_EXAMPLES],
+        batch_size,
+        pad_id,
+        loaded.device,
+    )
 
 
 def _manifest(
@@ -304,6 +426,7 @@ def _metrics(m: StepMetrics) -> dict[str, Any]:
         "learning_rate": m.learning_rate,
         "tokens_per_second": m.tokens_per_second,
         "eta_seconds": m.eta_seconds,
+        **m.extra,
     }
 
 

@@ -17,10 +17,10 @@ import billiard.process
 from celery.signals import worker_shutting_down
 from sqlalchemy import select
 
+from app.broker import FINE_TUNE_TASK, enqueue
 from app.db import get_sessionmaker
 from app.finetune import lifecycle
 from app.finetune.models import FineTuningJob
-from app.finetune.queue import enqueue_job
 from app.status import Status
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def hand_back(worker_names: list[str]) -> list[str]:
         session.commit()
         ids = [row.id for row in rows]
     for job_id in ids:
-        enqueue_job(job_id)  # if the broker is down, the reaper re-sends it later
+        enqueue(FINE_TUNE_TASK, job_id)  # if the broker is down, the reaper re-sends it later
     return ids
 
 

@@ -4,7 +4,8 @@ import logging
 
 from celery.signals import worker_ready
 
-from app.finetune.queue import FINETUNE_TASK
+from app.background.reaper import Reaper
+from app.broker import FINE_TUNE_TASK
 from workers.celery_app import celery_app
 
 log = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ def ping() -> str:
     return "pong"
 
 
-@celery_app.task(name=FINETUNE_TASK, acks_late=True)
+@celery_app.task(name=FINE_TUNE_TASK, acks_late=True)
 def fine_tune(job_id: str) -> None:
     from workers.finetune_runner import run_job  # torch loads in the worker only
 
@@ -25,7 +26,5 @@ def fine_tune(job_id: str) -> None:
 @worker_ready.connect
 def _start_reaper(**_: object) -> None:
     # Every worker also reaps: a job whose worker died is picked up even with no API up.
-    from app.finetune.reaper import Reaper
-
     Reaper(run_at_start=True).start()
-    log.info("fine-tuning job reaper started")
+    log.info("job reaper started")

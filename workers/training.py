@@ -11,16 +11,17 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from app.engine.prompts import encode, render_chat
+from app.finetune import auto_settings
+from app.finetune.auto_settings import BASE_LEARNING_RATE
 
 IGNORE = -100  # label for tokens that carry no loss (prompt, padding, weight-0 turns)
-BASE_LEARNING_RATE = 5e-4  # LoRA learning rate at learning_rate_multiplier 1.0
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -50,6 +51,12 @@ class TrainConfig:
     # Examples per "megabatch" sorted by length before cutting batches: big enough that
     # neighbours have similar lengths, small enough that batch order stays random.
     bucket_batches: int = 16
+    # Stop after this many epochs whose validation loss is no better than the best so far
+    # (None: train every epoch). Needs validation examples.
+    early_stopping_patience: int | None = None
+    # A saved adapter folder to start from (training on top of an adapter): its weights and
+    # LoRA shape replace a fresh initialisation.
+    init_adapter: str | None = None
 
 
 @dataclass
@@ -72,17 +79,49 @@ class StepMetrics:
     tokens_per_second: float
     eta_seconds: float
     valid_loss: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)  # the objective's own (DPO's)
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """The end of one epoch: the last logged training loss and, with validation examples,
+    the validation loss over all of them."""
+
+    epoch: int
+    step: int
+    train_loss: float
+    valid_loss: float | None
 
 
 @dataclass
 class TrainResult:
-    model: PeftModel
+    model: PeftModel  # holds the selected epoch's weights
     steps: int
     trained_tokens: int  # non-padding tokens seen, all epochs
     train_seconds: float
     final_train_loss: float
     final_valid_loss: float | None
     history: list[StepMetrics] = field(default_factory=list)
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    selected: EpochMetrics | None = None  # the epoch whose weights `model` holds
+    stopped_early: bool = False
+
+    @property
+    def selection_reason(self) -> str:
+        if self.selected is None:
+            return "no epoch finished"
+        last = self.epochs[-1]
+        if self.selected.valid_loss is None:
+            return f"the last epoch ({last.epoch}): no validation examples to compare epochs"
+        text = (
+            f"lowest validation loss ({self.selected.valid_loss:.4f}) of {len(self.epochs)} "
+            f"epoch(s)"
+        )
+        if self.selected.epoch != last.epoch:
+            text += f"; the last epoch ({last.epoch}) had {last.valid_loss:.4f}"
+        if self.stopped_early:
+            text += f"; stopped early after epoch {last.epoch}"
+        return text
 
     @property
     def tokens_per_second(self) -> float:
@@ -93,9 +132,12 @@ class TrainResult:
 StepReporter = Callable[[StepMetrics], bool]
 # Checked between steps (cheaply, every step): returning False stops training.
 ShouldContinue = Callable[[], bool]
-# Called at the end of every epoch but the last: (epoch, step, the model in training, the
-# last logged metrics). The final epoch's weights are the result itself.
-EpochEnd = Callable[[int, int, PeftModel, StepMetrics | None], None]
+# Called at the end of every epoch, the last included: (that epoch's metrics, the model in
+# training, the last logged step's metrics).
+EpochEnd = Callable[[EpochMetrics, PeftModel, StepMetrics | None], None]
+# Validation loss per logged step is measured on at most this many examples, to stay cheap;
+# the per-epoch loss that picks the best epoch uses all of them.
+STEP_VALID_EXAMPLES = 64
 
 
 def tokenize_chat(
@@ -243,7 +285,14 @@ def evaluate_loss(
 
 
 def wrap_lora(model: PreTrainedModel, config: TrainConfig) -> PeftModel:
-    """LoRA adapters on the named modules; raises ValueError naming unknown modules."""
+    """LoRA adapters on the named modules, fresh or loaded from `config.init_adapter`;
+    raises ValueError naming unknown modules."""
+    if config.init_adapter is not None:
+        saved = LoraConfig.from_pretrained(config.init_adapter)
+        saved.lora_dropout = config.dropout  # the one LoRA setting a continued job may change
+        return PeftModel.from_pretrained(
+            model, config.init_adapter, is_trainable=True, config=saved
+        )
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     unknown = [m for m in config.target_modules if m not in names]
     if unknown:
@@ -259,6 +308,67 @@ def wrap_lora(model: PreTrainedModel, config: TrainConfig) -> PeftModel:
     return get_peft_model(model, lora)
 
 
+class Objective(Protocol):
+    """What a training run minimises: SFT's next-token loss here, DPO's in workers/dpo.py.
+    The loop (batches, optimiser, schedule, cancel checks, metrics, best epoch) is shared."""
+
+    def lengths(self) -> list[int]:
+        """Per training item, for length-grouped batches."""
+        ...
+
+    def prepare(self, model: PeftModel) -> None:
+        """Called once on the wrapped model before the first step."""
+        ...
+
+    def step_loss(
+        self, model: PeftModel, indices: list[int]
+    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        """The batch's loss (to backpropagate), its non-padding tokens, and extra metrics
+        (detached device tensors, averaged over logged windows)."""
+        ...
+
+    def valid_loss(self, model: PeftModel, *, sample: bool) -> float | None:
+        """Validation loss (None without validation examples): on a sample at logged steps,
+        on all examples at the end of an epoch."""
+        ...
+
+
+class SftObjective:
+    """Mean next-token loss over the assistant tokens."""
+
+    def __init__(
+        self,
+        train: Sequence[TokenizedExample],
+        valid: Sequence[TokenizedExample],
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+    ) -> None:
+        self.train = [ex for ex in train if ex.target_tokens > 0]
+        if not self.train:
+            raise ExampleError("no example has an assistant turn to learn from")
+        self.valid, self.batch_size, self.pad_id, self.device = valid, batch_size, pad_id, device
+
+    def lengths(self) -> list[int]:
+        return [len(ex.input_ids) for ex in self.train]
+
+    def prepare(self, model: PeftModel) -> None:
+        return None
+
+    def step_loss(
+        self, model: PeftModel, indices: list[int]
+    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        batch = collate([self.train[i] for i in indices], self.pad_id, self.device)
+        loss, _ = target_loss(model, batch)
+        return loss, batch["tokens"], {}
+
+    def valid_loss(self, model: PeftModel, *, sample: bool) -> float | None:
+        examples = self.valid[:STEP_VALID_EXAMPLES] if sample else self.valid
+        if not examples:
+            return None
+        return evaluate_loss(model, examples, self.batch_size, self.pad_id, self.device)
+
+
 def train_lora(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -266,6 +376,21 @@ def train_lora(
     config: TrainConfig,
     *,
     valid: Sequence[TokenizedExample] = (),
+    **loop: Any,
+) -> TrainResult:
+    """Train a LoRA adapter on `model` (modified in place) with the SFT loss and return it;
+    `loop` takes train_objective's keyword arguments (report, should_continue, ...)."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    objective = SftObjective(train, valid, config.batch_size, pad_id, device)
+    return train_objective(model, objective, config, **loop)
+
+
+def train_objective(
+    model: PreTrainedModel,
+    objective: Objective,
+    config: TrainConfig,
+    *,
     report: StepReporter | None = None,
     should_continue: ShouldContinue | None = None,
     log_every: int | None = None,
@@ -273,35 +398,38 @@ def train_lora(
 ) -> TrainResult:
     """Train a LoRA adapter on `model` (modified in place) and return it.
 
-    AdamW with a linear decay to zero, token-level mean loss over target tokens, batches
-    grouped by length. Same seed, data and thread count give the same weights.
+    AdamW with a linear decay to zero, batches grouped by length. Same seed, data and
+    thread count give the same weights. With validation examples, each epoch's validation
+    loss is measured and the returned model holds the weights of the epoch where it was
+    lowest (optionally stopping early).
     """
-    train = [ex for ex in train if ex.target_tokens > 0]
-    if not train:
-        raise ExampleError("no example has an assistant turn to learn from")
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     peft_model = wrap_lora(model, config)
+    objective.prepare(peft_model)
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    lengths = objective.lengths()
+    steps_per_epoch = math.ceil(len(lengths) / config.batch_size)
     total_steps = steps_per_epoch * config.n_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: max(0.0, 1.0 - step / total_steps)
     )
     log_every = log_every or max(1, total_steps // 100)
     rng = random.Random(config.seed)
-    lengths = [len(ex.input_ids) for ex in train]
     torch.manual_seed(config.seed)  # dropout
 
     step, tokens, elapsed = 0, 0, 0.0
     # Summed on the device and read at log steps only: a read every step would make the host
     # wait for each step to finish before it could build the next batch.
     window_loss: torch.Tensor | float = 0.0
+    window_extra: dict[str, torch.Tensor | float] = {}
     window_n = 0
     history: list[StepMetrics] = []
-    last_loss, last_valid = float("nan"), None
+    last_loss, last_valid, last_extra = float("nan"), None, {}
+    epochs: list[EpochMetrics] = []
+    best: EpochMetrics | None = None
+    best_weights: dict[str, torch.Tensor] = {}
+    best_loss, since_best, stopped_early = math.inf, 0, False
     for epoch in range(1, config.n_epochs + 1):
         for batch_ids in length_grouped_batches(
             lengths, config.batch_size, rng, config.bucket_batches
@@ -309,25 +437,26 @@ def train_lora(
             if should_continue is not None and not should_continue():
                 raise TrainingStopped(step)
             started = time.perf_counter()
-            batch = collate([train[i] for i in batch_ids], pad_id, device)
-            loss, _ = target_loss(peft_model, batch)
+            loss, batch_tokens, extra = objective.step_loss(peft_model, batch_ids)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            tokens += batch["tokens"]
+            tokens += batch_tokens
             window_loss = window_loss + loss.detach()
+            for key, value in extra.items():
+                window_extra[key] = window_extra.get(key, 0.0) + value
             window_n += 1
             logged = step % log_every == 0 or step == total_steps
             if logged:  # reading the loss waits for the device, so the step's time is whole
                 last_loss = float(window_loss) / window_n
-                window_loss, window_n = 0.0, 0
+                last_extra = {k: round(float(v) / window_n, 6) for k, v in window_extra.items()}
+                window_loss, window_extra, window_n = 0.0, {}, 0
             elapsed += time.perf_counter() - started
             if logged:
-                if valid:
-                    last_valid = evaluate_loss(peft_model, valid, config.batch_size, pad_id, device)
+                last_valid = objective.valid_loss(peft_model, sample=True)
                 metrics = StepMetrics(
                     step=step,
                     total_steps=total_steps,
@@ -337,12 +466,37 @@ def train_lora(
                     tokens_per_second=round(tokens / elapsed, 2) if elapsed else 0.0,
                     eta_seconds=round(elapsed / step * (total_steps - step), 2),
                     valid_loss=None if last_valid is None else round(last_valid, 6),
+                    extra=last_extra,
                 )
                 history.append(metrics)
                 if report is not None and report(metrics) is False:
                     raise TrainingStopped(step)
-        if on_epoch_end is not None and epoch < config.n_epochs:
-            on_epoch_end(epoch, step, peft_model, history[-1] if history else None)
+        epoch_valid = objective.valid_loss(peft_model, sample=False)
+        ended = EpochMetrics(epoch, step, round(last_loss, 6), _rounded(epoch_valid))
+        epochs.append(ended)
+        if on_epoch_end is not None:
+            on_epoch_end(ended, peft_model, history[-1] if history else None)
+        if epoch_valid is None:
+            continue
+        if epoch_valid < best_loss:
+            best, best_loss, since_best = ended, epoch_valid, 0
+            best_weights = {
+                name: p.detach().clone()
+                for name, p in peft_model.named_parameters()
+                if p.requires_grad
+            }
+        else:
+            since_best += 1
+            patience = config.early_stopping_patience
+            if patience and since_best >= patience and epoch < config.n_epochs:
+                stopped_early = True
+                break
+    selected = best or (epochs[-1] if epochs else None)
+    if best is not None and best.epoch != epochs[-1].epoch:
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if name in best_weights:
+                    p.copy_(best_weights[name])
     peft_model.eval()
     return TrainResult(
         model=peft_model,
@@ -352,35 +506,36 @@ def train_lora(
         final_train_loss=last_loss,
         final_valid_loss=last_valid,
         history=history,
+        epochs=epochs,
+        selected=selected,
+        stopped_early=stopped_early,
     )
 
 
-def resolve_hyperparameters(requested: dict[str, Any], n_examples: int) -> dict[str, Any]:
-    """Replace "auto" (or missing) values with ones that suit the data set's size.
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
-    n_epochs: more passes over tiny sets (10 for 10 examples, 3 from 100 on);
-    batch_size: about a tenth of the examples, 1 to 8;
-    learning_rate_multiplier: 1.0, i.e. 5e-4, a usual LoRA rate.
-    """
-    out = dict(requested)
 
-    def auto(key: str) -> bool:
-        return out.get(key) in (None, "auto")
-
-    if auto("n_epochs"):
-        out["n_epochs"] = int(min(10, max(3, math.ceil(100 / max(1, n_examples)))))
-    if auto("batch_size"):
-        out["batch_size"] = int(min(8, max(1, n_examples // 10)))
-    if auto("learning_rate_multiplier"):
-        out["learning_rate_multiplier"] = 1.0
-    out.setdefault("r", 8)
-    out.setdefault("alpha", 2 * out["r"])
-    out.setdefault("dropout", 0.05)
+def resolve_hyperparameters(
+    requested: dict[str, Any],
+    n_examples: int,
+    n_params: int | None = None,
+    method: str = "supervised",
+) -> dict[str, Any]:
+    """Replace "auto" (or missing) values with ones that suit the data set and the model
+    (app/finetune/auto_settings.py: by optimizer steps, with the reason recorded)."""
+    out = auto_settings.resolve(requested, n_examples, n_params=n_params, method=method)
     out.setdefault("target_modules", list(DEFAULT_TARGET_MODULES))
     return out
 
 
-def config_from_hyperparameters(hp: dict[str, Any], seed: int, max_length: int) -> TrainConfig:
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def config_from_hyperparameters(
+    hp: dict[str, Any], seed: int, max_length: int, init_adapter: str | None = None
+) -> TrainConfig:
     return TrainConfig(
         n_epochs=int(hp["n_epochs"]),
         batch_size=int(hp["batch_size"]),
@@ -391,4 +546,18 @@ def config_from_hyperparameters(hp: dict[str, Any], seed: int, max_length: int) 
         target_modules=tuple(hp["target_modules"]),
         seed=seed,
         max_length=max_length,
+        early_stopping_patience=hp.get("early_stopping_patience"),
+        init_adapter=init_adapter,
     )
+
+
+def adapter_shape(folder: str) -> dict[str, Any]:
+    """r, alpha, dropout and target modules of a saved peft adapter folder."""
+    config = LoraConfig.from_pretrained(folder)
+    modules = config.target_modules
+    return {
+        "r": int(config.r),
+        "alpha": int(config.lora_alpha),
+        "dropout": float(config.lora_dropout),
+        "target_modules": sorted(modules) if not isinstance(modules, str) else [modules],
+    }

@@ -25,7 +25,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel
 
-from app.errors import APIError
+from app.engine.errors import AdapterLoadError
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,6 @@ def grouped_lora_forward(
         else:
             result.index_add_(0, rows, update, alpha=scale)
     return result
-
-
-class AdapterLoadError(APIError):
-    status_code = 500
-    type = "server_error"
-    code = "adapter_unavailable"
 
 
 class AdapterCache:

@@ -92,7 +92,7 @@ def kv_of(cache: DynamicCache) -> KV:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def check_supported(config) -> None:  # noqa: ANN001 - a transformers config
+def check_supported(config) -> None:  # a transformers config
     """The batch keeps whole-history layers; sliding-window or linear-attention layers would
     need their own bookkeeping, so such models are refused early with a clear message."""
     layers = DynamicCache(config=config).layers

@@ -14,13 +14,14 @@ import threading
 from app.engine.adapters import AdapterCache, AdapterRef, peft_label
 from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
+from app.engine.errors import EngineOverloaded, InvalidInput
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
-from app.errors import BadRequest, ServiceUnavailable
+from app.engine.structured import ConstraintError, ForcedTokens, Grammars, OutputConstraint
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Engine:
         # The chat template's default system prompt and user header open every chat prompt
         # that brings no system message of its own: cached like a template's fixed prefix.
         self.chat_prefix = shared_chat_prefix(self.tokenizer)
+        self._grammars: Grammars | None = None
+        self._grammars_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -86,6 +89,26 @@ class Engine:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    # -- structured outputs ------------------------------------------------------------------
+    @property
+    def grammars(self) -> Grammars:
+        """Built on first use: reading the vocabulary takes a moment and most engines (tests,
+        workers) never see a constraint."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                self._grammars = Grammars(
+                    self.tokenizer, self.model.config.vocab_size, self.eos_ids
+                )
+            return self._grammars
+
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """Compiles (and caches) the constraint; a 400 if it cannot compile or match. Callers
+        run it off the event loop: a new schema takes milliseconds to compile."""
+        try:
+            self.grammars.compile(constraint)
+        except ConstraintError as exc:
+            raise invalid_response_format(exc) from None
+
     # -- API for callers -------------------------------------------------------------------
     def submit(
         self,
@@ -94,16 +117,18 @@ class Engine:
         adapter: AdapterRef | None = None,
         *,
         prefix_len: int = 0,
+        forced_tokens: list[int] | None = None,
     ) -> RequestHandle:
         """Queue a request. `prefix_len`: how many leading tokens are a fixed template prefix
         whose key/value cache may be shared with other requests of the same variant (a prompt
-        that opens with the chat template's shared header gets at least that much)."""
+        that opens with the chat template's shared header gets at least that much).
+        `forced_tokens`: the row generates exactly these (to score them: ask for logprobs)."""
         if not prompt_ids:
-            raise BadRequest("The prompt is empty.", param="prompt", code="empty_prompt")
+            raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
         vocab = self.model.config.vocab_size
         unknown = [t for t, _ in params.logit_bias if not 0 <= t < vocab]
         if unknown:
-            raise BadRequest(
+            raise InvalidInput(
                 f"logit_bias: token ids must be 0 to {vocab - 1}; got {unknown[0]}.",
                 param="logit_bias",
                 code="invalid_logit_bias",
@@ -114,13 +139,18 @@ class Engine:
         handle = RequestHandle(asyncio.get_running_loop())
         seq = Sequence(list(prompt_ids), params, handle, adapter, max(0, prefix_len))
         seq.assembler = TextAssembler(self.tokenizer, params.stop)
+        if forced_tokens is not None:
+            seq.constraint = ForcedTokens(list(forced_tokens), min(self.eos_ids, default=0))
+        elif params.constraint is not None:
+            try:
+                seq.constraint = self.grammars.row(params.constraint)
+            except ConstraintError as exc:
+                raise invalid_response_format(exc) from None
         try:
             self._queue.put_nowait(seq)
         except queue.Full:
-            raise ServiceUnavailable(
-                "The server is busy: too many requests queued. Retry shortly.",
-                code="server_overloaded",
-                headers={"Retry-After": "1"},
+            raise EngineOverloaded(
+                "The server is busy: too many requests queued. Retry shortly."
             ) from None
         return handle
 
@@ -137,3 +167,9 @@ class Engine:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+
+def invalid_response_format(exc: ConstraintError) -> InvalidInput:
+    return InvalidInput(
+        str(exc), param=exc.param or "response_format", code="invalid_response_format"
+    )

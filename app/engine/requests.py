@@ -5,7 +5,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from app.errors import APIError
+from app.engine.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
-    error: APIError
+    error: EngineError
 
 
 Event = Delta | Finished | Failed
@@ -75,7 +75,7 @@ class RequestHandle:
         """The client went away: the scheduler drops the row at its next step."""
         self.cancelled.set()
 
-    async def events(self):  # noqa: ANN201 - async generator of Event
+    async def events(self):  # async generator of Event
         while True:
             event = await self._queue.get()
             # The first token may carry no text yet (held back, or an immediate end).

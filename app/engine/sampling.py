@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from app.engine.structured import OutputConstraint
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -20,6 +22,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # Structured output: the grammar every token of this row must keep to (None: free text).
+    constraint: OutputConstraint | None = None
 
     @property
     def adjusts_logits(self) -> bool:

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
 from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
 from app.engine.detokenizer import TextAssembler
+from app.engine.errors import EngineError, EngineShuttingDown, GenerationFailed
 from app.engine.prefix_cache import PrefixCache
 from app.engine.requests import (
     Delta,
@@ -32,7 +33,7 @@ from app.engine.requests import (
     TokenLogprob,
 )
 from app.engine.sampling import Sampler, SamplingParams, adjust_logits
-from app.errors import APIError, ServiceUnavailable
+from app.engine.structured import RowConstraint, mask_logits
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Sequence:
     handle: RequestHandle
     adapter: AdapterRef | None = None
     prefix_len: int = 0  # leading prompt tokens whose key/values may come from the cache
+    # Structured output: which tokens this row may pick next (None: any).
+    constraint: RowConstraint | None = None
     sampler: Sampler = field(init=False)
     assembler: TextAssembler = field(init=False)
     generated: list[int] = field(default_factory=list)
@@ -102,10 +105,8 @@ def token_logprob(logprobs: torch.Tensor, token: int, top: int) -> TokenLogprob:
     return TokenLogprob(token, float(logprobs[token]), alternatives)
 
 
-def internal_error(exc: Exception) -> APIError:
-    err = APIError(f"Generation failed: {type(exc).__name__}")
-    err.status_code, err.type, err.code = 500, "server_error", "generation_failed"
-    return err
+def internal_error(exc: Exception) -> GenerationFailed:
+    return GenerationFailed(f"Generation failed: {type(exc).__name__}")
 
 
 class Scheduler:
@@ -242,7 +243,7 @@ class Scheduler:
             if not self.adapters.ensure(seq.adapter, pinned):
                 return "wait"
         except Exception as exc:  # missing or corrupt files: this request only
-            err = exc if isinstance(exc, APIError) else internal_error(exc)
+            err = exc if isinstance(exc, EngineError) else internal_error(exc)
             self._outbox.append((seq.handle, Failed(err)))
             return "failed"
         pinned.add(seq.adapter.name)
@@ -351,7 +352,7 @@ class Scheduler:
         elif self.batch is not None:
             self.batch.select(indices)
 
-    def _forward(self, ids, mask, positions, cache, labels: list[str]):  # noqa: ANN001, ANN202
+    def _forward(self, ids, mask, positions, cache, labels: list[str]):
         stats = self.stats
         stats.forwards += 1
         stats.max_rows = max(stats.max_rows, len(labels))
@@ -382,10 +383,13 @@ class Scheduler:
             values = torch.log_softmax(logits[wanted].float(), dim=-1).cpu()
             logprobs = dict(zip(wanted, values, strict=True))
         adjusted = [i for i, r in enumerate(rows) if r.params.adjusts_logits]
-        if adjusted:
+        constrained = [(i, r.constraint) for i, r in enumerate(rows) if r.constraint is not None]
+        if adjusted or constrained:
             logits = logits.float().clone()
             for i in adjusted:
                 logits[i] = adjust_logits(logits[i], rows[i].params, rows[i].generated)
+            if constrained:
+                mask_logits(logits, constrained)  # last, so no bias can lift a masked token
         greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
         keep: list[int] = []
         for i, row in enumerate(rows):
@@ -402,6 +406,9 @@ class Scheduler:
 
     def _accept(self, row: Sequence, token: int, entry: TokenLogprob | None) -> str | None:
         if token in self.eos_ids:
+            return "stop"
+        if row.constraint is not None and not row.constraint.accept(token):
+            log.error("constrained row picked a token its grammar refuses: %d", token)
             return "stop"
         row.generated.append(token)
         if entry is not None:
@@ -443,11 +450,7 @@ class Scheduler:
         )
 
     def _fail_everything(self) -> None:
-        err = ServiceUnavailable(
-            "The engine is shutting down.",
-            code="server_shutting_down",
-            headers={"Retry-After": "1"},
-        )
+        err = EngineShuttingDown("The engine is shutting down.")
         pending = [*self.rows, *self.waiting]
         while True:
             try:

@@ -1,11 +1,23 @@
 """Labeled examples for an evaluation, from a file stored by the files API."""
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
 from app.errors import BadRequest
-from app.evals.runner import LabeledExample
 from app.files import service as files
 from app.settings import get_settings
+
+
+@dataclass(frozen=True)
+class LabeledExample:
+    messages: list[dict[str, str]]  # the conversation up to (not including) the answer
+    expected: str
+
+    @property
+    def input(self) -> str:
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else ""
 
 
 def load_labeled_examples(session: Session, tenant: str, file_id: str) -> list[LabeledExample]:

@@ -20,6 +20,9 @@ class Outcome:
     completion_tokens: int = 0
     latency_ms: float = 0.0
     error: str | None = None
+    # Under an output constraint (a template's default): whether the answer parses as it
+    # asks (None: the variant has none).
+    parses: bool | None = None
 
 
 def variant_summary(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -38,7 +41,17 @@ def variant_summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "mean_completion_tokens": sum(o.completion_tokens for o in ok) / len(ok) if ok else 0.0,
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p95": percentile(latencies, 95),
+        "parse_rate": parse_rate(outcomes),
     }
+
+
+def parse_rate(outcomes: list[Outcome]) -> float | None:
+    """Share of answers that parse under the variant's output constraint (failed requests
+    count as not parsing); None when the variant has no constraint."""
+    checked = [o for o in outcomes if o.parses is not None or o.answer is None]
+    if not any(o.parses is not None for o in checked):
+        return None
+    return sum(bool(o.parses) for o in checked) / len(checked)
 
 
 def pairwise(names: list[str], outcomes: dict[str, list[Outcome]]) -> list[dict[str, Any]]:

@@ -1,13 +1,14 @@
 from fastapi import APIRouter, Query, Response
 
 from app.auth.dependencies import TenantDep
+from app.broker import EVALUATE_TASK, enqueue
 from app.charts.responses import SVG_RESPONSES, svg_response
 from app.db import SessionDep
 from app.evals import service
 from app.evals.charts import accuracy_cost_svg
-from app.evals.queue import enqueue_eval
 from app.evals.schemas import EvalCreate, EvalEventList, EvalList, EvalRead
 from app.inference.dependencies import EngineDep
+from app.routing.resolve import variant_checks
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
 
@@ -16,8 +17,9 @@ router = APIRouter(prefix="/v1/evals", tags=["evals"])
 def create_eval(
     body: EvalCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> EvalRead:
-    row = service.create(session, principal.tenant, engine.name, body)
-    enqueue_eval(row.id)  # after the commit, so the worker always finds the row
+    check = variant_checks(session, principal.tenant, engine.name)
+    row = service.create(session, principal.tenant, body, check)
+    enqueue(EVALUATE_TASK, row.id)  # after the commit, so the worker always finds the row
     return service.read(row)
 
 

@@ -95,7 +95,8 @@ def create_file(
     file_id = new_id("file-")
     files_dir.mkdir(parents=True, exist_ok=True)
     normalised = "".join(
-        json.dumps({"messages": e["messages"]}, ensure_ascii=False) + "\n" for e in parsed.examples
+        json.dumps({k: v for k, v in e.items() if k != "line"}, ensure_ascii=False) + "\n"
+        for e in parsed.examples
     ).encode()
     _write_atomic(files_dir / file_id, data)
     _write_atomic(files_dir / f"{file_id}{EXAMPLES_SUFFIX}", normalised)

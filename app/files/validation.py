@@ -33,6 +33,7 @@ TOO_LONG = "too_long"
 TOO_FEW_EXAMPLES = "too_few_examples"
 BAD_CSV_HEADER = "bad_csv_header"
 BAD_CSV_ROW = "bad_csv_row"
+MIXED_FORMATS = "mixed_formats"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Problem:
 
 @dataclass
 class ParsedDataset:
-    format: str  # chat | prompt_completion | csv
+    format: str  # chat | prompt_completion | csv | preference
     examples: list[dict[str, Any]] = field(default_factory=list)  # {"messages": [...]}
     problems: list[Problem] = field(default_factory=list)
     total_tokens: int = 0
@@ -58,7 +59,7 @@ class ParsedDataset:
 TokenCounter = Callable[[list[dict[str, Any]]], int]
 
 
-def _content_text(content: Any) -> str | None:
+def content_text(content: Any) -> str | None:
     """A message's text: a string, or OpenAI's list of {"type": "text", "text": ...} parts."""
     if isinstance(content, str):
         return content
@@ -96,7 +97,7 @@ def _chat_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> di
             )
             ok = False
             continue
-        text = _content_text(msg.get("content"))
+        text = content_text(msg.get("content"))
         if text is None or not text.strip():
             problems.append(Problem(line, EMPTY_CONTENT, f"{where}.content is empty or missing"))
             ok = False
@@ -141,6 +142,9 @@ def _pair_example(
 
 
 def _parse_jsonl(text: str, result: ParsedDataset) -> None:
+    # Imported here: the preference module builds on this one's helpers.
+    from app.files.preference_validation import is_preference_line, preference_example
+
     kinds: set[str] = set()
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -153,7 +157,10 @@ def _parse_jsonl(text: str, result: ParsedDataset) -> None:
         if not isinstance(obj, dict):
             result.problems.append(Problem(number, INVALID_JSON, "each line must be an object"))
             continue
-        if "messages" in obj:
+        if is_preference_line(obj):
+            kinds.add("preference")
+            example = preference_example(number, obj, result.problems)
+        elif "messages" in obj:
             kinds.add("chat")
             example = _chat_example(number, obj, result.problems)
         elif "prompt" in obj or "completion" in obj:
@@ -173,7 +180,19 @@ def _parse_jsonl(text: str, result: ParsedDataset) -> None:
         if example is not None:
             example["line"] = number
             result.examples.append(example)
-    result.format = "prompt_completion" if kinds == {"prompt_completion"} else "chat"
+    if "preference" in kinds and len(kinds) > 1:
+        result.problems.append(
+            Problem(
+                None,
+                MIXED_FORMATS,
+                "preference pairs (input/preferred_output/non_preferred_output) and "
+                "training examples (messages or prompt/completion) in one file",
+            )
+        )
+    if kinds == {"preference"}:
+        result.format = "preference"
+    else:
+        result.format = "prompt_completion" if kinds == {"prompt_completion"} else "chat"
 
 
 def _parse_csv(text: str, result: ParsedDataset) -> None:
@@ -270,9 +289,13 @@ def parse_dataset(
         _parse_csv(text, result)
     else:
         _parse_jsonl(text, result)
+    from app.files.preference_validation import token_view
+
     if count_tokens is not None:
         for example in result.examples:
-            n = count_tokens(example["messages"])
+            n = count_tokens(
+                token_view(example) if result.format == "preference" else example["messages"]
+            )
             result.total_tokens += n
             result.max_tokens = max(result.max_tokens, n)
             if n > context_window:

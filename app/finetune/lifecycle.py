@@ -39,6 +39,7 @@ class Claim:
     seed: int
     hyperparameters: dict[str, Any]
     attempt: int
+    method: str = "supervised"
 
 
 def add_event(
@@ -102,10 +103,11 @@ def claim(job_id: str, worker: str, heartbeat_timeout_s: float, max_attempts: in
             seed=row.seed,
             hyperparameters=dict(row.hyperparameters or {}),
             attempt=row.attempts,
+            method=row.method or "supervised",
         )
 
 
-def _mine(job_id: str, attempt: int):  # noqa: ANN202 - a SQL condition
+def _mine(job_id: str, attempt: int):  # a SQL condition
     return (
         (FineTuningJob.id == job_id)
         & (FineTuningJob.status == Status.RUNNING)
@@ -174,6 +176,7 @@ def succeed(
     base_model: str,
     trained_tokens: int,
     earlier: Sequence[AdapterFiles] = (),
+    parent: str | None = None,
 ) -> bool:
     """Register the adapter (and the earlier epochs' checkpoints, each servable by its own
     name) and mark the job succeeded, in one transaction; False (nothing written) when the
@@ -205,6 +208,7 @@ def succeed(
                     path=files.path,
                     bytes=files.bytes,
                     manifest=files.manifest,
+                    parent=parent,
                 )
             )
             session.add(

@@ -19,6 +19,9 @@ class FineTuningJob(Base):
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    method: Mapped[str] = mapped_column(
+        String(16), default="supervised", server_default="supervised"
+    )  # supervised | dpo
     status: Mapped[str] = mapped_column(String(32), index=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -33,6 +33,8 @@ class Hyperparameters(LoraParams):
     n_epochs: Auto | Annotated[int, Field(ge=1, le=200)] = "auto"
     batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
     learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
+    # adaptd's: stop after this many epochs without a better validation loss.
+    early_stopping_patience: Annotated[int, Field(ge=1, le=100)] | None = None
 
 
 class Supervised(BaseModel):
@@ -42,11 +44,24 @@ class Supervised(BaseModel):
     lora: LoraParams | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    # How far the policy may move from the reference: larger keeps it closer.
+    beta: Auto | Annotated[float, Field(gt=0, le=10)] = "auto"
+
+
+class Dpo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: DpoHyperparameters | None = None
+    lora: LoraParams | None = None
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["supervised"] = "supervised"
+    type: Literal["supervised", "dpo"] = "supervised"
     supervised: Supervised | None = None
+    dpo: Dpo | None = None
 
 
 class JobCreate(BaseModel):
@@ -71,20 +86,35 @@ class JobCreate(BaseModel):
             )
         return value
 
+    def explicit_lora_settings(self) -> dict[str, Any]:
+        """The LoRA shape values the request set (for a job on top of an adapter)."""
+        merged = self.merged_hyperparameters()
+        return {k: merged[k] for k in ("r", "alpha", "target_modules") if k in merged}
+
     def merged_hyperparameters(self) -> dict[str, Any]:
         """One flat dict: n_epochs, batch_size, learning_rate_multiplier, r, alpha, ..."""
         merged: dict[str, Any] = {}
-        supervised = self.method.supervised if self.method else None
+        method = self.method_type()
+        chosen = (
+            (self.method.dpo if method == "dpo" else self.method.supervised)
+            if self.method
+            else None
+        )
         for part in (
             self.hyperparameters,
-            supervised.hyperparameters if supervised else None,
-            supervised.lora if supervised else None,
+            chosen.hyperparameters if chosen else None,
+            chosen.lora if chosen else None,
         ):
             if part is not None:
                 merged.update(part.model_dump(exclude_unset=True, exclude_none=True))
         for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
             merged.setdefault(key, "auto")
+        if method == "dpo":
+            merged.setdefault("beta", "auto")
         return merged
+
+    def method_type(self) -> str:
+        return self.method.type if self.method else "supervised"
 
 
 class JobError(BaseModel):
@@ -97,6 +127,10 @@ class JobHyperparameters(BaseModel):
     n_epochs: int | Auto
     batch_size: int | Auto
     learning_rate_multiplier: float | Auto
+    # adaptd extensions, once the worker has resolved "auto": the absolute rate, and what
+    # auto chose and why.
+    learning_rate: float | None = None
+    auto_reason: str | None = None
 
 
 class JobRead(BaseModel):

@@ -9,13 +9,14 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.broker import FINE_TUNE_TASK, enqueue
 from app.db import unix_time, utcnow
 from app.errors import APIError, BadRequest, Conflict, NotFound
 from app.files import service as files
 from app.files.models import File
+from app.finetune import parents
 from app.finetune.lifecycle import add_event
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
-from app.finetune.queue import enqueue_job
 from app.finetune.repository import JobRepository
 from app.finetune.schemas import (
     CheckpointRead,
@@ -35,13 +36,24 @@ class QuotaExceeded(APIError):
     code = "quota_exceeded"
 
 
-def _training_file(session: Session, tenant: str, file_id: str, param: str) -> File:
+def _training_file(session: Session, tenant: str, file_id: str, param: str, method: str) -> File:
     row = files.get_file(session, tenant, file_id, param=param)
     if row.purpose != "fine-tune":
         raise BadRequest(
             f"File '{file_id}' was uploaded with purpose '{row.purpose}', not 'fine-tune'.",
             param=param,
             code="invalid_file_purpose",
+        )
+    if (row.format == "preference") != (method == "dpo"):
+        wanted = (
+            "preference pairs (input, preferred_output, non_preferred_output)"
+            if method == "dpo"
+            else "training examples (messages, prompt/completion or CSV), not preference pairs"
+        )
+        raise BadRequest(
+            f"File '{file_id}' holds {row.format} data; a {method} job needs {wanted}.",
+            param=param,
+            code="invalid_file_format",
         )
     return row
 
@@ -55,16 +67,25 @@ def create_job(
     max_active: int,
     module_names: set[str] | None,
 ) -> FineTuningJob:
-    if body.model != base_name:
+    hyperparameters = body.merged_hyperparameters()
+    if parents.is_adapter_name(body.model):
+        parents.parent_adapter(
+            session,
+            tenant,
+            body.model,
+            base_name=base_name,
+            hyperparameters=body.explicit_lora_settings(),
+        )
+    elif body.model != base_name:
         raise BadRequest(
             f"Model '{body.model}' cannot be fine-tuned here; use '{base_name}'.",
             param="model",
             code="model_not_available",
         )
-    _training_file(session, tenant, body.training_file, "training_file")
+    method = body.method_type()
+    _training_file(session, tenant, body.training_file, "training_file", method)
     if body.validation_file:
-        _training_file(session, tenant, body.validation_file, "validation_file")
-    hyperparameters = body.merged_hyperparameters()
+        _training_file(session, tenant, body.validation_file, "validation_file", method)
     unknown = [
         m
         for m in hyperparameters.get("target_modules", [])
@@ -91,6 +112,7 @@ def create_job(
         suffix=body.suffix,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         hyperparameters=hyperparameters,
+        method=method,
         status=Status.VALIDATING_FILES,
     )
     session.add(row)
@@ -103,7 +125,7 @@ def create_job(
     row.heartbeat_at = utcnow()  # for a queued job: when it was sent to the broker
     add_event(session, row.id, "Files validated, moving job to queued state")
     session.commit()
-    enqueue_job(row.id)  # after the commit: a worker must find the row
+    enqueue(FINE_TUNE_TASK, row.id)  # after the commit: a worker must find the row
     return row
 
 
@@ -184,6 +206,8 @@ def _public_hp(hp: dict[str, Any]) -> JobHyperparameters:
         n_epochs=hp.get("n_epochs", "auto"),
         batch_size=hp.get("batch_size", "auto"),
         learning_rate_multiplier=hp.get("learning_rate_multiplier", "auto"),
+        learning_rate=hp.get("learning_rate"),
+        auto_reason=hp.get("auto_reason"),
     )
 
 
@@ -196,7 +220,7 @@ def to_read(row: FineTuningJob) -> JobRead:
         fine_tuned_model=row.fine_tuned_model,
         finished_at=unix_time(row.finished_at),
         hyperparameters=_public_hp(hp),
-        method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+        method={"type": row.method, row.method: {"hyperparameters": hp}},
         model=row.model,
         organization_id=row.tenant,
         seed=row.seed,

@@ -17,7 +17,13 @@ def list_models(session: Session, tenant: str, base_name: str) -> ModelList:
     cards = [ModelCard(id=base_name, created=0, owned_by="adaptd", kind="base")]
     for a in AdapterRepository(session, tenant).all_by_age():
         cards.append(
-            ModelCard(id=a.name, created=unix_time(a.created_at), owned_by=tenant, kind="adapter")
+            ModelCard(
+                id=a.name,
+                created=unix_time(a.created_at),
+                owned_by=tenant,
+                kind="adapter",
+                parent=a.parent,
+            )
         )
     for t in TemplateRepository(session, tenant).all(order_by=(Template.name,)):
         cards.append(

@@ -5,7 +5,9 @@ from typing import Any
 
 from app.engine.engine import Engine
 from app.engine.prompts import encode, render_chat
+from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, ContextLengthExceeded
+from app.inference.structured import effective_constraint
 from app.protocol.chat import ChatCompletionRequest
 from app.protocol.common import GenerationRequest
 from app.routing.resolve import Variant
@@ -23,9 +25,26 @@ class PreparedPrompt:
     # system prompt and static examples): the engine may reuse their key/value cache.
     prefix_len: int = 0
     defaults: dict[str, Any] = field(default_factory=dict)
+    # The output constraint the answer keeps to: the request's own, else the template's
+    # default (compiled and checked already); None: free text.
+    constraint: OutputConstraint | None = None
 
 
 def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
+    prepared = _prepare_chat(engine, variant, req)
+    prepared.constraint = effective_constraint(engine, variant, req.output_constraint())
+    return prepared
+
+
+def prepare_completion(
+    engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
+) -> PreparedPrompt:
+    prepared = _prepare_completion(engine, variant, prompt, req)
+    prepared.constraint = effective_constraint(engine, variant, req.output_constraint())
+    return prepared
+
+
+def _prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
     messages = [m.as_template_dict() for m in req.messages]
     if variant.kind == "template" and variant.template is not None:
         tmpl = variant.template
@@ -42,7 +61,7 @@ def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -
     return PreparedPrompt(encode(engine.tokenizer, text))
 
 
-def prepare_completion(
+def _prepare_completion(
     engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
 ) -> PreparedPrompt:
     if variant.kind == "template" and variant.template is not None:

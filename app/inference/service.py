@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from app.engine.engine import Engine
 from app.engine.requests import Delta, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
+from app.errors import engine_api_error
 from app.ids import new_id
 from app.observability.context import note_first_token, note_usage, note_variant
 from app.protocol.common import Usage
@@ -122,7 +123,7 @@ async def stream_sse(
             results.append(event)
             yield sse(make_chunk(index, None, finish_reason(event.finish_reason), ()))
         else:
-            yield sse(event.error.body())
+            yield sse(engine_api_error(event.error).body())
             break
     for h in handles:
         note_first_token(h.first_token_at)

@@ -55,12 +55,6 @@ class ChatCompletionRequest(GenerationRequest):
             raise ValueError("at least one message must have content")
         return v
 
-    def last_user_text(self) -> str | None:
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.text()
-        return None
-
 
 class ChatResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
@@ -80,6 +74,9 @@ class ChatChoice(BaseModel):
     message: ChatResponseMessage
     finish_reason: FinishReason
     logprobs: ChatLogprobs | None = None
+    # adaptd extension: with a `choice` constraint and logprobs, each label's total
+    # log-probability (summed over its tokens) under this prompt.
+    label_logprobs: dict[str, float] | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -104,6 +101,9 @@ class ChatChunkChoice(BaseModel):
     delta: ChatDelta
     finish_reason: FinishReason | None = None
     logprobs: ChatLogprobs | None = None
+    # adaptd extension: with a `choice` constraint and logprobs, each label's total
+    # log-probability (summed over its tokens) under this prompt.
+    label_logprobs: dict[str, float] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

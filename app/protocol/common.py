@@ -4,7 +4,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
 from app.errors import BadRequest
+from app.protocol.structured import output_constraint
 
 
 class Usage(BaseModel):
@@ -29,7 +31,6 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "functions": _is_set,
     "tool_choice": lambda v: v not in (None, "none", "auto"),
     "function_call": lambda v: v not in (None, "none", "auto"),
-    "response_format": lambda v: _is_set(v) and v != {"type": "text"},
     "best_of": lambda v: v not in (None, 1),
     "suffix": _is_set,
     "audio": _is_set,
@@ -57,6 +58,10 @@ class GenerationRequest(BaseModel):
     user: str | None = None
     # Extra variables for template variants ({{ input }} comes from the request itself).
     variables: dict[str, Any] | None = None
+    # Structured output: OpenAI's response_format, or vLLM's structured_outputs extension
+    # ({"choice": [...]} | {"regex": "..."} | {"json": {...}}); checked by output_constraint().
+    response_format: Any = None
+    structured_outputs: Any = None
 
     @model_validator(mode="after")
     def _check_stop(self) -> "GenerationRequest":
@@ -98,12 +103,20 @@ class GenerationRequest(BaseModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def output_constraint(self) -> OutputConstraint | None:
+        """What the request asks its output to keep to; 400 invalid_response_format if bad."""
+        return output_constraint(self.response_format, self.structured_outputs)
+
     def requested_logprobs(self) -> int | None:
         """None: no log-probabilities; else how many alternatives per token."""
         return None
 
     def to_sampling_params(
-        self, defaults: dict[str, Any] | None = None, *, max_tokens: int
+        self,
+        defaults: dict[str, Any] | None = None,
+        *,
+        max_tokens: int,
+        constraint: OutputConstraint | None = None,
     ) -> SamplingParams:
         """Request fields win over a variant's defaults, which win over OpenAI's defaults."""
         defaults = defaults or {}
@@ -122,6 +135,7 @@ class GenerationRequest(BaseModel):
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             logit_bias=tuple((int(t), float(b)) for t, b in (self.logit_bias or {}).items()),
+            constraint=constraint,
         )
 
 

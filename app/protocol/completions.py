@@ -42,6 +42,9 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: FinishReason | None
     logprobs: CompletionLogprobs | None = None
+    # adaptd extension: with a `choice` constraint and logprobs, each label's total
+    # log-probability (summed over its tokens) under this prompt.
+    label_logprobs: dict[str, float] | None = None
 
 
 class Completion(BaseModel):

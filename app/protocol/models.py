@@ -12,6 +12,8 @@ class ModelCard(BaseModel):
     owned_by: str
     # adaptd extension: base | template | adapter | alias
     kind: str = "base"
+    # adaptd extension, adapters only: the adapter it was trained on top of
+    parent: str | None = None
 
 
 class ModelList(BaseModel):

@@ -19,4 +19,6 @@ class Adapter(Base):
     path: Mapped[str] = mapped_column(String(255))  # relative to DATA_DIR/adapters
     bytes: Mapped[int] = mapped_column(Integer, default=0)
     manifest: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The adapter this one was trained on top of (its name; it may since have been deleted).
+    parent: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

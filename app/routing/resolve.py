@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.aliases import service as aliases
 from app.engine.adapters import AdapterRef
 from app.errors import ModelNotFound
-from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind
+from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind, VariantCheck
 from app.registry import service as registry
 from app.settings import get_settings
 from app.templates import service as templates
@@ -73,3 +73,12 @@ def resolve(
 def model_kinds(session: Session, tenant: str, base_name: str) -> ModelKind:
     """The check the templates and aliases write paths take: a concrete variant's kind."""
     return lambda model: resolve(session, tenant, model, base_name, follow_aliases=False).kind
+
+
+def variant_checks(session: Session, tenant: str, base_name: str) -> VariantCheck:
+    """The check evaluations take: the model names a variant (an alias counts no traffic)."""
+
+    def check(model: str) -> None:
+        resolve(session, tenant, model, base_name, count_alias=False)
+
+    return check

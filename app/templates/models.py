@@ -45,6 +45,9 @@ class TemplateVersion(Base):
     model: Mapped[str] = mapped_column(String(255))
     # float32 matrix (n_examples x dim), computed once when the version is saved.
     embeddings: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Default structured output ({"choice": [...]} | {"regex": ...} | {"json": {...}}),
+    # applied to requests that bring none of their own.
+    output_constraint: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

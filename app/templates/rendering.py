@@ -21,6 +21,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from app.engine.prompts import encode, render_chat
+from app.engine.structured import OutputConstraint
 from app.errors import BadRequest
 from app.templates import sandbox, selection
 
@@ -44,6 +45,8 @@ class ResolvedTemplate:
     params: dict[str, Any]  # default generation parameters (no None values)
     variables: dict[str, str | None]  # declared request variables -> default
     embeddings: bytes | None = None
+    # The output constraint requests get unless they bring their own (None: free text).
+    output_constraint: OutputConstraint | None = None
 
     @property
     def reference(self) -> str:

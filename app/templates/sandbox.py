@@ -394,7 +394,7 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
     def wrap_str_format(self, value: Any) -> None:
         return None  # str.format takes width arguments that allocate: never offered
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _charge()
         _check_all([*args, *kwargs.values()])
         return _check_size(super().call(__context, __obj, *args, **kwargs))
@@ -455,7 +455,7 @@ _env = SafeEnvironment()
 
 
 @lru_cache(maxsize=512)
-def compile_template(source: str):  # noqa: ANN201
+def compile_template(source: str):
     """Parse, check and compile once per distinct text (versions are immutable)."""
     if len(source) > MAX_SOURCE_CHARS:
         raise TemplateRefused(

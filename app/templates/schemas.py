@@ -89,6 +89,9 @@ class TemplateSpec(BaseModel):
     # fields, each with a default (null: every request must send it in `variables`).
     variables: dict[str, str | None] = Field(default_factory=dict, max_length=64)
     model: str | None = Field(default=None, min_length=1, max_length=255)
+    # Default output constraint, in vLLM's structured_outputs shape: {"choice": [...]},
+    # {"regex": "..."} or {"json": {schema}}; {} or null: free text.
+    output_constraint: dict[str, Any] | None = None
 
     @field_validator("examples")
     @classmethod
@@ -127,6 +130,8 @@ class TemplatePatch(BaseModel):
     params: GenerationDefaults | None = None
     variables: dict[str, str | None] | None = Field(default=None, max_length=64)
     model: str | None = Field(default=None, min_length=1, max_length=255)
+    # Left out or null: the newest version's; {}: none.
+    output_constraint: dict[str, Any] | None = None
 
     @field_validator("examples")
     @classmethod
@@ -154,6 +159,7 @@ class TemplateVersionRead(BaseModel):
     example_selection: ExampleSelection
     params: GenerationDefaults
     variables: dict[str, str | None]
+    output_constraint: dict[str, Any] | None = None
     created_at: datetime
 
 

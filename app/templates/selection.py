@@ -4,8 +4,6 @@ from typing import Any
 
 from app.templates import embeddings
 
-RULES = ("all", "first_k", "similar_k")
-
 
 def example_text(example: dict[str, Any]) -> str:
     """What an example is compared by: its input."""

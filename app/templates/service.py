@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 
 from app.engine.engine import Engine
 from app.engine.prompts import encode, render_chat
+from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
 from app.model_refs import TEMPLATE_PREFIX, ModelKind, ReferencesTo
+from app.protocol.structured import from_structured_outputs
 from app.templates import sandbox, selection
 from app.templates.models import Template, TemplateTag, TemplateVersion
 from app.templates.rendering import (
@@ -84,6 +86,7 @@ def spec_of(row: TemplateVersion) -> TemplateSpec:
         params=GenerationDefaults(**params),
         variables=variables,
         model=row.model,
+        output_constraint=row.output_constraint,
     )
 
 
@@ -99,6 +102,7 @@ def version_read(name: str, row: TemplateVersion) -> TemplateVersionRead:
         example_selection=spec.example_selection,
         params=spec.params,
         variables=spec.variables,
+        output_constraint=spec.output_constraint or None,
         created_at=row.created_at,
     )
 
@@ -195,6 +199,11 @@ def find_version(
     return (template, row) if row is not None else None
 
 
+def constraint_of(spec: TemplateSpec) -> OutputConstraint | None:
+    """The version's default output constraint (400 invalid_response_format if malformed)."""
+    return from_structured_outputs(spec.output_constraint or None, param="output_constraint")
+
+
 def to_resolved(name: str, row: TemplateVersion) -> ResolvedTemplate:
     spec = spec_of(row)
     return ResolvedTemplate(
@@ -209,6 +218,7 @@ def to_resolved(name: str, row: TemplateVersion) -> ResolvedTemplate:
         params=spec.params.model_dump(exclude_none=True),
         variables=spec.variables,
         embeddings=row.embeddings,
+        output_constraint=constraint_of(spec),
     )
 
 
@@ -279,6 +289,9 @@ def validate(spec: TemplateSpec, engine: Engine, model_kind: ModelKind) -> str:
 
     probe = _dry_run(spec, used)
     _check_fits(spec, engine, probe)
+    constraint = constraint_of(spec)
+    if constraint is not None:
+        engine.check_constraint(constraint)  # compiles and can match, or a 400
     _check_model(model_kind, model)
     return model
 
@@ -342,6 +355,7 @@ def _version_row(
         params=params,
         model=model,
         embeddings=vectors,
+        output_constraint=spec.output_constraint or None,
     )
 
 

@@ -2,11 +2,13 @@
 
 import threading
 
+import pytest
+
 from tests.conftest import make_tenant_key
 from tests.registry_util import register_random_adapter
 
 
-def ask(client, model: str, **extra):  # noqa: ANN001, ANN003
+def ask(client, model: str, **extra):
     return client.post(
         "/v1/chat/completions",
         json={
@@ -83,6 +85,7 @@ def test_bad_alias_requests(client) -> None:
     assert client.get("/v1/aliases/dup").json()["version"] == 1
 
 
+@pytest.mark.both_databases
 def test_aliases_are_per_tenant(client) -> None:
     base = client.app.state.engine.name
     other = make_tenant_key(client, "other")
@@ -117,6 +120,7 @@ def test_aliases_are_per_tenant(client) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
 
 
+@pytest.mark.slow  # a thousand picks through the database
 def test_weighted_split_is_close_to_even(client) -> None:
     base = client.app.state.engine.name
     ft = register_random_adapter("default", "split")
@@ -138,6 +142,8 @@ def test_weighted_split_is_close_to_even(client) -> None:
     assert counts[base] + counts[ft] == 1000
 
 
+@pytest.mark.both_databases
+@pytest.mark.slow  # sixty requests through the engine while the alias moves
 def test_repoint_under_concurrent_traffic_loses_no_request(client) -> None:
     base = client.app.state.engine.name
     ft = register_random_adapter("default", "live")
@@ -168,6 +174,7 @@ def test_repoint_under_concurrent_traffic_loses_no_request(client) -> None:
     assert sum(info["requests"].values()) == 60
 
 
+@pytest.mark.both_databases
 def test_concurrent_repoints_each_get_their_own_version(client) -> None:
     base = client.app.state.engine.name
     ft = register_random_adapter("default", "race")
@@ -190,6 +197,7 @@ def test_concurrent_repoints_each_get_their_own_version(client) -> None:
     assert [h["version"] for h in history] == list(range(1, 2 + statuses.count(200)))
 
 
+@pytest.mark.both_databases
 def test_targets_in_use_cannot_be_deleted(client) -> None:
     ft = register_random_adapter("default", "used")
     client.post("/v1/templates", json={"name": "t", "system_prompt": "s"})

@@ -1,4 +1,4 @@
-"""Migration 0002 on a database holding keys made under 0001: admin keys of the `default`
+"""Migration 0004_keys on a database holding keys made under 0001: admin keys of the `default`
 tenant become platform keys, other admin keys become tenant admins, plain keys keep
 inference and manage, and the bootstrap key is recognised."""
 
@@ -37,7 +37,7 @@ def empty_url(request, tmp_path):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_0002_converts_is_admin_into_scopes(empty_url: str) -> None:
+def test_0004_converts_is_admin_into_scopes(empty_url: str) -> None:
     cfg = alembic(empty_url)
     command.upgrade(cfg, "0001")
     engine = make_engine(empty_url)

@@ -26,7 +26,7 @@ def texts(root: ET.Element) -> list[str]:
         (0, 150, [0, 50, 100, 150]),
     ],
 )
-def test_nice_ticks_cover_the_range(low, high, expected) -> None:  # noqa: ANN001
+def test_nice_ticks_cover_the_range(low, high, expected) -> None:
     ticks = nice_ticks(low, high)
     assert ticks == pytest.approx(expected)
     assert ticks[0] <= low and ticks[-1] >= high

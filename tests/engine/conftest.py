@@ -62,7 +62,7 @@ def make_engine(
     """A fresh engine (its own model copy, so loaded adapters never leak between tests)."""
     engines: list[Engine] = []
 
-    def make(start: bool = True, **config) -> Engine:  # noqa: ANN003
+    def make(start: bool = True, **config) -> Engine:
         loaded = load_base_model(str(sharp_model_dir), tmp_path_factory.mktemp("cache"), "cpu")
         engine = Engine(loaded, EngineConfig(**config))
         if start:

@@ -10,6 +10,7 @@ from app.engine.engine import Engine
 from app.engine.prompts import encode
 from app.engine.requests import Finished
 from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
 
 # Below this, two logits count as a tie that float rounding may break either way.
 TIE_TOLERANCE = 1e-4
@@ -28,13 +29,17 @@ class Job:
     prefix_len: int = 0
     temperature: float = 0.0
     seed: int | None = None
+    constraint: OutputConstraint | None = None
 
     def ids(self, engine: Engine) -> list[int]:
         return encode(engine.tokenizer, self.text)
 
     def params(self) -> SamplingParams:
         return SamplingParams(
-            max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            constraint=self.constraint,
         )
 
 
@@ -91,7 +96,7 @@ class LogitsRecorder:
         self.steps: dict[tuple, list[torch.Tensor]] = {}
         engine.scheduler.observe_logits = self._observe
 
-    def _observe(self, rows, logits: torch.Tensor) -> None:  # noqa: ANN001
+    def _observe(self, rows, logits: torch.Tensor) -> None:
         for row, row_logits in zip(rows, logits, strict=True):
             key = (tuple(row.prompt_ids), row.label)
             self.steps.setdefault(key, []).append(row_logits.detach().clone())

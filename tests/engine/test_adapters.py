@@ -6,13 +6,15 @@ import shutil
 
 import pytest
 
-from app.engine.adapters import AdapterLoadError, AdapterRef
+from app.engine.adapters import AdapterRef
+from app.engine.errors import AdapterLoadError
+from app.errors import engine_api_error
 from tests.engine.helpers import Job, assert_same_greedy, run_alone, run_together
 
 PROMPTS = ["The capital of France is", "Review: great film", "positive negative"]
 
 
-def jobs_for(adapters) -> list[Job]:  # noqa: ANN001
+def jobs_for(adapters) -> list[Job]:
     return [Job(p, a, max_tokens=10) for a in adapters for p in PROMPTS]
 
 
@@ -97,7 +99,7 @@ def test_missing_or_corrupt_files_fail_that_request_only(
     good = [Job(PROMPTS[0], adapter_refs[1], max_tokens=6), Job(PROMPTS[1], None, max_tokens=6)]
     expected = run_alone(engine, good)
 
-    async def scenario():  # noqa: ANN202
+    async def scenario():
         handles = [
             engine.submit(j.ids(engine), j.params(), j.adapter)
             for j in [*good, Job(PROMPTS[2], missing), Job(PROMPTS[2], corrupt)]
@@ -110,6 +112,8 @@ def test_missing_or_corrupt_files_fail_that_request_only(
     assert isinstance(err_corrupt, AdapterLoadError)
     assert "corrupt" in err_corrupt.message
     assert err_corrupt.code == "adapter_unavailable"
+    api = engine_api_error(err_corrupt)  # what the client gets
+    assert (api.status_code, api.type, api.param) == (500, "server_error", "model")
     assert [ok0.token_ids, ok1.token_ids] == [e.token_ids for e in expected]
     assert corrupt.name not in engine.adapters.loaded
     # The engine keeps serving, the bad adapter included once its files are fixed.

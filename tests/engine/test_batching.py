@@ -15,7 +15,7 @@ from tests.engine.helpers import (
 )
 
 
-def mixed_jobs(adapters) -> list[Job]:  # noqa: ANN001
+def mixed_jobs(adapters) -> list[Job]:
     a0, a1, a2 = adapters
     # Different prompt lengths (left padding) and max_tokens (rows leave at different steps).
     return [
@@ -116,7 +116,7 @@ def test_streaming_deltas_add_up_for_every_variant(make_engine, adapter_refs) ->
     async def scenario() -> list[tuple[str, Finished]]:
         handles = [engine.submit(j.ids(engine), j.params(), j.adapter) for j in jobs]
 
-        async def drain(handle) -> tuple[str, Finished]:  # noqa: ANN001
+        async def drain(handle) -> tuple[str, Finished]:
             text, final = "", None
             async for event in handle.events():
                 if isinstance(event, Delta):

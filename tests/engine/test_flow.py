@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from app.engine.errors import EngineOverloaded, InvalidInput
 from app.engine.requests import Finished
-from app.errors import ServiceUnavailable
+from app.errors import engine_api_error
 from tests.engine.helpers import Job, run_alone
 
 
@@ -17,10 +18,10 @@ def test_full_queue_refuses_with_retry_after(make_engine) -> None:
 
     async def scenario() -> None:
         handles = [engine.submit(job.ids(engine), job.params()) for _ in range(2)]
-        with pytest.raises(ServiceUnavailable) as caught:
+        with pytest.raises(EngineOverloaded) as caught:
             engine.submit(job.ids(engine), job.params())
-        err = caught.value
-        assert err.status_code == 503
+        err = engine_api_error(caught.value)  # what the client gets
+        assert err.status_code == 503 and err.type == "server_error"
         assert err.code == "server_overloaded"
         assert err.headers == {"Retry-After": "1"}
         assert engine.queued == 2  # the refused request took no room
@@ -43,7 +44,7 @@ def test_in_memory_work_stays_bounded(make_engine) -> None:
         for _ in range(30):
             try:
                 accepted.append(engine.submit(job.ids(engine), job.params()))
-            except ServiceUnavailable:
+            except EngineOverloaded:
                 refused += 1
         await asyncio.gather(*(h.result() for h in accepted))
         return len(accepted), refused
@@ -115,10 +116,11 @@ def test_empty_prompt_is_refused(make_engine) -> None:
 
     async def scenario() -> None:
         from app.engine.sampling import SamplingParams
-        from app.errors import BadRequest
 
-        with pytest.raises(BadRequest):
+        with pytest.raises(InvalidInput) as caught:
             engine.submit([], SamplingParams())
+        err = engine_api_error(caught.value)
+        assert (err.status_code, err.code, err.param) == (400, "empty_prompt", "prompt")
 
     asyncio.run(scenario())
 

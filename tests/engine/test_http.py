@@ -5,7 +5,7 @@ import json
 from tests.registry_util import register_random_adapter
 
 
-def chat(client, model: str, stream: bool):  # noqa: ANN001, ANN201
+def chat(client, model: str, stream: bool):
     return client.post(
         "/v1/chat/completions",
         json={
@@ -18,7 +18,7 @@ def chat(client, model: str, stream: bool):  # noqa: ANN001, ANN201
     )
 
 
-def streamed_text(response) -> str:  # noqa: ANN001
+def streamed_text(response) -> str:
     text = ""
     for line in response.text.splitlines():
         if line.startswith("data: {"):

@@ -9,7 +9,7 @@ from app.engine.sampling import SamplingParams
 from tests.engine.helpers import TIE_TOLERANCE, Job, reference_logits
 
 
-def generate(engine, ids, params, adapter=None):  # noqa: ANN001, ANN201
+def generate(engine, ids, params, adapter=None):
     return asyncio.run(engine.generate(ids, params, adapter))
 
 
@@ -40,7 +40,7 @@ def test_batched_rows_get_the_same_logprobs_as_alone(make_engine, adapter_refs) 
     jobs = [Job("The capital of France is", a) for a in [None, *adapter_refs]]
     alone = [generate(engine, j.ids(engine), params, j.adapter) for j in jobs]
 
-    async def together():  # noqa: ANN202
+    async def together():
         handles = [engine.submit(j.ids(engine), params, j.adapter) for j in jobs]
         return await asyncio.gather(*(h.result() for h in handles))
 

@@ -35,7 +35,7 @@ def test_grouped_rows_match_peft(make_engine, adapter_refs, monkeypatch, pattern
     calls = []
     real = adapters_module.grouped_lora_forward
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def spy(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 

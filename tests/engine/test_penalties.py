@@ -9,7 +9,7 @@ from app.engine.sampling import SamplingParams, adjust_logits
 from tests.engine.helpers import Job, reference_logits
 
 
-def generate(engine, ids, params, adapter=None):  # noqa: ANN001, ANN201
+def generate(engine, ids, params, adapter=None):
     return asyncio.run(engine.generate(ids, params, adapter))
 
 
@@ -29,7 +29,7 @@ def test_penalised_greedy_matches_a_step_by_step_reference(make_engine, adapter_
     job = Job("positive negative", adapter_refs[0])
     ids = job.ids(engine)
 
-    async def with_neighbours():  # noqa: ANN202 - in a mixed batch beside unpenalised rows
+    async def with_neighbours():  # in a mixed batch beside unpenalised rows
         plain = SamplingParams(max_tokens=16, temperature=0.0)
         handles = [
             engine.submit(ids, params, job.adapter),

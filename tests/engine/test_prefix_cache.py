@@ -106,7 +106,7 @@ def test_prefix_cache_lru_unit() -> None:
     assert FEW_SHOT  # the shared prefix the other tests use is non-empty
 
 
-def chat_job(engine, question: str, adapter=None) -> Job:  # noqa: ANN001
+def chat_job(engine, question: str, adapter=None) -> Job:
     text = render_chat(engine.tokenizer, [{"role": "user", "content": question}])
     return Job(text, adapter, max_tokens=8)  # prefix_len 0: the engine finds the header
 

@@ -1,8 +1,12 @@
 from datetime import timedelta
 
+import pytest
+
 from app.db import get_sessionmaker, utcnow
 from app.evals import service
 from app.evals.models import Evaluation
+
+pytestmark = pytest.mark.both_databases
 
 
 def _row(eval_id: str, status: str, age_s: float) -> Evaluation:

@@ -36,3 +36,18 @@ def jsonl(rows: list) -> bytes:
 
 def upload(client, data: bytes, name: str = "train.jsonl", purpose: str = "fine-tune", **kw):
     return client.post("/v1/files", files={"file": (name, data)}, data={"purpose": purpose}, **kw)
+
+
+def preference_rows(n: int = 12) -> list[dict]:
+    """OpenAI preference pairs: the word from QA preferred over a wrong one."""
+    rows = []
+    for i, (q, a) in enumerate((QA * 3)[:n]):
+        wrong = QA[(i + 5) % len(QA)][1]
+        rows.append(
+            {
+                "input": {"messages": [{"role": "user", "content": f"Say the word for {q}."}]},
+                "preferred_output": [{"role": "assistant", "content": a}],
+                "non_preferred_output": [{"role": "assistant", "content": wrong}],
+            }
+        )
+    return rows

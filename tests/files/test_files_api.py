@@ -5,6 +5,8 @@ import hashlib
 import io
 import json
 
+import pytest
+
 from tests.conftest import make_tenant_key
 from tests.files.data import chat_rows, jsonl, upload
 
@@ -75,6 +77,7 @@ def test_bad_purpose_is_400(client):
     assert r.json()["error"]["param"] == "purpose"
 
 
+@pytest.mark.both_databases
 def test_list_retrieve_delete_and_tenancy(client):
     ids = [upload(client, jsonl(chat_rows(10 + i))).json()["id"] for i in range(3)]
     listed = client.get("/v1/files").json()
@@ -97,6 +100,7 @@ def test_list_retrieve_delete_and_tenancy(client):
     assert client.delete(f"/v1/files/{ids[0]}").status_code == 404
 
 
+@pytest.mark.both_databases
 def test_invalid_file_is_not_stored(client, settings_env):
     before = set(settings_env.files_dir.glob("*")) if settings_env.files_dir.exists() else set()
     r = upload(client, b'{"messages": 1}\n' * 12)

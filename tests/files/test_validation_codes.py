@@ -19,7 +19,7 @@ def _problems(client, data: bytes, name: str = "train.jsonl") -> list[dict]:
     return r.json()["error"]["details"]
 
 
-def _msg(role: str, content) -> bytes:  # noqa: ANN001
+def _msg(role: str, content) -> bytes:
     import json
 
     return json.dumps(

@@ -40,6 +40,8 @@ def test_create_is_queued_with_openai_shape(client, training_file, settings_env)
         "n_epochs": 2,
         "batch_size": "auto",
         "learning_rate_multiplier": "auto",
+        "learning_rate": None,  # adaptd's: filled in when the worker resolves "auto"
+        "auto_reason": None,
     }
     hp = job["method"]["supervised"]["hyperparameters"]
     assert hp["r"] == 4 and hp["alpha"] == 8 and hp["target_modules"] == ["q_proj", "v_proj"]
@@ -53,6 +55,7 @@ def test_create_is_queued_with_openai_shape(client, training_file, settings_env)
     assert client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "queued"
 
 
+@pytest.mark.both_databases
 def test_list_pagination_and_cancel_queued(client, training_file):
     ids = [
         _create(client, model="tiny-llama", training_file=training_file).json()["id"]
@@ -71,6 +74,7 @@ def test_list_pagination_and_cancel_queued(client, training_file):
     assert client.get(f"/v1/fine_tuning/jobs/{ids[0]}/checkpoints").json()["data"] == []
 
 
+@pytest.mark.both_databases
 def test_unknown_and_other_tenants_files_are_404(client, training_file):
     r = _create(client, model="tiny-llama", training_file="file-nope")
     assert r.status_code == 404 and r.json()["error"]["param"] == "training_file"
@@ -132,6 +136,7 @@ def test_unknown_target_module_model_and_suffix_are_400(client, training_file):
     assert r.status_code == 400 and r.json()["error"]["param"] == "suffix"
 
 
+@pytest.mark.both_databases
 def test_evals_file_cannot_train_and_in_use_file_cannot_be_deleted(client, training_file):
     evals = upload(client, jsonl(chat_rows(3)), purpose="evals").json()["id"]
     r = _create(client, model="tiny-llama", training_file=evals)
@@ -142,6 +147,7 @@ def test_evals_file_cannot_train_and_in_use_file_cannot_be_deleted(client, train
     assert client.delete(f"/v1/files/{training_file}").status_code == 200
 
 
+@pytest.mark.both_databases
 def test_active_job_quota(client, training_file, settings_env, monkeypatch):
     monkeypatch.setattr(settings_env, "max_active_jobs_per_tenant", 2)
     for _ in range(2):
@@ -170,3 +176,71 @@ def test_loss_curve_picture_grows_with_the_metrics_events(client, training_file)
 
     missing = client.get("/v1/fine_tuning/jobs/ftjob-nope/loss.svg")
     assert missing.status_code == 404 and missing.json()["error"]["code"]
+
+
+@pytest.mark.both_databases
+def test_a_job_on_top_of_an_adapter_checks_the_parent(client, training_file, settings_env):
+    from tests.registry_util import register_random_adapter
+
+    parent = register_random_adapter("default", "parent")
+    r = _create(client, model=parent, training_file=training_file, suffix="child")
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == parent and r.json()["status"] == "queued"
+
+    # Missing, another tenant's, or with a LoRA shape of its own: refused, nothing stored.
+    before = len(client.get("/v1/fine_tuning/jobs").json()["data"])
+    r = _create(client, model="ft:tiny-llama::ftjob-nope", training_file=training_file)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
+    assert r.json()["error"]["param"] == "model"
+    other = make_tenant_key(client, "other")
+    theirs = client.post(
+        "/v1/files",
+        files={"file": ("t.jsonl", jsonl(chat_rows(12)))},
+        data={"purpose": "fine-tune"},
+        headers={"Authorization": f"Bearer {other}"},
+    )
+    r = client.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": parent, "training_file": theirs.json()["id"]},
+        headers={"Authorization": f"Bearer {other}"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
+    for lora in ({"r": 16}, {"target_modules": ["q_proj"]}):
+        r = _create(
+            client,
+            model=parent,
+            training_file=training_file,
+            method={"type": "supervised", "supervised": {"hyperparameters": lora}},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_hyperparameters"
+        assert next(iter(lora)) in r.json()["error"]["message"]
+    assert len(client.get("/v1/fine_tuning/jobs").json()["data"]) == before
+
+
+def test_dpo_jobs_need_preference_files_and_sft_jobs_refuse_them(client, training_file):
+    from tests.files.data import preference_rows
+
+    prefs = upload(client, jsonl(preference_rows(12)), name="prefs.jsonl").json()["id"]
+    r = _create(client, model="tiny-llama", training_file=training_file, method={"type": "dpo"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file_format"
+    assert r.json()["error"]["param"] == "training_file"
+    r = _create(client, model="tiny-llama", training_file=prefs)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file_format"
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=prefs,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}},
+    )
+    assert r.status_code == 400 and "beta" in r.json()["error"]["param"]
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=prefs,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2}}},
+    )
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["method"]["type"] == "dpo"
+    assert job["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
+    assert job["hyperparameters"]["n_epochs"] == 2

@@ -5,12 +5,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from app.background.reaper import reap_once
 from app.db import get_sessionmaker, utcnow
 from app.finetune import lifecycle
 from app.finetune.models import FineTuningJob, JobEvent
-from app.finetune.reaper import reap_once
 from app.registry.models import Adapter
 from tests.files.data import chat_rows, jsonl, upload
+
+pytestmark = pytest.mark.both_databases
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ def oai(live_server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{live_server}/v1", api_key=ADMIN_KEY, max_retries=0)
 
 
-def test_models_list(oai: openai.OpenAI, app) -> None:  # noqa: ANN001
+def test_models_list(oai: openai.OpenAI, app) -> None:
     ids = [m.id for m in oai.models.list()]
     assert app.state.engine.name in ids
 
 
-def test_chat_plain_and_stream_agree(oai: openai.OpenAI, app) -> None:  # noqa: ANN001
+def test_chat_plain_and_stream_agree(oai: openai.OpenAI, app) -> None:
     name = app.state.engine.name
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     plain = oai.chat.completions.create(model=name, messages=messages, max_tokens=10, temperature=0)
@@ -29,7 +29,7 @@ def test_chat_plain_and_stream_agree(oai: openai.OpenAI, app) -> None:  # noqa: 
     assert text == plain.choices[0].message.content
 
 
-def test_completions_create(oai: openai.OpenAI, app) -> None:  # noqa: ANN001
+def test_completions_create(oai: openai.OpenAI, app) -> None:
     out = oai.completions.create(
         model=app.state.engine.name, prompt="Hello", max_tokens=4, temperature=0
     )
@@ -46,7 +46,7 @@ def test_errors_surface_as_openai_exceptions(oai: openai.OpenAI, live_server: st
         bad.models.list()
 
 
-def test_chat_logprobs_plain_and_streamed(oai: openai.OpenAI, app) -> None:  # noqa: ANN001
+def test_chat_logprobs_plain_and_streamed(oai: openai.OpenAI, app) -> None:
     name = app.state.engine.name
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     kw = {"model": name, "messages": messages, "max_tokens": 6, "temperature": 0}
@@ -69,7 +69,7 @@ def test_chat_logprobs_plain_and_streamed(oai: openai.OpenAI, app) -> None:  # n
     assert oai.chat.completions.create(**kw).choices[0].logprobs is None  # only when asked
 
 
-def test_completion_logprobs_legacy_shape(oai: openai.OpenAI, app) -> None:  # noqa: ANN001
+def test_completion_logprobs_legacy_shape(oai: openai.OpenAI, app) -> None:
     out = oai.completions.create(
         model=app.state.engine.name,
         prompt="Hello",
@@ -97,7 +97,7 @@ def test_completion_logprobs_legacy_shape(oai: openai.OpenAI, app) -> None:  # n
         {"logprobs": True, "top_logprobs": -1},
     ],
 )
-def test_bad_logprobs_requests_are_400(oai: openai.OpenAI, app, extra) -> None:  # noqa: ANN001
+def test_bad_logprobs_requests_are_400(oai: openai.OpenAI, app, extra) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         oai.chat.completions.create(
             model=app.state.engine.name,

@@ -1,5 +1,7 @@
 """Templates API: create, read, list, versions, tags, delete, tenancy."""
 
+import pytest
+
 from tests.conftest import make_tenant_key
 from tests.registry_util import register_random_adapter
 from tests.templates.util import SENTIMENT, create, error_of
@@ -61,6 +63,7 @@ def test_versions_are_immutable_and_patch_carries_fields(client) -> None:
     assert client.get("/v1/templates/sentiment").json()["versions"] == [1, 2]
 
 
+@pytest.mark.both_databases
 def test_tags_move_and_resolve(client) -> None:
     assert create(client).status_code == 201
     client.post("/v1/templates/sentiment/versions", json={"system_prompt": "Be brief."})
@@ -99,6 +102,7 @@ def test_tags_move_and_resolve(client) -> None:
     assert client.get("/v1/templates/sentiment").json()["tags"] == {}
 
 
+@pytest.mark.both_databases
 def test_list_is_paginated(client) -> None:
     for name in ("c-tmpl", "a-tmpl", "b-tmpl"):
         assert create(client, name=name).status_code == 201
@@ -127,6 +131,7 @@ def test_delete(client) -> None:
     assert r.status_code == 201 and r.json()["latest_version"] == 1
 
 
+@pytest.mark.both_databases
 def test_delete_refused_while_an_alias_points_to_it(client) -> None:
     assert create(client).status_code == 201
     r = client.post(
@@ -139,6 +144,7 @@ def test_delete_refused_while_an_alias_points_to_it(client) -> None:
     assert client.get("/v1/templates/sentiment").status_code == 200
 
 
+@pytest.mark.both_databases
 def test_other_tenants_see_404(client) -> None:
     assert create(client).status_code == 201
     other = {"Authorization": f"Bearer {make_tenant_key(client, 'other')}"}
@@ -172,6 +178,7 @@ def test_model_may_be_an_adapter_of_the_tenant(client) -> None:
     assert r.status_code == 400 and error_of(r)["code"] == "model_not_found"
 
 
+@pytest.mark.both_databases
 def test_concurrent_updates_get_distinct_versions(client) -> None:
     import threading
 

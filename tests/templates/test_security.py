@@ -7,7 +7,7 @@ from app.templates import sandbox
 from tests.templates.util import create, error_of
 
 
-def refused_on_save(client, instruction: str, code: str, **extra) -> str:  # noqa: ANN001, ANN003
+def refused_on_save(client, instruction: str, code: str, **extra) -> str:
     r = create(client, name="evil", instruction=instruction, examples=[], **extra)
     assert r.status_code == 400, (instruction, r.text)
     err = error_of(r)

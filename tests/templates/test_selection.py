@@ -24,6 +24,7 @@ def test_encoder_gives_unit_vectors_and_sensible_similarity() -> None:
     assert np.array_equal(embeddings.from_bytes(blob, 3), vectors)
 
 
+@pytest.mark.both_databases
 def test_similar_k_picks_the_closest_examples(client, monkeypatch: pytest.MonkeyPatch) -> None:
     from app.db import get_sessionmaker
     from app.templates.models import TemplateVersion

@@ -17,7 +17,7 @@ def oai(live_server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{live_server}/v1", api_key=ADMIN_KEY, max_retries=0)
 
 
-def base_completion(client, prompt: str, max_tokens: int = 8) -> str:  # noqa: ANN001
+def base_completion(client, prompt: str, max_tokens: int = 8) -> str:
     r = client.post(
         "/v1/completions",
         json={

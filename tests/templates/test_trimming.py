@@ -29,7 +29,7 @@ def template(n: int) -> ResolvedTemplate:
     )
 
 
-def brute_force_chat(tokenizer, tmpl: ResolvedTemplate, window: int, reserve: int) -> int:  # noqa: ANN001
+def brute_force_chat(tokenizer, tmpl: ResolvedTemplate, window: int, reserve: int) -> int:
     best = 0
     for n in range(len(tmpl.examples) + 1):
         pairs = [(f"Q: {e['input']}", e["output"]) for e in tmpl.examples[:n]]
@@ -41,7 +41,7 @@ def brute_force_chat(tokenizer, tmpl: ResolvedTemplate, window: int, reserve: in
     return best
 
 
-def brute_force_completion(tokenizer, tmpl: ResolvedTemplate, window: int, reserve: int) -> int:  # noqa: ANN001
+def brute_force_completion(tokenizer, tmpl: ResolvedTemplate, window: int, reserve: int) -> int:
     best = 0
     for n in range(len(tmpl.examples) + 1):
         blocks = [f"Q: {e['input']}\n{e['output']}" for e in tmpl.examples[:n]]

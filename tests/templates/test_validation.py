@@ -5,7 +5,7 @@ import pytest
 from tests.templates.util import SENTIMENT, create, error_of
 
 
-def refused(client, code: str, param: str | None = None, **overrides) -> str:  # noqa: ANN001, ANN003
+def refused(client, code: str, param: str | None = None, **overrides) -> str:
     r = create(client, **overrides)
     assert r.status_code == 400, r.text
     err = error_of(r)

@@ -14,12 +14,12 @@ SENTIMENT: dict[str, Any] = {
 }
 
 
-def create(client, **overrides: Any):  # noqa: ANN001, ANN201
+def create(client, **overrides: Any):
     body = {**SENTIMENT, **overrides}
     return client.post("/v1/templates", json=body)
 
 
-def error_of(response) -> dict[str, Any]:  # noqa: ANN001
+def error_of(response) -> dict[str, Any]:
     body = response.json()
     assert "error" in body, body
     return body["error"]

@@ -1,6 +1,7 @@
 """The trainer on the tiny model, in process: what carries loss, batching, reproducibility."""
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,20 +9,23 @@ import torch
 
 from app.engine.loader import load_base_model
 from app.engine.prompts import encode, render_chat
-from tests.files.data import chat_rows
+from tests.files.data import QA, chat_rows
 from workers.training import (
     IGNORE,
     TrainConfig,
     TrainingStopped,
+    adapter_shape,
     length_grouped_batches,
+    parameter_count,
     resolve_hyperparameters,
     tokenize_chat,
     train_lora,
+    wrap_lora,
 )
 
 
 @pytest.fixture
-def loaded(tiny_model_dir: Path, tmp_path: Path):  # noqa: ANN201
+def loaded(tiny_model_dir: Path, tmp_path: Path):
     return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
 
 
@@ -65,7 +69,7 @@ def test_length_grouped_batches_cover_everything_with_less_padding():
     assert padding(batches) < padding(plain) / 3
 
 
-def _train(loaded_factory, seed: int, **kw) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _train(loaded_factory, seed: int, **kw) -> dict[str, torch.Tensor]:
     loaded = loaded_factory()
     exs = [tokenize_chat(loaded.tokenizer, r["messages"], 256) for r in chat_rows(12)]
     config = TrainConfig(n_epochs=2, batch_size=4, learning_rate=1e-3, r=4, seed=seed)
@@ -75,7 +79,7 @@ def _train(loaded_factory, seed: int, **kw) -> dict[str, torch.Tensor]:  # noqa:
 
 
 def test_same_seed_same_weights_other_seed_differs(tiny_model_dir: Path, tmp_path: Path):
-    def factory():  # noqa: ANN202
+    def factory():
         return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
 
     a, b, c = _train(factory, 5), _train(factory, 5), _train(factory, 6)
@@ -118,29 +122,144 @@ def test_unknown_target_module_is_a_clear_error(loaded):
         train_lora(loaded.model, loaded.tokenizer, exs, config)
 
 
-def test_auto_hyperparameters_suit_the_data_size():
-    tiny = resolve_hyperparameters({"n_epochs": "auto", "batch_size": "auto"}, 10)
-    assert tiny["n_epochs"] == 10 and tiny["batch_size"] == 1
-    assert tiny["learning_rate_multiplier"] == 1.0 and tiny["r"] == 8 and tiny["alpha"] == 16
+def test_auto_hyperparameters_suit_the_data_size(loaded):
+    n_params = parameter_count(loaded.model)
+    tiny = resolve_hyperparameters({"n_epochs": "auto", "batch_size": "auto"}, 10, n_params)
+    assert tiny["n_epochs"] == 20 and tiny["batch_size"] == 1  # 200 steps: the epoch cap
+    assert tiny["r"] == 8 and tiny["alpha"] == 16 and tiny["target_modules"]
+    assert tiny["learning_rate"] == 5e-4 * tiny["learning_rate_multiplier"]
     big = resolve_hyperparameters({"n_epochs": 2}, 5000)
     assert big["n_epochs"] == 2 and big["batch_size"] == 8
 
 
-def test_epoch_ends_give_each_earlier_epochs_weights(loaded):
+def test_epoch_ends_give_each_epochs_weights(loaded):
     exs = [tokenize_chat(loaded.tokenizer, r["messages"], 256) for r in chat_rows(12)]
     config = TrainConfig(n_epochs=3, batch_size=4, learning_rate=1e-3, r=4)
     ends = []
 
-    def on_epoch_end(epoch, step, model, last) -> None:  # noqa: ANN001
+    def on_epoch_end(ended, model, last) -> None:  # noqa: ANN001
         weights = {k: v.clone() for k, v in model.state_dict().items() if "lora_B" in k}
-        ends.append((epoch, step, last.step, weights))
+        ends.append((ended.epoch, ended.step, last.step, ended.valid_loss, weights))
 
     result = train_lora(
         loaded.model, loaded.tokenizer, exs, config, log_every=1, on_epoch_end=on_epoch_end
     )
-    # Epochs 1 and 2 (3 steps each); the last epoch's weights are the result itself.
-    assert [(e, s, logged) for e, s, logged, _ in ends] == [(1, 3, 3), (2, 6, 6)]
+    # Every epoch (3 steps each), the last included; no validation examples, no losses.
+    assert [e[:4] for e in ends] == [(1, 3, 3, None), (2, 6, 6, None), (3, 9, 9, None)]
     final = {k: v for k, v in result.model.state_dict().items() if "lora_B" in k}
-    first, second = ends[0][3], ends[1][3]
+    first, second, third = ends[0][4], ends[1][4], ends[2][4]
     assert not all(torch.equal(first[k], second[k]) for k in first)  # a snapshot per epoch
-    assert not all(torch.equal(second[k], final[k]) for k in final)
+    assert all(torch.equal(third[k], final[k]) for k in final)  # the last epoch is the model
+    assert result.selected.epoch == 3 and "no validation examples" in result.selection_reason
+
+
+def _lora(model) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    return {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+
+def _contradicted(loaded) -> tuple[list, list]:  # noqa: ANN001
+    """Training teaches "yes" for every prompt; validation wants a long "no" for the same
+    prompts, so the more an epoch learns, the worse its validation loss."""
+
+    def example(question: str, answer: str):  # noqa: ANN202
+        messages = [
+            {"role": "user", "content": f"Say the word for {question}."},
+            {"role": "assistant", "content": answer},
+        ]
+        return tokenize_chat(loaded.tokenizer, messages, 256)
+
+    train = [example(q, "yes") for q, _ in QA[:8]]
+    valid = [example(q, "no no no no no no") for q, _ in QA[:8]]
+    return train, valid
+
+
+def test_the_best_validation_epoch_is_the_model(loaded):
+    train, valid = _contradicted(loaded)
+    config = TrainConfig(n_epochs=6, batch_size=8, learning_rate=1e-2, r=4, dropout=0.0)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(ended, model, last) -> None:  # noqa: ANN001
+        snapshots[ended.epoch] = _lora(model)
+
+    result = train_lora(
+        loaded.model, loaded.tokenizer, train, config, valid=valid, on_epoch_end=keep
+    )
+    losses = [e.valid_loss for e in result.epochs]
+    assert all(isinstance(v, float) for v in losses) and len(losses) == 6
+    best = 1 + losses.index(min(losses))
+    assert best != 6, f"expected validation to get worse, got {losses}"
+    assert result.selected.epoch == best and result.selected.valid_loss == min(losses)
+    final = _lora(result.model)
+    assert all(torch.equal(final[k], snapshots[best][k]) for k in final)  # bit for bit
+    assert not all(torch.equal(final[k], snapshots[6][k]) for k in final)
+    assert "the last epoch (6) had" in result.selection_reason
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss  # it did learn
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(loaded):
+    train, valid = _contradicted(loaded)
+    config = TrainConfig(
+        n_epochs=30,
+        batch_size=8,
+        learning_rate=1e-2,
+        r=4,
+        dropout=0.0,
+        early_stopping_patience=2,
+    )
+    result = train_lora(loaded.model, loaded.tokenizer, train, config, valid=valid)
+    epochs, best = result.epochs, result.selected
+    assert result.stopped_early and len(epochs) < 30
+    # Stopped exactly `patience` epochs after the best, none of them better.
+    assert epochs[-1].epoch == best.epoch + 2
+    assert all(e.valid_loss >= best.valid_loss for e in epochs[best.epoch :])
+    assert "stopped early after epoch" in result.selection_reason
+
+
+def test_holdout_only_for_sets_that_can_spare_it():
+    from workers.holdout import split_validation
+
+    tiny = split_validation(list(range(49)), [], seed=1)
+    assert tiny.source == "none" and tiny.train == list(range(49)) and tiny.valid == []
+    held = split_validation(list(range(120)), [], seed=1)
+    assert held.source == "holdout" and len(held.valid) == 12 and len(held.train) == 108
+    assert sorted(held.train + held.valid) == list(range(120))
+    assert split_validation(list(range(120)), [], seed=1) == held  # seeded
+    assert split_validation(list(range(120)), [], seed=2).valid != held.valid
+    given = split_validation(list(range(120)), ["v"], seed=1)
+    assert given.source == "file" and given.valid == ["v"] and len(given.train) == 120
+
+
+def test_training_on_top_of_an_adapter_starts_from_its_weights(tiny_model_dir, tmp_path):
+    def fresh():  # noqa: ANN202
+        return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
+
+    shape = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ("q_proj", "v_proj")}
+    first = fresh()
+    exs = [tokenize_chat(first.tokenizer, r["messages"], 256) for r in chat_rows(12)]
+    config = TrainConfig(n_epochs=3, batch_size=4, learning_rate=1e-2, **shape)
+    parent = train_lora(first.model, first.tokenizer, exs, config, log_every=1)
+    parent.model.save_pretrained(str(tmp_path / "parent"))
+    parent_weights = _lora(parent.model)
+    saved = adapter_shape(str(tmp_path / "parent"))
+    assert saved == {**shape, "target_modules": ["q_proj", "v_proj"]}
+
+    # The wrapped model holds the parent's weights before any step, and they are trainable.
+    on_top = replace(config, init_adapter=str(tmp_path / "parent"), n_epochs=1)
+    wrapped = wrap_lora(fresh().model, on_top)
+    start = _lora(wrapped)
+    assert start.keys() == parent_weights.keys()
+    assert all(torch.equal(start[k], parent_weights[k]) for k in start)
+    assert any(p.requires_grad for n, p in wrapped.named_parameters() if "lora_" in n)
+
+    child = train_lora(fresh().model, first.tokenizer, exs, on_top, log_every=1)
+    # Its first step already has the parent's fit: nearer the parent's last loss than the
+    # loss a fresh adapter starts from.
+    first_loss, parent_first, parent_last = (
+        child.history[0].train_loss,
+        parent.history[0].train_loss,
+        parent.history[-1].train_loss,
+    )
+    assert parent_last < parent_first
+    assert abs(first_loss - parent_last) < abs(first_loss - parent_first)
+    moved = _lora(child.model)
+    assert not all(torch.equal(moved[k], parent_weights[k]) for k in moved)

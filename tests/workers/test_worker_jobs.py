@@ -46,7 +46,7 @@ def _upload(client: OpenAI) -> str:
     return f.id
 
 
-def _create(client: OpenAI, file_id: str, hyperparameters: dict, **kw):  # noqa: ANN202
+def _create(client: OpenAI, file_id: str, hyperparameters: dict, **kw):
     return client.fine_tuning.jobs.create(
         model="tiny-llama",
         training_file=file_id,
@@ -55,7 +55,7 @@ def _create(client: OpenAI, file_id: str, hyperparameters: dict, **kw):  # noqa:
     )
 
 
-def _wait(client: OpenAI, job_id: str, until, timeout: float = 600):  # noqa: ANN001, ANN202
+def _wait(client: OpenAI, job_id: str, until, timeout: float = 600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.fine_tuning.jobs.retrieve(job_id)
@@ -111,13 +111,6 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
         f"New fine-tuned model created: {name}",
         "The job has successfully completed",
     ]
-    # The final model and the two epochs before it (one step per epoch here), newest first.
-    checkpoints = openai_client.fine_tuning.jobs.checkpoints.list(job.id).data
-    earlier = [f"{name}:ckpt-step-149", f"{name}:ckpt-step-148"]
-    assert [c.fine_tuned_model_checkpoint for c in checkpoints] == [name, *earlier]
-    assert [c.step_number for c in checkpoints] == [150, 149, 148]
-    assert checkpoints[1].metrics.train_loss is not None
-
     folder = settings_env.adapters_dir / job.id
     assert {p.name for p in folder.iterdir()} >= {
         "adapter_model.safetensors",
@@ -129,11 +122,28 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     assert manifest["training_file"]["id"] == file_id and len(manifest["data_sha256"]) == 64
     assert manifest["validation_file"]["id"] == valid_id
     assert manifest["hyperparameters"]["r"] == 16 and "train_loss" in manifest["metrics"]
-    assert not list(settings_env.adapters_dir.glob(".tmp-*"))
-    step_149 = json.loads(
-        (settings_env.adapters_dir / f"{job.id}-step-149" / "manifest.json").read_text()
+    assert manifest["validation"]["source"] == "file" and manifest["validation"]["examples"] == 12
+    # The fine-tuned model is the epoch with the lowest validation loss, measured every epoch.
+    selected = manifest["selected"]
+    losses = [e["valid_loss"] for e in selected["epochs"]]
+    assert len(losses) == 150 and selected["valid_loss"] == min(losses)
+    chosen = selected["epoch"]
+    assert losses[chosen - 1] == min(losses) and "lowest validation loss" in selected["reason"]
+    # Checkpoints: the final model and the two latest other epochs (one step per epoch).
+    others = [e for e in (150, 149, 148) if e != chosen][:2]
+    earlier = [f"{name}:ckpt-step-{e}" for e in others]
+    checkpoints = openai_client.fine_tuning.jobs.checkpoints.list(job.id).data
+    expected_ckpts = sorted(
+        [(chosen, name)] + list(zip(others, earlier, strict=True)), reverse=True
     )
-    assert step_149["name"] == earlier[0] and step_149["checkpoint"] == {"epoch": 149, "step": 149}
+    assert [(c.step_number, c.fine_tuned_model_checkpoint) for c in checkpoints] == expected_ckpts
+    assert all(c.metrics.train_loss is not None for c in checkpoints)
+    assert not list(settings_env.adapters_dir.glob(".tmp-*"))
+    ckpt = json.loads(
+        (settings_env.adapters_dir / f"{job.id}-step-{others[0]}" / "manifest.json").read_text()
+    )
+    assert ckpt["name"] == earlier[0]
+    assert ckpt["checkpoint"] == {"epoch": others[0], "step": others[0]}
 
     # Served by the running API with no restart: listed, and it learned the answers.
     assert name in [m.id for m in openai_client.models.list().data]

@@ -6,12 +6,11 @@ the transitions are compare-and-set, so several reapers at once are harmless.
 """
 
 import logging
-import threading
 
+from app.background.periodic import PeriodicThread
+from app.broker import EVALUATE_TASK, FINE_TUNE_TASK, enqueue
 from app.evals import service as evals
-from app.evals.queue import enqueue_eval
 from app.finetune import lifecycle
-from app.finetune.queue import enqueue_job
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -23,39 +22,22 @@ def reap_once() -> list[str]:
         settings.job_heartbeat_timeout_s, settings.job_queue_resend_s, settings.job_max_attempts
     )
     for job_id in ids:
-        enqueue_job(job_id)
+        enqueue(FINE_TUNE_TASK, job_id)
     if ids:
         log.warning("reaper re-sent fine-tuning jobs: %s", ", ".join(ids))
     eval_ids = evals.reap(settings.job_heartbeat_timeout_s, settings.job_queue_resend_s)
     for eval_id in eval_ids:
-        enqueue_eval(eval_id)
+        enqueue(EVALUATE_TASK, eval_id)
     if eval_ids:
         log.warning("reaper re-sent evaluations: %s", ", ".join(eval_ids))
     return ids + eval_ids
 
 
-class Reaper:
+class Reaper(PeriodicThread):
     def __init__(self, *, run_at_start: bool = False) -> None:
-        self._stop = threading.Event()
-        self._run_at_start = run_at_start
-        self._thread = threading.Thread(target=self._loop, name="job-reaper", daemon=True)
-
-    def start(self) -> "Reaper":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        if self._run_at_start:
-            self._tick()
-        while not self._stop.wait(get_settings().job_reaper_interval_s):
-            self._tick()
-
-    def _tick(self) -> None:
-        try:
-            reap_once()
-        except Exception as exc:  # noqa: BLE001 - e.g. the database is briefly down
-            log.warning("job reaper pass failed: %s", type(exc).__name__)
+        super().__init__(
+            "job reaper",
+            reap_once,
+            lambda: get_settings().job_reaper_interval_s,
+            run_at_start=run_at_start,
+        )

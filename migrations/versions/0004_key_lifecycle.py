@@ -1,7 +1,7 @@
 """API key lifecycle: scopes, platform and bootstrap keys, expiry, last use, rotation
 
-Revision ID: 0002_keys
-Revises: 0001
+Revision ID: 0004_keys
+Revises: 0003_adapter_parent
 Create Date: 2026-11-28 05:00:00
 
 `is_admin` becomes the `admin` scope. Admin keys of the `default` tenant (the bootstrap key
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_keys"
-down_revision: str | None = "0001"
+revision: str = "0004_keys"
+down_revision: str | None = "0003_adapter_parent"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

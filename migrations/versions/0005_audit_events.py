@@ -1,7 +1,7 @@
 """audit trail
 
-Revision ID: 0003_audit
-Revises: 0002_keys
+Revision ID: 0005_audit
+Revises: 0004_keys
 Create Date: 2026-11-28 05:20:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_audit"
-down_revision: str | None = "0002_keys"
+revision: str = "0005_audit"
+down_revision: str | None = "0004_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,274 @@
+"""Structured outputs in the built-in engine: grammars (xgrammar), compiled once per schema,
+and one matcher per constrained row that masks that row's logits at every step.
+
+`OutputConstraint` is what a request asks for (a JSON schema, any JSON object, a regex or a
+fixed list of choices), engine-neutral and hashable: it keys the compiled-grammar cache.
+`Grammars` compiles (LRU-cached) and checks a constraint before the request is queued;
+`RowConstraint` is the per-row state the scheduler asks for a token mask and tells about
+each token it picked.
+"""
+
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import xgrammar as xgr
+from transformers import PreTrainedTokenizerBase
+
+ConstraintKind = Literal["json", "regex", "choice"]
+
+# Compact JSON: free whitespace lets a small model loop on spaces and newlines.
+SEPARATORS = (",", ":")
+
+
+class ConstraintError(ValueError):
+    """The constraint cannot be compiled or cannot match anything; `param` says where in the
+    request it came from."""
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class OutputConstraint:
+    kind: ConstraintKind
+    # json: the schema as canonical JSON text; regex: the pattern; choice: a JSON list.
+    spec: str
+    # Where the constraint came from in the request, for error messages (not part of the key).
+    param: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def json_schema(cls, schema: dict, param: str | None = None) -> "OutputConstraint":
+        # Key order stays: properties are generated in the order the schema declares them.
+        return cls("json", json.dumps(schema, separators=SEPARATORS), param)
+
+    @classmethod
+    def json_object(cls, param: str | None = None) -> "OutputConstraint":
+        return cls.json_schema({"type": "object"}, param)
+
+    @classmethod
+    def regex(cls, pattern: str, param: str | None = None) -> "OutputConstraint":
+        return cls("regex", pattern, param)
+
+    @classmethod
+    def choice(cls, choices: list[str], param: str | None = None) -> "OutputConstraint":
+        return cls("choice", json.dumps(list(choices)), param)
+
+    @property
+    def choices(self) -> list[str]:
+        return json.loads(self.spec) if self.kind == "choice" else []
+
+    def to_dict(self) -> dict:
+        """The stored form (a template's default constraint)."""
+        if self.kind == "json":
+            return {"json": json.loads(self.spec)}
+        if self.kind == "choice":
+            return {"choice": self.choices}
+        return {"regex": self.spec}
+
+
+def conforms(constraint: OutputConstraint, text: str) -> bool:
+    """Whether a finished answer is what the constraint asks for: JSON that parses, one of
+    the choices, a full regex match. (The grammar guarantees it unless max_tokens cut the
+    answer; the schema itself is not re-checked here.)"""
+    if constraint.kind == "json":
+        try:
+            json.loads(text)
+        except ValueError:
+            return False
+        return True
+    if constraint.kind == "choice":
+        return text in constraint.choices
+    try:
+        return re.fullmatch(constraint.spec, text) is not None
+    except re.error:  # a pattern xgrammar accepts that Python's dialect does not
+        return False
+
+
+REGEX_SPECIAL = set("\\^$.|?*+()[]{}/-")
+
+
+def literal_regex(text: str) -> str:
+    """`text` as a regex that matches exactly it (xgrammar's regex dialect: escape the
+    metacharacters, write control characters as \\uXXXX)."""
+    out = []
+    for ch in text:
+        if ch in REGEX_SPECIAL:
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass
+class GrammarStats:
+    compiles: int = 0
+    hits: int = 0
+    compile_seconds: float = 0.0
+
+
+class Grammars:
+    """Compiles constraints for one tokenizer; keeps the last `capacity` compiled grammars."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        vocab_size: int,
+        stop_ids: set[int],
+        capacity: int = 64,
+    ) -> None:
+        # The model's vocabulary may be padded past the tokenizer's; masks cover all of it.
+        self.info = xgr.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids)
+        )
+        self.vocab_size = vocab_size
+        # xgrammar's own cache is unbounded: this class keeps an LRU instead.
+        self._compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
+        self._cache: OrderedDict[OutputConstraint, xgr.CompiledGrammar] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+        self.stats = GrammarStats()
+        # xgrammar's JSON strings admit raw control characters, which JSON forbids; compact
+        # JSON has no whitespace outside strings either, so for JSON no token holding a byte
+        # below 0x20 is ever right.
+        self.json_allowed = pack_allowed(
+            [not any(b < 0x20 for b in token) for token in self.info.decoded_vocab], vocab_size
+        )
+
+    def compile(self, constraint: OutputConstraint) -> xgr.CompiledGrammar:
+        with self._lock:
+            compiled = self._cache.get(constraint)
+            if compiled is not None:
+                self._cache.move_to_end(constraint)
+                self.stats.hits += 1
+                return compiled
+        started = time.perf_counter()
+        compiled = self._compile(constraint)
+        self._check_can_match(compiled, constraint)
+        with self._lock:
+            self.stats.compiles += 1
+            self.stats.compile_seconds += time.perf_counter() - started
+            self._cache[constraint] = compiled
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def _compile(self, c: OutputConstraint) -> xgr.CompiledGrammar:
+        try:
+            if c.kind == "json":
+                return self._compiler.compile_json_schema(
+                    c.spec, any_whitespace=False, separators=SEPARATORS, strict_mode=False
+                )
+            if c.kind == "regex":
+                return self._compiler.compile_regex(c.spec)
+            pattern = "|".join(f"({literal_regex(choice)})" for choice in c.choices)
+            return self._compiler.compile_regex(pattern)
+        except RuntimeError as exc:
+            raise ConstraintError(_library_message(exc), c.param) from None
+
+    def _check_can_match(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> None:
+        """A grammar that allows no first token (e.g. the regex `[^\\s\\S]`) would leave the row
+        nothing to pick: refused up front."""
+        mask = xgr.allocate_token_bitmask(1, self.vocab_size)
+        self._row(compiled, c).fill(mask, 0)
+        if not bool(mask.any()):
+            what = {"json": "schema", "regex": "regex", "choice": "choice list"}[c.kind]
+            raise ConstraintError(f"The {what} cannot match any text.", c.param)
+
+    def row(self, constraint: OutputConstraint) -> "RowConstraint":
+        return self._row(self.compile(constraint), constraint)
+
+    def _row(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> "GrammarRow":
+        allowed = self.json_allowed if c.kind == "json" else None
+        return GrammarRow(xgr.GrammarMatcher(compiled), allowed)
+
+
+def pack_allowed(allowed: list[bool], vocab_size: int) -> torch.Tensor:
+    """A bitmask row (int32 words, token t at bit t % 32 of word t // 32) from booleans."""
+    words = (vocab_size + 31) // 32
+    flags = np.zeros(words * 32, dtype=bool)
+    flags[: len(allowed)] = allowed[:vocab_size]
+    packed = np.packbits(flags, bitorder="little").view("<i4")
+    return torch.from_numpy(packed.copy())
+
+
+def _library_message(exc: RuntimeError) -> str:
+    # xgrammar prefixes its messages with a timestamp and a source location.
+    text = str(exc).strip()
+    if ": " in text and text.startswith("["):
+        text = text.split(": ", 1)[1]
+    return text.splitlines()[0] if text else "The constraint does not compile."
+
+
+class RowConstraint:
+    """What the scheduler asks of a constrained row: which tokens it may pick next, and the
+    token it picked."""
+
+    def fill(self, bitmask: torch.Tensor, index: int) -> None:
+        raise NotImplementedError
+
+    def accept(self, token: int) -> bool:
+        raise NotImplementedError
+
+
+class GrammarRow(RowConstraint):
+    def __init__(self, matcher: xgr.GrammarMatcher, allowed: torch.Tensor | None) -> None:
+        self.matcher = matcher
+        self.allowed = allowed  # tokens the grammar may offer but the format never wants
+
+    def fill(self, bitmask: torch.Tensor, index: int) -> None:
+        self.matcher.fill_next_token_bitmask(bitmask, index)
+        if self.allowed is not None:
+            bitmask[index] &= self.allowed
+
+    def accept(self, token: int) -> bool:
+        return self.matcher.accept_token(token)
+
+
+class ForcedTokens(RowConstraint):
+    """Allows exactly the given tokens in order, then only a stop token: the row scores a
+    fixed continuation (a choice's log-probability) through the normal decode path."""
+
+    def __init__(self, tokens: list[int], stop_id: int) -> None:
+        self.tokens = tokens
+        self.stop_id = stop_id
+        self.at = 0
+
+    def fill(self, bitmask: torch.Tensor, index: int) -> None:
+        token = self.tokens[self.at] if self.at < len(self.tokens) else self.stop_id
+        row = bitmask[index]
+        row.zero_()
+        row[token // 32] = _bit(token % 32)
+
+    def accept(self, token: int) -> bool:
+        if self.at < len(self.tokens) and token == self.tokens[self.at]:
+            self.at += 1
+            return True
+        return False
+
+
+def _bit(position: int) -> int:
+    # int32 words: bit 31 set is a negative number.
+    value = 1 << position
+    return value - (1 << 32) if position == 31 else value
+
+
+def mask_logits(logits: torch.Tensor, rows: list[tuple[int, RowConstraint]]) -> None:
+    """Sets to -inf, in place, every token the row's constraint does not allow next, for the
+    listed rows only (`logits`: float [rows, vocab]); other rows are left as they are."""
+    batch, vocab = logits.shape
+    bitmask = xgr.allocate_token_bitmask(batch, vocab)
+    for i, constraint in rows:
+        constraint.fill(bitmask, i)
+    if logits.device.type != "cpu":
+        bitmask = bitmask.to(logits.device, non_blocking=True)
+    xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=vocab, indices=[i for i, _ in rows])

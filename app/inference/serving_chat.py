@@ -1,0 +1,115 @@
+"""Chat completions on the engine: the request, its resolved variant and its prepared prompt
+in; the OpenAI response, or the server-sent-event lines of its stream, out."""
+
+from collections.abc import AsyncIterator
+
+from app.engine.engine import Engine
+from app.engine.requests import RequestHandle, TokenLogprob
+from app.inference import service
+from app.inference.logprobs import chat_logprobs
+from app.inference.prompting import PreparedPrompt, max_tokens_for
+from app.inference.structured import label_logprobs
+from app.protocol.chat import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChatResponseMessage,
+)
+from app.protocol.common import Usage
+from app.routing.resolve import Variant
+
+
+async def create_chat_completion(
+    engine: Engine, variant: Variant, req: ChatCompletionRequest, prepared: PreparedPrompt
+) -> ChatCompletion | AsyncIterator[str]:
+    """Submits the n choices at once, so a full queue refuses before any response starts;
+    then the whole response, or for `stream` the SSE lines."""
+    max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
+    params = req.to_sampling_params(
+        prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
+    )
+    handles = service.submit_all(
+        engine,
+        variant,
+        [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)],
+        prefix_len=prepared.prefix_len,
+    )
+    scored = await label_logprobs(
+        engine,
+        variant,
+        prepared.constraint,
+        params.logprobs,
+        [(prepared.token_ids, prepared.prefix_len)],
+        handles,
+    )
+    labels = scored[0] if scored else None
+    rid, created = service.response_id("chatcmpl-")
+    prompt_tokens = len(prepared.token_ids)
+    if req.stream:
+        return _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels)
+
+    results = await service.collect(handles)
+    return ChatCompletion(
+        id=rid,
+        created=created,
+        model=variant.model,
+        choices=[
+            ChatChoice(
+                index=i,
+                message=ChatResponseMessage(content=r.text),
+                finish_reason=service.finish_reason(r.finish_reason),
+                logprobs=(
+                    chat_logprobs(engine.tokenizer, r.logprobs) if r.logprobs is not None else None
+                ),
+                label_logprobs=labels,
+            )
+            for i, r in enumerate(results)
+        ],
+        usage=service.usage_of(results, prompt_tokens),
+        examples_used=prepared.examples_used,
+    )
+
+
+async def _stream(
+    engine: Engine,
+    variant: Variant,
+    req: ChatCompletionRequest,
+    handles: list[RequestHandle],
+    rid: str,
+    created: int,
+    prompt_tokens: int,
+    labels: dict[str, float] | None,
+) -> AsyncIterator[str]:
+    def chunk(
+        index: int, text: str | None, finish: str | None, logprobs: tuple[TokenLogprob, ...]
+    ) -> ChatCompletionChunk:
+        delta = ChatDelta(content=text) if text is not None else ChatDelta()
+        choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish)
+        if finish is not None:
+            choice.label_logprobs = labels
+        if logprobs:
+            choice.logprobs = chat_logprobs(engine.tokenizer, logprobs)
+        return ChatCompletionChunk(id=rid, created=created, model=variant.model, choices=[choice])
+
+    def usage_chunk(usage: Usage) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=rid, created=created, model=variant.model, choices=[], usage=usage
+        )
+
+    # The role comes first, once per choice, as OpenAI sends it.
+    for i in range(req.n):
+        first = ChatCompletionChunk(
+            id=rid,
+            created=created,
+            model=variant.model,
+            choices=[ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))],
+        )
+        yield service.sse(first)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    async for line in service.stream_sse(
+        handles, chunk, usage_chunk if include_usage else None, prompt_tokens
+    ):
+        yield line

@@ -1,0 +1,104 @@
+"""Text completions on the engine: the request, its resolved variant and its prepared
+prompts in; the OpenAI response, or the server-sent-event lines of its stream, out."""
+
+from collections.abc import AsyncIterator
+
+from app.engine.engine import Engine
+from app.engine.requests import RequestHandle, TokenLogprob
+from app.inference import service
+from app.inference.logprobs import completion_logprobs
+from app.inference.prompting import PreparedPrompt, max_tokens_for
+from app.inference.structured import label_logprobs
+from app.protocol.common import Usage
+from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
+from app.routing.resolve import Variant
+
+
+async def create_completion(
+    engine: Engine, variant: Variant, req: CompletionRequest, prompts: list[PreparedPrompt]
+) -> Completion | AsyncIterator[str]:
+    """Submits n choices per prompt at once, so a full queue refuses before any response
+    starts; then the whole response, or for `stream` the SSE lines."""
+    jobs = []
+    for prepared in prompts:
+        max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
+        params = req.to_sampling_params(
+            prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
+        )
+        jobs.extend((prepared.token_ids, service.seeded(params, i)) for i in range(req.n))
+    # A template's prefix is the same for every prompt of the request.
+    handles = service.submit_all(
+        engine, variant, jobs, prefix_len=min(p.prefix_len for p in prompts)
+    )
+    rid, created = service.response_id("cmpl-")
+    prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n
+    # Per prompt: each label's log-probability (choice i answers prompt i // n).
+    labels = await label_logprobs(
+        engine,
+        variant,
+        prompts[0].constraint,
+        req.requested_logprobs(),
+        [(p.token_ids, p.prefix_len) for p in prompts],
+        handles,
+    )
+    if req.stream:
+        return _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels)
+
+    results = await service.collect(handles)
+    echoed = [req.prompts()[i // req.n] if req.echo else "" for i in range(len(results))]
+    texts = [e + r.text for e, r in zip(echoed, results, strict=True)]
+    return Completion(
+        id=rid,
+        created=created,
+        model=variant.model,
+        choices=[
+            CompletionChoice(
+                index=i,
+                text=texts[i],
+                finish_reason=service.finish_reason(r.finish_reason),
+                logprobs=(
+                    completion_logprobs(
+                        engine.tokenizer, r.logprobs, len(echoed[i]), bool(req.logprobs)
+                    )
+                    if r.logprobs is not None
+                    else None
+                ),
+                label_logprobs=labels[i // req.n] if labels else None,
+            )
+            for i, r in enumerate(results)
+        ],
+        usage=service.usage_of(results, prompt_tokens),
+        examples_used=prompts[0].examples_used,
+    )
+
+
+def _stream(
+    engine: Engine,
+    variant: Variant,
+    req: CompletionRequest,
+    handles: list[RequestHandle],
+    rid: str,
+    created: int,
+    prompt_tokens: int,
+    labels: list[dict[str, float]] | None,
+) -> AsyncIterator[str]:
+    streamed = [0] * len(handles)  # characters sent so far per choice: the text offsets
+
+    def chunk(
+        index: int, text: str | None, finish: str | None, logprobs: tuple[TokenLogprob, ...]
+    ) -> Completion:
+        choice = CompletionChoice(index=index, text=text or "", finish_reason=finish)
+        if finish is not None and labels:
+            choice.label_logprobs = labels[index // req.n]
+        if logprobs:
+            choice.logprobs = completion_logprobs(
+                engine.tokenizer, logprobs, streamed[index], bool(req.logprobs)
+            )
+        streamed[index] += len(text or "")
+        return Completion(id=rid, created=created, model=variant.model, choices=[choice])
+
+    def usage_chunk(usage: Usage) -> Completion:
+        return Completion(id=rid, created=created, model=variant.model, choices=[], usage=usage)
+
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return service.stream_sse(handles, chunk, usage_chunk if include_usage else None, prompt_tokens)

@@ -1,0 +1,84 @@
+"""The session cookie: tampered, expired, or of a revoked key, it signs nobody in."""
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.console import session as console_session
+from tests.conftest import ADMIN_KEY
+
+
+def _sign_in(client: TestClient, key: str) -> None:
+    form = client.get("/console/login").text
+    token = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    r = client.post(
+        "/console/login", data={"api_key": key, "csrf_token": token}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+
+
+def _signed_in(client: TestClient) -> bool:
+    r = client.get("/console/", headers={"accept": "text/html"}, follow_redirects=False)
+    assert r.status_code in (200, 303)
+    return r.status_code == 200
+
+
+@pytest.fixture
+def browser_like(app) -> TestClient:
+    with TestClient(app) as c:  # no Authorization header: only the cookie
+        yield c
+
+
+def test_cookie_is_bound_to_key_and_expiry(browser_like: TestClient, client, tenant_key) -> None:
+    _sign_in(browser_like, tenant_key)
+    assert _signed_in(browser_like)
+    value = browser_like.cookies["adaptd_console"]
+    assert tenant_key not in value
+    key_id, expiry, nonce, signature = value.split(".")
+
+    def use(cookie: str) -> bool:
+        browser_like.cookies.clear()
+        browser_like.cookies.set("adaptd_console", cookie, path="/console")
+        return _signed_in(browser_like)
+
+    assert not use(f"{key_id}.{int(expiry) + 3600}.{nonce}.{signature}")  # longer life: no
+    assert not use(f"{key_id}.{expiry}.{nonce}.{signature[:-2]}xx")  # forged signature
+    # An API key in the Authorization header is no console session.
+    r = client.get("/console/", headers={"accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 303
+    # A correctly signed cookie that has expired is refused too.
+    row = _key_row(key_id)
+    past = str(int(time.time()) - 1)
+    mac = console_session._mac("session", key_id, past, nonce, row.key_hash)
+    assert not use(f"{key_id}.{past}.{nonce}.{mac}")
+    assert use(value)
+
+    # Revoking the key (here straight in the table) ends the session at its next request.
+    from app.auth.models import ApiKey
+    from app.db import get_sessionmaker, utcnow
+
+    with get_sessionmaker()() as session:
+        session.get(ApiKey, key_id).revoked_at = utcnow()
+        session.commit()
+    assert not use(value)
+
+
+def _key_row(key_id: str):  # noqa: ANN202
+    from app.auth.models import ApiKey
+    from app.db import get_sessionmaker
+
+    with get_sessionmaker()() as session:
+        return session.get(ApiKey, key_id)
+
+
+def test_script_calls_need_the_token(browser_like: TestClient) -> None:
+    _sign_in(browser_like, ADMIN_KEY)
+    body = {"model": "x", "input": "hi"}
+    assert browser_like.post("/console/playground/stream", json=body).status_code == 403
+    r = browser_like.post(
+        "/console/playground/stream", json=body, headers={"x-csrf-token": "forged"}
+    )
+    assert r.status_code == 403
+    browser_like.cookies.clear()
+    assert browser_like.post("/console/playground/stream", json=body).status_code == 401
