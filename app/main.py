@@ -18,8 +18,8 @@ from app.auth.router import router as auth_router
 from app.background.reaper import Reaper
 from app.console.router import install as install_console
 from app.db import get_sessionmaker
-from app.engine.engine import Engine, EngineConfig
-from app.engine.loader import load_base_model
+from app.engine.factory import build_engine
+from app.engine.protocol import InferenceEngine
 from app.errors import install_error_handlers
 from app.evals.router import router as evals_router
 from app.files.router import router as files_router
@@ -42,16 +42,14 @@ log = logging.getLogger("adaptd")
 
 def _load_engine(app: FastAPI, settings: Settings) -> None:
     try:
-        loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
-        engine = Engine(loaded, EngineConfig.from_settings(settings))
-        engine.start()
+        engine = build_engine(settings)
         app.state.engine = engine
-        log.info("model %s ready on %s", loaded.name, loaded.device)
+        log.info("model %s ready on the %s engine", engine.name, engine.kind)
     except Exception:
-        log.exception("loading the base model failed")
+        log.exception("loading the engine failed")
 
 
-def create_app(engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
+def create_app(engine: InferenceEngine | None = None, settings: Settings | None = None) -> FastAPI:
     """`engine` lets tests share one loaded model across apps; otherwise it loads at startup
     in the background, so /healthz answers at once and /readyz turns green when it is up."""
     settings = settings or get_settings()

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,28 @@ class Settings(BaseSettings):
     max_queue: int = 256
     max_loaded_adapters: int = 8
     prefix_cache_entries: int = 16
+
+    # Which engine serves inference: the built-in one, or vLLM servers (app/engine/vllm/).
+    engine: Literal["local", "vllm"] = "local"
+    # Comma-separated vLLM OpenAI servers; unset with ENGINE=vllm, `make run` starts one.
+    vllm_urls: str | None = None
+    vllm_api_key: str | None = None  # the servers' --api-key, if they were started with one
+    # Where vLLM finds the adapter store (a shared mount may sit elsewhere on its machines);
+    # unset: the same path as ADAPTER_STORE.
+    vllm_adapter_store: Path | None = None
+    vllm_venv: Path = Path(".venv-vllm")  # for the server `make run` and the tests start
+    vllm_port: int = 8100
+    vllm_dtype: str = "auto"
+    vllm_max_loras: int = 4
+    vllm_max_lora_rank: int = 64
+    vllm_kvcache_gib: int = 2
+    vllm_health_interval_s: float = 2.0
+    vllm_timeout_s: float = 120.0  # no byte from a server for this long: it counts as down
+    vllm_affinity: int = 2  # servers an adapter or template prefix is spread over
+
+    # Adapter files: any folder, e.g. a shared mount that workers, API replicas and vLLM
+    # servers all see; unset: DATA_DIR/adapters.
+    adapter_store: Path | None = None
 
     # Limits for untrusted input.
     max_tokens_cap: int = 4096
@@ -81,7 +104,11 @@ class Settings(BaseSettings):
 
     @property
     def adapters_dir(self) -> Path:
-        return self.data_dir / "adapters"
+        return self.adapter_store or self.data_dir / "adapters"
+
+    @property
+    def vllm_url_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in (self.vllm_urls or "").split(",") if u.strip()]
 
     @property
     def admin_key_file(self) -> Path:

@@ -16,6 +16,8 @@ without the prefix cache, and memory per loaded adapter against its file size.
 
     .venv/bin/python bench/serve.py [--device cuda] [--requests 64] [--clients 16]
     .venv/bin/python bench/serve.py --answers long --max-tokens 64   # decode-heavy
+    .venv/bin/python bench/serve.py --engine vllm   # adaptd on vLLM vs vLLM direct vs
+                                                    # built-in (bench/vllm_compare.py)
 
 --structured instead measures structured outputs on the service: the same workload with
 every other request under a JSON schema (response_format, strict) against all of it
@@ -758,6 +760,13 @@ def main() -> None:
         "--answers", choices=["short", "long"], default="short", help="question set"
     )
     parser.add_argument(
+        "--engine", choices=["local", "vllm"], default="local", help="vllm: vllm_compare.py"
+    )
+    parser.add_argument("--vllm-dtype", default="bfloat16", help="with --engine vllm")
+    parser.add_argument(
+        "--no-builtin", action="store_true", help="with --engine vllm: only (d) and (e)"
+    )
+    parser.add_argument(
         "--structured", action="store_true", help="JSON-schema half of the load vs none"
     )
     parser.add_argument("--phase", choices=sorted(PHASES))
@@ -766,6 +775,11 @@ def main() -> None:
     if args.phase:
         work = json.loads(args.work.read_text())
         print(json.dumps(PHASES[args.phase](work, args.device)))
+        return
+    if args.engine == "vllm":
+        from bench import vllm_compare
+
+        vllm_compare.run(args)
         return
     orchestrate(args)
 

@@ -7,6 +7,7 @@ def test_healthz_and_readyz(client) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200
     assert r.json()["checks"] == {"model": True, "database": True, "accepting": True}
+    assert r.json()["engine"] == "local"
 
 
 def test_unknown_route_is_openai_404(client) -> None:

@@ -1,22 +1,20 @@
 """The worker's own inference engine, loaded on first use and kept for the process: an
-evaluation runs through the same engine (and batching) that serves API requests."""
+evaluation runs through the same engine (and batching) that serves API requests, the one
+ENGINE names (with ENGINE=vllm, the same vLLM servers)."""
 
 import threading
 
-from app.engine.engine import Engine, EngineConfig
-from app.engine.loader import load_base_model
+from app.engine.factory import build_engine
+from app.engine.protocol import InferenceEngine
 from app.settings import get_settings
 
-_engine: Engine | None = None
+_engine: InferenceEngine | None = None
 _lock = threading.Lock()
 
 
-def worker_engine() -> Engine:
+def worker_engine() -> InferenceEngine:
     global _engine
     with _lock:
         if _engine is None:
-            settings = get_settings()
-            loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
-            _engine = Engine(loaded, EngineConfig.from_settings(settings))
-            _engine.start()
+            _engine = build_engine(get_settings())
         return _engine

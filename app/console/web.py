@@ -23,7 +23,7 @@ from app.console.session import (
     read_session,
 )
 from app.db import SessionDep
-from app.errors import APIError, PermissionDenied
+from app.errors import APIError
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -173,9 +173,3 @@ async def csrf_checked(request: Request, console: ConsoleDep) -> ConsoleSession:
 
 
 FormConsoleDep = Annotated[ConsoleSession, Depends(csrf_checked)]
-
-
-def admin_only(console: ConsoleDep) -> ConsoleSession:
-    if not console.principal.is_admin:
-        raise PermissionDenied("This page needs an admin key.")
-    return console

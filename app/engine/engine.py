@@ -29,6 +29,8 @@ __all__ = ["Engine", "EngineConfig", "EngineStats", "Sequence"]
 
 
 class Engine:
+    kind = "local"
+
     def __init__(self, loaded: LoadedModel, config: EngineConfig | None = None) -> None:
         self.loaded = loaded
         self.config = config or EngineConfig()
@@ -163,6 +165,15 @@ class Engine:
         prefix_len: int = 0,
     ) -> Finished:
         return await self.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()
+
+    def forget_adapter(self, name: str) -> None:
+        self.adapters.forget(name)
+
+    def module_names(self) -> set[str]:
+        return {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
+
+    def health(self) -> dict:
+        return {"engine": self.kind, "device": str(self.device)}
 
     @property
     def queued(self) -> int:

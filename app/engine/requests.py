@@ -58,7 +58,10 @@ class RequestHandle:
         self.first_token_at: float | None = None  # perf_counter time, for the metrics
 
     def push(self, event: Event) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the caller's event loop is closed: nobody is listening
+            self.cancelled.set()
 
     @staticmethod
     def push_many(events: list[tuple["RequestHandle", Event]]) -> None:
@@ -69,7 +72,13 @@ class RequestHandle:
         for handle, event in events:
             by_loop.setdefault(handle._loop, []).append((handle, event))
         for loop, batch in by_loop.items():
-            loop.call_soon_threadsafe(_deliver, batch)
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:
+                # That loop is closed (its server stopped mid-stream): its rows have no
+                # listener, so drop them instead of letting the scheduler thread die.
+                for handle, _ in batch:
+                    handle.cancelled.set()
 
     def cancel(self) -> None:
         """The client went away: the scheduler drops the row at its next step."""

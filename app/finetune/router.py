@@ -23,7 +23,7 @@ def _module_names(request: Request) -> set[str] | None:
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         return None  # checked again by the worker, which fails the job with a clear error
-    return {name.rsplit(".", 1)[-1] for name, _ in engine.model.named_modules()}
+    return engine.module_names()
 
 
 @router.post("", response_model=JobRead)

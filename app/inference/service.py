@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel
 
-from app.engine.engine import Engine
+from app.engine.protocol import InferenceEngine
 from app.engine.requests import Delta, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
 from app.errors import engine_api_error
@@ -30,7 +30,7 @@ def seeded(params: SamplingParams, index: int) -> SamplingParams:
 
 
 def submit_all(
-    engine: Engine,
+    engine: InferenceEngine,
     variant: Variant,
     jobs: list[tuple[list[int], SamplingParams]],
     prefix_len: int = 0,

@@ -37,5 +37,5 @@ def delete_model(
     )
     engine = getattr(request.app.state, "engine", None)
     if engine is not None:
-        engine.adapters.forget(row.name)
+        engine.forget_adapter(row.name)
     return ModelDeleted(id=row.name)

@@ -4,6 +4,7 @@ tiny model followed live to 100% with its loss curve, events and checkpoints; ca
 import pytest
 from playwright.sync_api import expect
 
+from app.finetune import auto_settings
 from tests.charts.curves import curve_point_counts
 from tests.files.data import chat_rows, jsonl, upload
 
@@ -18,7 +19,11 @@ def training_file(client) -> str:
 def test_form_shows_auto_values_and_field_errors(admin, client, training_file) -> None:
     page = admin.page
     admin.goto("/jobs")
-    expect(page.locator("#auto-n_epochs")).to_contain_text("auto: 10 for 10 examples")
+    # What "auto" becomes for these 12 examples, by the rule the trainer applies.
+    auto = auto_settings.resolve({}, 12)
+    expect(page.locator('[data-auto-for="n_epochs"]')).to_have_text(str(auto["n_epochs"]))
+    expect(page.locator('[data-auto-for="batch_size"]')).to_have_text(str(auto["batch_size"]))
+    expect(page.locator("#auto-reason")).to_contain_text(f"{auto['n_epochs']} epochs")
     page.get_by_label("Suffix").fill("Not A Slug")
     page.get_by_label("Target modules (comma-separated)").fill("q_proj, no_such_module")
     page.get_by_role("button", name="Start fine-tuning").click()
@@ -60,9 +65,10 @@ def test_job_runs_to_100_percent_live(admin, client, training_file, worker) -> N
 
     # The loss curve drawn, from the same chart the API serves.
     chart = page.locator("#loss-chart")
-    expect(chart).to_have_attribute(
-        "src", f"/console/jobs/{job_id}/loss.svg?step=9&status=succeeded"
-    )
+    # Drawn again once over: the details now hold what the worker resolved.
+    details = page.locator("#details")
+    expect(details).to_contain_text("auto_reason")
+    expect(details).to_contain_text("learning_rate")
     page.wait_for_function("document.getElementById('loss-chart').complete")
     assert chart.evaluate("img => img.naturalWidth") > 0
     shown = page.request.get(admin.base_url + f"/console/jobs/{job_id}/loss.svg").text()

@@ -133,3 +133,23 @@ def test_engine_restarts_after_stop(make_engine) -> None:
     assert not engine.running
     engine.start()
     assert run_alone(engine, [job])[0].token_ids == first.token_ids
+
+
+def test_engine_survives_a_closed_event_loop(make_engine) -> None:
+    """A server that stops mid-stream closes its event loop under running rows: the
+    scheduler drops those rows and keeps serving everyone else."""
+    engine = make_engine()
+    job = Job("Review: great film", max_tokens=40)
+
+    async def abandon() -> None:
+        engine.submit(job.ids(engine), job.params())
+        await asyncio.sleep(0)  # return while the row is still running: the loop closes
+
+    asyncio.run(abandon())
+    time.sleep(0.5)  # let the scheduler try to deliver to the closed loop
+
+    async def serve() -> int:
+        return (await engine.submit(job.ids(engine), job.params()).result()).completion_tokens
+
+    assert asyncio.run(serve()) == 40
+    assert engine.queued == 0

@@ -20,6 +20,7 @@ from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, 
 from app.db import SessionDep, get_sessionmaker
 from app.errors import APIError
 from app.files import service as files
+from app.finetune import auto_settings
 from app.finetune import service as finetune
 from app.finetune.charts import loss_curve_svg
 from app.finetune.schemas import JobCreate, JobRead
@@ -29,14 +30,24 @@ from app.status import TERMINAL, Status
 router = APIRouter(route_class=ConsoleRoute)
 
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
-# What "auto" means, as the trainer decides it when the job starts (README, Fine-tuning).
-AUTO_RULES = {
-    "n_epochs": "10 for 10 examples down to 3 from 100 on",
-    "batch_size": "a tenth of the examples, 1 to 8",
-    "learning_rate_multiplier": "1 (a learning rate of 5e-4)",
-}
+
 LORA = ("r", "alpha", "dropout")
 LIVE_INTERVAL_S = 1.0
+
+
+def _base_parameters(request: Request) -> int | None:
+    """The base model's size, which the automatic learning rate depends on (the adapters'
+    own LoRA weights, loaded into the same model, left out)."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        return None
+    return sum(p.numel() for n, p in engine.model.named_parameters() if "lora_" not in n)
+
+
+def _auto_values(request: Request, n_examples: int) -> dict[str, Any]:
+    """What "auto" becomes for a file of this size: the rule the trainer applies (on the
+    training split, which is the whole file under 50 examples or with a validation file)."""
+    return auto_settings.resolve({}, n_examples, n_params=_base_parameters(request))
 
 
 def _page(
@@ -57,12 +68,11 @@ def _page(
         request,
         "jobs.html",
         {
-            "files": rows,
+            "files": [(f, _auto_values(request, f.num_examples)) for f in rows],
             "jobs": [finetune.to_read(j) for j in jobs],
             "values": values or {},
             "errors": errors or {},
             "base": base_model_name(),
-            "auto_rules": AUTO_RULES,
         },
         console=console,
         status_code=status_code,

@@ -67,7 +67,17 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
+  let finished = false;
   const source = new EventSource(root.dataset.live);
-  source.onmessage = (event) => update(JSON.parse(event.data));
-  source.addEventListener("end", () => source.close());
+  source.onmessage = (event) => {
+    const state = JSON.parse(event.data);
+    finished = state.terminal;
+    update(state);
+  };
+  source.addEventListener("end", () => {
+    source.close();
+    // Once over, the page is drawn again from the server: the hyperparameters the worker
+    // chose (and why) are in the job's details only from then on.
+    if (finished) window.location.reload();
+  });
 });

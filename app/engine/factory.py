@@ -1,0 +1,21 @@
+"""Builds the configured engine (ENGINE=local|vllm), for the API and the workers alike."""
+
+from app.engine.protocol import InferenceEngine
+from app.settings import Settings
+
+
+def build_engine(settings: Settings) -> InferenceEngine:
+    """Loads what the engine needs and starts it."""
+    engine: InferenceEngine
+    if settings.engine == "vllm":
+        from app.engine.vllm.engine import VllmEngine
+
+        engine = VllmEngine.from_settings(settings)
+    else:
+        from app.engine.engine import Engine, EngineConfig
+        from app.engine.loader import load_base_model
+
+        loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
+        engine = Engine(loaded, EngineConfig.from_settings(settings))
+    engine.start()
+    return engine

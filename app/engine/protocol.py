@@ -1,0 +1,65 @@
+"""The one interface every serving engine implements: the built-in engine
+(app/engine/engine.py) and the vLLM backend (app/engine/vllm/). Callers (the inference
+router, evaluations, templates) see only this."""
+
+from typing import Any, Protocol, runtime_checkable
+
+from transformers import PreTrainedTokenizerBase
+
+from app.engine.adapters import AdapterRef
+from app.engine.requests import Finished, RequestHandle
+from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
+
+
+@runtime_checkable
+class InferenceEngine(Protocol):
+    kind: str  # "local" | "vllm": what /readyz reports
+    name: str  # the base model's public name
+    tokenizer: PreTrainedTokenizerBase  # adaptd renders prompts to token ids with it
+    context_window: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None = None,
+        *,
+        prefix_len: int = 0,
+        forced_tokens: list[int] | None = None,
+    ) -> RequestHandle:
+        """Queue one generation (n = 1) and return its event stream at once. Must be called
+        on a running event loop; the handle's events arrive on that loop."""
+        ...
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None = None,
+        *,
+        prefix_len: int = 0,
+    ) -> Finished: ...
+
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """A structured-output constraint this engine can run, or an InvalidInput."""
+        ...
+
+    def forget_adapter(self, name: str) -> None:
+        """The adapter was deleted: drop it wherever it is loaded."""
+        ...
+
+    def module_names(self) -> set[str]:
+        """The base model's module names (LoRA target modules are checked against them)."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Details for /readyz."""
+        ...

@@ -1,0 +1,428 @@
+"""VllmEngine: the engine interface on vLLM OpenAI servers.
+
+adaptd keeps the control plane: it resolves the variant, renders the prompt to token ids
+(chat template, templates, trimming) exactly as for the built-in engine, and this engine
+sends those ids to a server's /v1/completions (`prompt` as a token id list), reads the
+streamed token ids back and turns them into text with adaptd's own detokenizer
+(output.py). Adapters are loaded into the server that serves them on first use, under their
+registry name; a server that no longer knows one (it restarted) gets it again, once, and the
+request is retried. A server that fails before a request has produced anything is skipped and
+the request goes to the next healthy one; one that fails mid-generation is continued on
+another server from the tokens already produced (greedy or sampled without penalties), else
+the request ends with a 503. No healthy server: 503 with Retry-After.
+
+All HTTP runs on one event loop thread owned by the engine, so callers on any loop (the API,
+TestClient portals, a worker's asyncio.run) share the connection pool and the health poller.
+"""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from app.engine.adapters import AdapterRef
+from app.engine.errors import (
+    AdapterLoadError,
+    EngineBusy,
+    EngineError,
+    EngineOverloaded,
+    GenerationFailed,
+    InvalidInput,
+)
+from app.engine.loader import model_name, resolve_source
+from app.engine.requests import Event, Failed, Finished, RequestHandle
+from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
+from app.engine.vllm.client import (
+    AdapterMissing,
+    ServerDown,
+    ServerRefused,
+    completion_body,
+    token_logprobs,
+)
+from app.engine.vllm.output import OutputAssembler
+from app.engine.vllm.servers import Server, ServerPool
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
+
+
+@dataclass
+class VllmConfig:
+    urls: list[str]
+    api_key: str | None = None
+    adapter_store: Path | None = None  # where adaptd keeps adapters
+    vllm_adapter_store: Path | None = None  # the same folder as the servers see it
+    health_interval_s: float = 2.0
+    timeout_s: float = 120.0
+    affinity: int = 2
+    max_in_flight: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "VllmConfig":
+        return cls(
+            urls=settings.vllm_url_list,
+            api_key=settings.vllm_api_key,
+            adapter_store=settings.adapters_dir,
+            vllm_adapter_store=settings.vllm_adapter_store,
+            health_interval_s=settings.vllm_health_interval_s,
+            timeout_s=settings.vllm_timeout_s,
+            affinity=settings.vllm_affinity,
+            max_in_flight=settings.max_queue,
+        )
+
+
+class VllmHandle(RequestHandle):
+    """A request handle whose cancel also stops the HTTP stream (vLLM aborts the request
+    when its client goes away)."""
+
+    future: concurrent.futures.Future | None = None
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.future is not None:
+            self.future.cancel()
+
+
+def unsupported(param: str, what: str) -> InvalidInput:
+    return InvalidInput(
+        f"{what} are not supported with ENGINE=vllm yet.",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+class NoServer(EngineBusy):
+    code = "engine_unavailable"
+    retry_after_s = 5
+
+
+def no_server() -> NoServer:
+    return NoServer("No vLLM server is available. Retry shortly.")
+
+
+class VllmEngine:
+    kind = "vllm"
+
+    def __init__(self, source: str, name: str, config: VllmConfig) -> None:
+        if not config.urls:
+            raise ValueError("ENGINE=vllm needs VLLM_URLS (or `make run` to start a server)")
+        self.source = source
+        self.name = name
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self._model_config = AutoConfig.from_pretrained(source)
+        self.context_window = int(getattr(self._model_config, "max_position_embeddings", 2048))
+        self.vocab_size = int(self._model_config.vocab_size)
+        self.eos_ids = self._eos_ids(source)
+        self._module_names: set[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._poller: asyncio.Task | None = None
+        self.pool: ServerPool | None = None
+        self.in_flight = 0  # counted from callers' threads and the engine loop: under a lock
+        self._count_lock = threading.Lock()
+        self.moved = 0  # requests that went on on another server after one failed them
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "VllmEngine":
+        source = resolve_source(settings.base_model, settings.model_cache)
+        return cls(source, model_name(settings.base_model), VllmConfig.from_settings(settings))
+
+    def _eos_ids(self, source: str) -> set[int]:
+        ids: set[int] = set()
+        try:
+            eos = GenerationConfig.from_pretrained(source).eos_token_id
+        except OSError:  # no generation_config.json
+            eos = None
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif eos:
+            ids.update(eos)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm", daemon=True)
+        self._thread.start()
+        self._call(self._open(), timeout=30)
+
+    async def _open(self) -> None:
+        timeout = httpx.Timeout(self.config.timeout_s, connect=5.0)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
+        self.pool = ServerPool(
+            self.config.urls, self._http, self.config.api_key, self.config.affinity
+        )
+        await self.pool.check_all()  # so the first request finds the servers that are up
+        self._poller = asyncio.create_task(self.pool.poll(self.config.health_interval_s))
+
+    async def _close(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:  # the poller and any request still running
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert self._loop is not None
+        await self._loop.shutdown_asyncgens()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        try:
+            self._call(self._close(), timeout=10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _call(self, coro, timeout: float):  # noqa: ANN001, ANN202 - run on the engine loop
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- the engine interface -----------------------------------------------------------------
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None = None,
+        *,
+        prefix_len: int = 0,
+        forced_tokens: list[int] | None = None,
+    ) -> RequestHandle:
+        if forced_tokens is not None:
+            raise unsupported("forced_tokens", "Forced (label-scoring) rows")
+        self._check(prompt_ids, params)
+        if self.pool is None or self._loop is None or not self.running:
+            raise no_server()
+        if not self.pool.any_healthy():
+            raise no_server()
+        if self.in_flight >= self.config.max_in_flight:
+            raise EngineOverloaded(
+                "The server is busy: too many requests in flight. Retry shortly."
+            )
+        handle = VllmHandle(asyncio.get_running_loop())
+        with self._count_lock:
+            self.in_flight += 1
+        job = self._run(list(prompt_ids), params, adapter, max(0, prefix_len), handle)
+        handle.future = asyncio.run_coroutine_threadsafe(job, self._loop)
+        handle.future.add_done_callback(self._done)
+        if handle.cancelled.is_set():
+            handle.future.cancel()
+        return handle
+
+    def _done(self, _: concurrent.futures.Future) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None = None,
+        *,
+        prefix_len: int = 0,
+    ) -> Finished:
+        return await self.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()
+
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        # Not mapped to vLLM's structured_outputs yet: refused, never silently ignored.
+        raise unsupported(
+            getattr(constraint, "param", None) or "response_format", "Structured outputs"
+        )
+
+    def forget_adapter(self, name: str) -> None:
+        """Unloads the adapter from every server that answers (any API replica may have
+        loaded it anywhere); a server that is down has lost it anyway."""
+        if self.running:
+            self._call(self._unload_everywhere(name), timeout=30)
+
+    def module_names(self) -> set[str]:
+        if self._module_names is None:
+            with torch.device("meta"):  # the structure only, no weights
+                model = AutoModelForCausalLM.from_config(self._model_config)
+            self._module_names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        return self._module_names
+
+    def health(self) -> dict[str, Any]:
+        servers = self.pool.report() if self.pool is not None else []
+        return {
+            "engine": self.kind,
+            "ready": any(s["healthy"] for s in servers),
+            "servers": servers,
+        }
+
+    # -- inside the engine loop ----------------------------------------------------------------
+    def _check(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_ids:
+            raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
+        unknown = [t for t, _ in params.logit_bias if not 0 <= t < self.vocab_size]
+        if unknown:
+            raise InvalidInput(
+                f"logit_bias: token ids must be 0 to {self.vocab_size - 1}; got {unknown[0]}.",
+                param="logit_bias",
+                code="invalid_logit_bias",
+            )
+        if params.constraint is not None:
+            raise unsupported("response_format", "Structured outputs")
+        if params.logprobs is not None and params.logprobs > MAX_LOGPROBS:
+            raise InvalidInput(
+                f"The vLLM engine returns at most {MAX_LOGPROBS} log-probabilities per token.",
+                param="logprobs",
+                code="unsupported_parameter",
+            )
+
+    @staticmethod
+    def _affinity_key(adapter: AdapterRef | None, prompt_ids: list[int], prefix_len: int):  # noqa: ANN205
+        if adapter is not None:
+            return f"adapter:{adapter.name}"
+        if prefix_len > 0:  # a template's fixed prefix: keep it on the servers that cached it
+            digest = hashlib.sha256(str(prompt_ids[:prefix_len]).encode()).hexdigest()
+            return f"prefix:{digest}"
+        return None  # plain base traffic: the least busy server
+
+    def _vllm_path(self, path: Path) -> str:
+        store, seen_as = self.config.adapter_store, self.config.vllm_adapter_store
+        if store is not None and seen_as is not None:
+            try:
+                return str(seen_as / path.resolve().relative_to(store.resolve()))
+            except ValueError:
+                pass
+        return str(path)
+
+    async def _ensure_loaded(self, server: Server, adapter: AdapterRef) -> None:
+        if adapter.name in server.loaded:
+            return
+        lock = server.loading.setdefault(adapter.name, asyncio.Lock())
+        async with lock:
+            if adapter.name in server.loaded:
+                return
+            try:
+                await server.client.load_adapter(adapter.name, self._vllm_path(adapter.path))
+            except ServerRefused as exc:
+                raise AdapterLoadError(
+                    f"vLLM could not load adapter '{adapter.name}': {exc.message}",
+                    param="model",
+                ) from exc
+            server.loaded.add(adapter.name)
+
+    async def _unload_everywhere(self, name: str) -> None:
+        assert self.pool is not None
+
+        async def unload(server: Server) -> None:
+            server.loaded.discard(name)
+            if server.healthy:
+                try:
+                    await server.client.unload_adapter(name)
+                except ServerDown as exc:
+                    self.pool.mark_down(server, str(exc))
+
+        await asyncio.gather(*(unload(s) for s in self.pool.servers))
+
+    async def _run(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None,
+        prefix_len: int,
+        handle: RequestHandle,
+    ) -> None:
+        out = OutputAssembler(self.tokenizer, params, len(prompt_ids), self.eos_ids)
+        try:
+            await self._generate(prompt_ids, params, adapter, prefix_len, out, handle)
+        except asyncio.CancelledError:
+            raise  # the caller went away; closing the stream aborted the vLLM request
+        except EngineError as err:
+            handle.push(Failed(err))
+        except Exception as exc:  # noqa: BLE001 - the caller must get an answer
+            log.exception("vLLM request failed")
+            handle.push(Failed(GenerationFailed(f"Generation failed: {type(exc).__name__}")))
+
+    async def _generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None,
+        prefix_len: int,
+        out: OutputAssembler,
+        handle: RequestHandle,
+    ) -> None:
+        assert self.pool is not None
+        key = self._affinity_key(adapter, prompt_ids, prefix_len)
+        model = adapter.name if adapter is not None else self.name
+        stop_ids = sorted(self.eos_ids)
+        failed: set[Server] = set()
+        reloaded = False
+        while True:
+            server = self.pool.pick(key, exclude=failed)
+            if server is None:
+                raise no_server()
+            # After a failure mid-generation, go on from the tokens already produced.
+            done = len(out.generated)
+            if done and (params.adjusts_logits or (params.seed is not None and not params.greedy)):
+                raise no_server()  # penalties and seeds would not survive a restart
+            body = completion_body(
+                model,
+                prompt_ids + out.generated,
+                replace(params, max_tokens=params.max_tokens - done),
+                stop_ids,
+            )
+            server.in_flight += 1
+            try:
+                if adapter is not None:
+                    await self._ensure_loaded(server, adapter)
+                # aclosing: leaving early closes the HTTP stream at once, and vLLM stops.
+                async with contextlib.aclosing(server.client.stream_completion(body)) as chunks:
+                    async for ids, logprobs, finish in chunks:
+                        events: list[Event] = []
+                        for token, entry in zip(
+                            ids, token_logprobs(logprobs, ids, params.logprobs), strict=True
+                        ):
+                            events += out.add(token, entry)
+                        if finish is not None and out.finished is None:
+                            events += out.finish("length" if finish == "length" else "stop")
+                        if events:
+                            RequestHandle.push_many([(handle, e) for e in events])
+                        if out.finished is not None:
+                            return
+            except AdapterMissing:
+                assert adapter is not None
+                server.loaded.discard(adapter.name)
+                if reloaded:
+                    raise AdapterLoadError(
+                        f"vLLM does not serve adapter '{adapter.name}' after loading it.",
+                        param="model",
+                    ) from None
+                reloaded = True
+            except ServerDown as exc:
+                self.pool.mark_down(server, str(exc))
+                failed.add(server)
+                self.moved += 1
+            except ServerRefused as exc:
+                raise InvalidInput(
+                    f"vLLM refused the request: {exc.message}", param="prompt", code="vllm_refused"
+                ) from exc
+            finally:
+                server.in_flight -= 1

@@ -1,0 +1,188 @@
+"""vLLM servers failing under traffic: a second server is killed (SIGKILL, children too) while
+requests run on it, and restarted. Requests go on elsewhere, or end with a 503 and
+Retry-After; none hangs (every client call has a timeout, which would fail the test)."""
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from app.engine.errors import EngineBusy
+from app.engine.requests import Finished
+from app.engine.sampling import SamplingParams
+from tests.conftest import ADMIN_KEY
+from tests.vllm.conftest import VllmProcess, _need_vllm, make_vllm_engine
+
+pytestmark = pytest.mark.vllm
+
+HANG = 300  # seconds a client waits before calling a request hung (the machine is slow)
+
+
+@pytest.fixture(scope="module")
+def second_server(vllm_logs, default_source) -> VllmProcess:  # noqa: ANN001
+    _need_vllm()
+    server = VllmProcess(vllm_logs).start()
+    yield server
+    server.stop()
+
+
+def prompts(engine, count: int) -> list[list[int]]:  # noqa: ANN001
+    tok = engine.tokenizer
+    return [
+        tok.encode(f"Story number {i}: once upon a time, a", add_special_tokens=True)
+        for i in range(count)
+    ]
+
+
+def wait_until(condition, what: str, limit: float = HANG) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
+def test_two_servers_one_killed_mid_traffic(
+    vllm_server,
+    second_server,
+    vllm_engine,
+    default_source,
+    data_root,
+    vllm_view,  # noqa: ANN001
+) -> None:
+    engine = make_vllm_engine(
+        default_source, [vllm_server.url, second_server.url], data_root, vllm_view
+    )
+    try:
+        params = SamplingParams(max_tokens=40, temperature=0)
+        ids = prompts(engine, 8)
+        # What each prompt gives on the server that stays up, undisturbed.
+        reference = [asyncio.run(vllm_engine.generate(p, params)).token_ids for p in ids]
+
+        async def scenario() -> list:
+            handles = [engine.submit(p, params) for p in ids]  # spread by load over both
+            victim = engine.pool.servers[1]
+            while victim.in_flight == 0:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # mid-generation
+            await asyncio.to_thread(second_server.kill)
+            return await asyncio.wait_for(
+                asyncio.gather(*(h.result() for h in handles), return_exceptions=True), HANG
+            )
+
+        results = asyncio.run(scenario())
+        assert all(isinstance(r, Finished) for r in results), results
+        assert engine.moved >= 1  # some went on on the surviving server
+        # Greedy requests continued from their tokens so far give the same answer.
+        assert [r.token_ids for r in results] == reference
+        health = engine.health()
+        assert health["ready"] and [s["healthy"] for s in health["servers"]] == [True, False]
+        after = asyncio.run(engine.generate(ids[0], params))
+        assert after.token_ids == reference[0]
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def single(second_server, default_source, data_root, vllm_view):  # noqa: ANN001, ANN201
+    if second_server.proc is None or second_server.proc.poll() is not None:
+        second_server.start()
+    engine = make_vllm_engine(default_source, [second_server.url], data_root, vllm_view)
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def backend(single):  # noqa: ANN001, ANN201 - the app of these tests serves on `single`
+    return single
+
+
+def test_single_server_killed_and_restarted(
+    live_server,
+    client,
+    single,
+    second_server,
+    register_adapter,  # noqa: ANN001
+) -> None:
+    name = register_adapter("default", "faults")
+    body = {
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 64,
+        "temperature": 0,
+    }
+    assert client.post("/v1/chat/completions", json={**body, "model": name}).status_code == 200
+    http = httpx.Client(
+        base_url=live_server, timeout=HANG, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    outcomes: list[tuple[str, int, str]] = []
+
+    def one(i: int) -> None:
+        model = name if i % 2 else single.name
+        payload = {**body, "model": model, "stream": i < 3, "temperature": 0}
+        r = http.post("/v1/chat/completions", json=payload)  # a hang raises ReadTimeout
+        outcomes.append(("stream" if i < 3 else "plain", r.status_code, r.text))
+        if r.status_code == 503:
+            assert r.headers["retry-after"]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: single.pool.servers[0].in_flight > 0, "requests on the server")
+    time.sleep(0.5)
+    second_server.kill()
+    for t in threads:
+        t.join(HANG + 10)
+        assert not t.is_alive(), "a request hung"
+    assert len(outcomes) == 6
+    for kind, status, text in outcomes:
+        assert status in (200, 503), text
+        if kind == "stream" and status == 200:
+            events = [ln[6:] for ln in text.splitlines() if ln.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            last = json.loads(events[-2])
+            # Either it finished before the kill, or it says why it stopped.
+            assert last.get("error", {}).get("code") == "engine_unavailable" or (
+                last["choices"][0]["finish_reason"] in ("stop", "length")
+            )
+
+    down = client.post("/v1/chat/completions", json={**body, "model": name})
+    assert down.status_code == 503 and down.headers["retry-after"]
+    assert down.json()["error"]["code"] == "engine_unavailable"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["servers"][0]["healthy"] is False
+
+    second_server.start()
+    wait_until(lambda: client.get("/readyz").status_code == 200, "ready again")
+    # The restarted server has no adapter: it is loaded again on first use.
+    again = client.post("/v1/chat/completions", json={**body, "model": name, "max_tokens": 8})
+    assert again.status_code == 200, again.text
+    # A server that lost an adapter behind adaptd's back: "not found", one reload, a retry.
+    httpx.post(f"{second_server.url}/v1/unload_lora_adapter", json={"lora_name": name})
+    assert name in single.pool.servers[0].loaded
+    retried = client.post("/v1/chat/completions", json={**body, "model": name, "max_tokens": 8})
+    assert retried.status_code == 200, retried.text
+    assert (
+        retried.json()["choices"][0]["message"]["content"]
+        == again.json()["choices"][0]["message"]["content"]
+    )
+
+
+def test_no_server_at_all_is_a_503(default_source, data_root, vllm_view) -> None:  # noqa: ANN001
+    from tests.conftest import free_port
+
+    engine = make_vllm_engine(
+        default_source, [f"http://127.0.0.1:{free_port()}"], data_root, vllm_view
+    )
+    try:
+        assert engine.health()["ready"] is False
+
+        async def submit() -> None:
+            engine.submit([1, 2, 3], SamplingParams(max_tokens=2))
+
+        with pytest.raises(EngineBusy) as err:
+            asyncio.run(submit())
+        assert err.value.code == "engine_unavailable" and err.value.retry_after_s > 0
+    finally:
+        engine.stop()
