@@ -133,7 +133,7 @@ class EngineSampler:
     def start(self) -> "EngineSampler":
         prune_dead_processes()
         engine = getattr(self.app_state, "engine", None)
-        if engine is not None:  # an engine that served before this app (tests share one)
+        if hasattr(engine, "adapters") and hasattr(engine, "prefixes"):  # tests share one
             self._seen = self._totals(engine)
         self._thread = threading.Thread(target=self._run, name="metrics-sampler", daemon=True)
         self._thread.start()
@@ -151,7 +151,8 @@ class EngineSampler:
 
     def sample(self) -> None:
         engine = getattr(self.app_state, "engine", None)
-        if engine is None:
+        # Only the built-in engine has these figures; a vLLM backend reports its own.
+        if engine is None or not hasattr(engine, "adapters") or not hasattr(engine, "prefixes"):
             return
         scheduler = getattr(engine, "scheduler", None)
         waiting = len(scheduler.waiting) if scheduler is not None else 0
