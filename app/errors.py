@@ -89,6 +89,16 @@ class PermissionDenied(APIError):
     code = "permission_denied"
 
 
+class InsufficientScope(PermissionDenied):
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"This API key lacks the '{scope}' scope that this endpoint needs.",
+            details={"required_scope": scope},
+        )
+
+
 class PayloadTooLarge(APIError):
     status_code = 413
     code = "payload_too_large"

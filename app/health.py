@@ -24,6 +24,8 @@ def readyz(request: Request) -> JSONResponse:
             session.execute(text("SELECT 1"))
     except Exception:  # any failure means not ready
         checks["database"] = False
+    # After SIGTERM (app/shutdown.py): still serving, but send no more traffic here.
+    checks["accepting"] = not getattr(request.app.state, "draining", False)
     ready = all(checks.values())
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     body.update(details)

@@ -1,6 +1,8 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from app.aliases.models import Alias, AliasCounter, AliasVersion
+from app.audit import recorder as _audit_recorder  # noqa: F401 - audits every session's flushes
+from app.audit.models import AuditEvent
 from app.auth.models import ApiKey
 from app.db import Base
 from app.evals.models import EvalEvent, Evaluation
@@ -15,6 +17,7 @@ __all__ = [
     "AliasCounter",
     "AliasVersion",
     "ApiKey",
+    "AuditEvent",
     "Base",
     "EvalEvent",
     "Evaluation",

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     # Runs per job (first try included) before a lost worker fails it for good.
     job_max_attempts: int = 2
 
+    # Prometheus text on its own port, no key (else GET /metrics with a platform admin key).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_sample_interval_s: float = 1.0
+
+    # SIGTERM: keep serving with /readyz at 503 for SHUTDOWN_DRAIN_S, then stop listening and
+    # give requests in flight (streams included) up to SHUTDOWN_GRACE_S to finish.
+    shutdown_drain_s: float = 0.0
+    shutdown_grace_s: float = 30.0
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

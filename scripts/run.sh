@@ -25,7 +25,13 @@ fi
 
 "$VENV/bin/celery" -A workers.celery_app worker --loglevel=INFO --concurrency=1 &
 pids+=($!)
-"$VENV/bin/uvicorn" app.asgi:app --host "${HOST:-0.0.0.0}" --port "$PORT" &
+# WORKERS > 1: several API processes; their metrics meet in one folder, emptied first.
+WORKERS=${WORKERS:-1}
+if [ "$WORKERS" -gt 1 ]; then
+  export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-${DATA_DIR:-data}/metrics}
+  rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+fi
+"$VENV/bin/uvicorn" app.asgi:app --host "${HOST:-0.0.0.0}" --port "$PORT" --workers "$WORKERS" &
 pids+=($!)
 echo "adaptd: API on http://localhost:$PORT (${ENGINE:-local} engine; pids ${pids[*]})"
 # Whichever process ends first ends the others.

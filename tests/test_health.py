@@ -6,7 +6,7 @@ def test_healthz_and_readyz(client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"model": True, "database": True}
+    assert r.json()["checks"] == {"model": True, "database": True, "accepting": True}
     assert r.json()["engine"] == "local"
 
 

@@ -3,7 +3,6 @@ tenant A's rows, and gets 404 (never 403), so existence does not leak."""
 
 import pytest
 
-from tests.conftest import make_tenant_key
 from tests.files.data import chat_rows, jsonl
 from tests.registry_util import register_random_adapter
 
@@ -30,8 +29,14 @@ def world(client):
     )
     ev = client.post("/v1/evals", json={"file_id": file_id, "variants": [base]})
     assert ev.status_code == 201, ev.text
-    other = make_tenant_key(client, "tenant-b")
+    # B's key is an admin of its own tenant, so the key routes are tried too.
+    other = client.post(
+        "/v1/admin/keys",
+        json={"tenant": "tenant-b", "scopes": ["inference", "manage", "admin"]},
+    ).json()["key"]
+    a_key = client.post("/v1/admin/keys", json={"tenant": "default"}).json()
     return {
+        "a_key": a_key,
         "base": base,
         "file_id": file_id,
         "adapter": adapter,
@@ -61,6 +66,7 @@ def cases(w: dict) -> list[tuple[str, str, dict | None]]:
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/events", None),
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/checkpoints", None),
         ("get", f"/v1/fine_tuning/jobs/{w['job_id']}/loss.svg", None),
+        ("get", f"/v1/models/{w['adapter']}", None),
         ("delete", f"/v1/models/{w['adapter']}", None),
         ("get", "/v1/aliases/al", None),
         ("put", "/v1/aliases/al", {"targets": [{"model": w["base"]}]}),
@@ -70,6 +76,9 @@ def cases(w: dict) -> list[tuple[str, str, dict | None]]:
         ("get", f"/v1/evals/{w['eval_id']}", None),
         ("get", f"/v1/evals/{w['eval_id']}/events", None),
         ("get", f"/v1/evals/{w['eval_id']}/chart.svg", None),
+        ("get", f"/v1/admin/keys/{w['a_key']['id']}", None),
+        ("post", f"/v1/admin/keys/{w['a_key']['id']}/rotate", None),
+        ("delete", f"/v1/admin/keys/{w['a_key']['id']}", None),
     ]
 
 
@@ -105,6 +114,8 @@ def test_other_tenant_gets_404_everywhere_and_nothing_changes(client, world) -> 
     assert client.get("/v1/templates/t").json()["latest_version"] == 1
     assert client.get(f"/v1/files/{world['file_id']}").status_code == 200
     assert client.get(f"/v1/fine_tuning/jobs/{world['job_id']}").json()["status"] != "cancelled"
+    a_key = {"Authorization": f"Bearer {world['a_key']['key']}"}
+    assert client.get("/v1/models", headers=a_key).status_code == 200
     assert client.get("/v1/aliases/al").json()["version"] == 1
     models = [m["id"] for m in client.get("/v1/models").json()["data"]]
     assert world["adapter"] in models and "tmpl:t" in models and "al" in models
@@ -116,6 +127,8 @@ def test_other_tenant_lists_nothing_and_cannot_use_or_reference(client, world) -
         r = client.get(url, headers=b)
         assert r.status_code == 200 and r.json()["data"] == [], url
     assert [m["id"] for m in client.get("/v1/models", headers=b).json()["data"]] == [world["base"]]
+    keys = client.get("/v1/admin/keys", headers=b).json()["data"]
+    assert {k["tenant"] for k in keys} == {"tenant-b"}
     for model in [world["adapter"], "tmpl:t", "tmpl:t@prod", "al"]:
         for url, body in [
             ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),

@@ -1,7 +1,11 @@
 """The worker's entry point (`celery -A workers.celery_app worker`): the app configured in
 app/broker.py, plus the modules that define its tasks."""
 
+from app.audit import recorder as _audit_recorder  # noqa: F401 - adapters a job registers
 from app.broker import celery_app as _celery_app
+from app.observability.task_ids import install_request_ids
 
 celery_app = _celery_app()
-celery_app.conf.update(include=["workers.tasks", "workers.eval_tasks"])
+# handback: on SIGTERM, running fine-tuning jobs go back to the queue.
+celery_app.conf.update(include=["workers.tasks", "workers.eval_tasks", "workers.handback"])
+install_request_ids(celery_app)  # the sending request's id in the worker's log lines

@@ -1,13 +1,16 @@
-"""The current-tenant dependency: `Authorization: Bearer <key>` -> Principal."""
+"""The current-tenant dependency (`Authorization: Bearer <key>` -> Principal) and the
+scope checks that every /v1 router is mounted with (see app/main.py)."""
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 
 from app.auth.rate_limit import RateLimiter
-from app.auth.service import Principal, lookup
+from app.auth.service import Principal, Scope, authenticate
 from app.db import SessionDep
-from app.errors import AuthenticationError, PermissionDenied
+from app.errors import AuthenticationError, InsufficientScope
+from app.observability.context import note_actor
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:
@@ -17,24 +20,43 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
         raise AuthenticationError(
             "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
         )
-    principal = lookup(session, key.strip())
-    # Give the connection back at once: most requests need no other query, and a
-    # connection held across a long generation would starve the pool.
-    session.close()
-    if principal is None:
-        raise AuthenticationError("Incorrect API key provided.")
+    try:
+        principal = authenticate(session, key.strip())
+    finally:
+        # Give the connection back at once: most requests need no other query, and a
+        # connection held across a long generation would starve the pool.
+        session.close()
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.check(principal.key_id)
     request.state.principal = principal
-    return principal
-
-
-def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    if not principal.is_admin:
-        raise PermissionDenied("This endpoint needs an admin key.")
+    note_actor(principal.key_id)
     return principal
 
 
 TenantDep = Annotated[Principal, Depends(current_principal)]
-AdminDep = Annotated[Principal, Depends(admin_principal)]
+
+_checks: dict[str, Callable[[Principal], Principal]] = {}
+
+
+def scope_check(scope: Scope) -> Callable[[Principal], Principal]:
+    """The dependency that refuses keys without `scope` (403 insufficient_scope). One function
+    per scope, so FastAPI runs it once per request however often it is named."""
+    if scope not in _checks:
+
+        def check(principal: TenantDep) -> Principal:
+            if scope not in principal.scopes:
+                raise InsufficientScope(scope)
+            return principal
+
+        check.required_scope = scope  # type: ignore[attr-defined]
+        _checks[scope] = check
+    return _checks[scope]
+
+
+def requires(scope: Scope) -> params.Depends:
+    """For `include_router(..., dependencies=[requires("manage")])`."""
+    return Depends(scope_check(scope))
+
+
+AdminDep = Annotated[Principal, Depends(scope_check("admin"))]

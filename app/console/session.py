@@ -21,7 +21,7 @@ from fastapi import Request, Response
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiKey
-from app.auth.service import Principal
+from app.auth.service import Principal, key_status
 from app.settings import get_settings
 
 SESSION_COOKIE = "adaptd_console"
@@ -117,11 +117,13 @@ def read_session(request: Request, session: Session) -> ConsoleSession:
     if not expiry.isdigit() or int(expiry) < time.time():
         raise SignInRequired
     key = session.get(ApiKey, key_id)
-    if key is None or key.revoked_at is not None:
+    if key is None or key_status(key) != "active":  # revoked or expired since sign-in
         raise SignInRequired
     if not hmac.compare_digest(signature, _mac("session", key.id, expiry, nonce, key.key_hash)):
         raise SignInRequired
-    principal = Principal(tenant=key.tenant, key_id=key.id, is_admin=key.is_admin)
+    principal = Principal(
+        tenant=key.tenant, key_id=key.id, scopes=frozenset(key.scopes), platform=key.platform
+    )
     return ConsoleSession(
         principal=principal,
         key_name=key.name,

@@ -104,6 +104,8 @@ class AdapterCache:
         # Called (on the scheduler thread) with the name of each adapter that was deleted.
         self.on_forget: list[Callable[[str], None]] = []
         self.loads = 0  # how many times files were read: eviction shows as a reload
+        self.hits = 0  # ensure() calls that found the adapter resident
+        self.evictions = 0  # adapters unloaded to make room (not deletions)
         # The rows of each adapter in the forward pass in progress, read by every LoRA layer
         # through a forward installed once per load (peft's own `adapter_names=` path adds
         # and removes a hook on every module at every forward).
@@ -158,6 +160,7 @@ class AdapterCache:
         self.apply_pending_unloads(pinned)
         if ref.name in self._loaded:
             self._loaded.move_to_end(ref.name)
+            self.hits += 1
             return True
         if not (ref.path / "adapter_config.json").exists():
             raise AdapterLoadError(f"Adapter files for '{ref.name}' are missing.", param="model")
@@ -167,6 +170,7 @@ class AdapterCache:
                 return False
             del self._loaded[victim]
             self._unload(victim)
+            self.evictions += 1
         try:
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 
 from app.engine.errors import EngineError
@@ -54,6 +55,7 @@ class RequestHandle:
         self._loop = loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self.cancelled = threading.Event()
+        self.first_token_at: float | None = None  # perf_counter time, for the metrics
 
     def push(self, event: Event) -> None:
         try:
@@ -85,6 +87,9 @@ class RequestHandle:
     async def events(self):  # async generator of Event
         while True:
             event = await self._queue.get()
+            # The first token may carry no text yet (held back, or an immediate end).
+            if self.first_token_at is None and isinstance(event, Delta | Finished):
+                self.first_token_at = time.perf_counter()
             yield event
             if isinstance(event, Finished | Failed):
                 return

@@ -13,13 +13,13 @@ from app.auth.dependencies import TenantDep
 from app.db import SessionDep
 from app.engine.engine import Engine
 from app.inference.dependencies import EngineDep
-from app.inference.models_list import list_models
+from app.inference.models_list import list_models, retrieve_model
 from app.inference.prompting import PreparedPrompt, prepare_chat, prepare_completion
 from app.inference.serving_chat import create_chat_completion
 from app.inference.serving_completion import create_completion
 from app.protocol.chat import ChatCompletion, ChatCompletionRequest
 from app.protocol.completions import Completion, CompletionRequest
-from app.protocol.models import ModelList
+from app.protocol.models import ModelCard, ModelList
 from app.routing.resolve import Variant, resolve
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -69,6 +69,14 @@ def _completion_prompts(
 @router.get("/models", response_model=ModelList)
 def models(principal: TenantDep, session: SessionDep, engine: EngineDep) -> ModelList:
     return list_models(session, principal.tenant, engine.name)
+
+
+# `:path`, so a hub id with a slash works as the base name; DELETE is in registry/router.py.
+@router.get("/models/{model:path}", response_model=ModelCard)
+def model_card(
+    model: str, principal: TenantDep, session: SessionDep, engine: EngineDep
+) -> ModelCard:
+    return retrieve_model(session, principal.tenant, model, engine.name)
 
 
 @router.post("/chat/completions", response_model=ChatCompletion)

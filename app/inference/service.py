@@ -13,6 +13,7 @@ from app.engine.requests import Delta, Failed, Finished, RequestHandle, TokenLog
 from app.engine.sampling import SamplingParams
 from app.errors import engine_api_error
 from app.ids import new_id
+from app.observability.context import note_first_token, note_usage, note_variant
 from app.protocol.common import Usage
 from app.routing.resolve import Variant
 
@@ -36,6 +37,7 @@ def submit_all(
 ) -> list[RequestHandle]:
     """`prefix_len`: leading tokens every job shares with the variant's fixed template prefix
     (the engine reuses their key/value cache)."""
+    note_variant(variant.model, variant.kind, variant.alias)
     handles: list[RequestHandle] = []
     try:
         for prompt_ids, params in jobs:
@@ -55,10 +57,12 @@ async def collect(handles: list[RequestHandle]) -> list[Finished]:
     finally:
         for h in handles:
             h.cancel()
+            note_first_token(h.first_token_at)
 
 
 def usage_of(results: list[Finished], prompt_tokens: int) -> Usage:
     completion = sum(r.completion_tokens for r in results)
+    note_usage(prompt_tokens, completion)  # for the request's log line and metrics
     return Usage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion,
@@ -121,6 +125,9 @@ async def stream_sse(
         else:
             yield sse(engine_api_error(event.error).body())
             break
+    for h in handles:
+        note_first_token(h.first_token_at)
+    usage = usage_of(results, prompt_tokens)
     if make_usage_chunk is not None and len(results) == len(handles):
-        yield sse(make_usage_chunk(usage_of(results, prompt_tokens)))
+        yield sse(make_usage_chunk(usage))
     yield "data: [DONE]\n\n"

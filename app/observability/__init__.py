@@ -1,0 +1,1 @@
+"""Request ids, one JSON log line per request, and Prometheus metrics."""
