@@ -19,12 +19,12 @@ from transformers import AutoTokenizer
 from tests.conftest import ADMIN_KEY, ROOT, free_port
 from tests.tiny_model import build_tiny_model
 
-MAX_TOKENS = 400  # long enough to outlast the drain on this model
+MAX_TOKENS = 4000  # long enough to outlast the drain on this model, even on an idle machine
 
 
 @pytest.fixture(scope="module")
 def long_context_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-long", context=512)
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-long", context=8192)
 
 
 class Server:
@@ -36,7 +36,7 @@ class Server:
             BASE_MODEL=str(model),
             SHUTDOWN_DRAIN_S=str(drain_s),
             SHUTDOWN_GRACE_S=str(grace_s),
-            MAX_TOKENS_CAP="512",
+            MAX_TOKENS_CAP="8192",
         )
         self.proc = subprocess.Popen(
             [
