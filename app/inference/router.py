@@ -3,7 +3,7 @@ prompt building happen here; serving_chat / serving_completion shape the respons
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -13,6 +13,7 @@ from app.auth.dependencies import TenantDep
 from app.db import SessionDep
 from app.engine.engine import Engine
 from app.inference.dependencies import EngineDep
+from app.inference.disconnect import cancel_on_disconnect
 from app.inference.models_list import list_models, retrieve_model
 from app.inference.prompting import PreparedPrompt, prepare_chat, prepare_completion
 from app.inference.serving_chat import create_chat_completion
@@ -85,13 +86,17 @@ async def chat_completions(
     principal: TenantDep,
     session: SessionDep,
     engine: EngineDep,
+    request: Request,
     response: Response,
 ):
     req.check_supported()
     variant, prepared = await run_in_threadpool(
         _chat_prompt, session, principal.tenant, engine, req
     )
-    result = await create_chat_completion(engine, variant, req, prepared)
+    # A whole answer's client may give up while it generates: its rows stop then too.
+    result = await cancel_on_disconnect(
+        request, create_chat_completion(engine, variant, req, prepared)
+    )
     return _respond(result, variant, response)
 
 
@@ -101,11 +106,12 @@ async def completions(
     principal: TenantDep,
     session: SessionDep,
     engine: EngineDep,
+    request: Request,
     response: Response,
 ):
     req.check_supported()
     variant, prompts = await run_in_threadpool(
         _completion_prompts, session, principal.tenant, engine, req
     )
-    result = await create_completion(engine, variant, req, prompts)
+    result = await cancel_on_disconnect(request, create_completion(engine, variant, req, prompts))
     return _respond(result, variant, response)

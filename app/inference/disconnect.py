@@ -1,0 +1,56 @@
+"""Stop a request's engine work when its client goes away before the answer is ready.
+
+A streamed response notices a gone client when a write fails (or Starlette's disconnect
+listener fires), and the stream's generator cancels its engine rows. A whole (non-streamed)
+answer writes nothing until it is complete, so without this a client that gave up would keep
+its rows generating to the end, ahead of everyone queued behind them.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.requests import Request
+
+from app.errors import APIError
+
+T = TypeVar("T")
+
+
+class ClientClosedRequest(APIError):
+    """Nobody reads this answer (the server drops writes to a closed connection); its 499,
+    nginx's code for it, is what the request's log line and metrics show."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+
+async def _until_disconnected(request: Request) -> None:
+    # The body was read already, so the server's next message is the disconnect (uvicorn
+    # sends it when the socket closes, or once the response is complete).
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`; if the client disconnects first, cancel it (cancelling the awaiting task
+    cancels the engine handles: RequestHandle.result and service.collect see to that)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    gone = watcher.done() and not watcher.cancelled() and watcher.exception() is None
+    if task.done() or not gone:
+        return await task
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientClosedRequest("The client closed the connection before the answer was ready.")
