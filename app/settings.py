@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     # Limits for untrusted input.
     max_tokens_cap: int = 4096
+    # Token positions one generation request may occupy in the engine: over all its sequences
+    # (prompts x n), prompt tokens plus max_tokens. Bigger asks are refused with a 400.
+    max_request_tokens: int = 65536
     max_body_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
     rate_limit_per_minute: int = 1200  # per API key; 0 disables the limit

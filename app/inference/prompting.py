@@ -89,6 +89,21 @@ def _from_template(
     )
 
 
+def check_request_size(sequences: list[tuple[int, int]]) -> None:
+    """`sequences`: (prompt tokens, max_tokens) of each sequence the request would run (every
+    prompt, n times). One request may not hold more of the engine than MAX_REQUEST_TOKENS."""
+    limit = get_settings().max_request_tokens
+    total = sum(prompt + completion for prompt, completion in sequences)
+    if total > limit:
+        raise BadRequest(
+            f"This request asks for up to {total} tokens ({len(sequences)} sequences of prompt "
+            f"plus max_tokens), above this server's limit of {limit} per request. Ask for "
+            "fewer max_tokens, a smaller n or fewer prompts.",
+            param="max_tokens",
+            code="request_too_large",
+        )
+
+
 def max_tokens_for(
     engine: Engine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]
 ) -> int:

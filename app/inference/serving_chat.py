@@ -7,7 +7,7 @@ from app.engine.engine import Engine
 from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
 from app.inference.logprobs import chat_logprobs
-from app.inference.prompting import PreparedPrompt, max_tokens_for
+from app.inference.prompting import PreparedPrompt, check_request_size, max_tokens_for
 from app.inference.structured import label_logprobs
 from app.protocol.chat import (
     ChatChoice,
@@ -31,6 +31,7 @@ async def create_chat_completion(
     params = req.to_sampling_params(
         prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
     )
+    check_request_size([(len(prepared.token_ids), max_tokens)] * req.n)
     handles = service.submit_all(
         engine,
         variant,

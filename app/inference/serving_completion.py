@@ -7,7 +7,7 @@ from app.engine.engine import Engine
 from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
 from app.inference.logprobs import completion_logprobs
-from app.inference.prompting import PreparedPrompt, max_tokens_for
+from app.inference.prompting import PreparedPrompt, check_request_size, max_tokens_for
 from app.inference.structured import label_logprobs
 from app.protocol.common import Usage
 from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -26,6 +26,7 @@ async def create_completion(
             prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
         )
         jobs.extend((prepared.token_ids, service.seeded(params, i)) for i in range(req.n))
+    check_request_size([(len(ids), params.max_tokens) for ids, params in jobs])
     # A template's prefix is the same for every prompt of the request.
     handles = service.submit_all(
         engine, variant, jobs, prefix_len=min(p.prefix_len for p in prompts)

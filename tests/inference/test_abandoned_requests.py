@@ -103,3 +103,36 @@ def test_rows_of_a_whole_answer_are_cancelled_when_its_client_leaves(
     # The engine is free for the next client at once.
     monkeypatch.setattr(scheduler, "observe_logits", None)
     wait_for(lambda: not scheduler.rows, "the engine's rows emptied")
+
+
+def test_a_request_asking_for_more_than_max_request_tokens_is_refused(client, monkeypatch):
+    from app.settings import get_settings
+
+    engine = client.app.state.engine
+    monkeypatch.setattr(get_settings(), "max_request_tokens", 1000)
+    forwards = engine.stats.forwards
+    prompt = "The capital of France is"
+    prompt_tokens = len(encode(engine.tokenizer, prompt))
+    # 4 prompts x n=2 x (prompt + 130) is over 1000; each part alone is well within bounds.
+    big = {"model": engine.name, "prompt": [prompt] * 4, "n": 2, "max_tokens": 130}
+    assert 8 * (prompt_tokens + 130) > 1000
+    r = client.post("/v1/completions", json=big)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "request_too_large"
+    assert error["param"] == "max_tokens"
+    assert error["type"] == "invalid_request_error"
+    assert "1000" in error["message"]
+    chat = {
+        "model": engine.name,
+        "messages": [{"role": "user", "content": prompt}],
+        "n": 8,
+        "max_tokens": 120,
+    }
+    r = client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "request_too_large", r.text
+    assert engine.stats.forwards == forwards  # refused before any engine work
+    # Within the bound, the same shapes are served.
+    assert client.post("/v1/completions", json={**big, "max_tokens": 8}).status_code == 200
+    r = client.post("/v1/chat/completions", json={**chat, "n": 2, "max_tokens": 8})
+    assert r.status_code == 200, r.text
