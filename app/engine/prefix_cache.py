@@ -26,6 +26,10 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def contains(self, key: PrefixKey) -> bool:
+        """Whether `key` is cached, without counting a hit or a miss."""
+        return key in self._entries
+
     def get(self, key: PrefixKey) -> KV | None:
         kv = self._entries.get(key)
         if kv is None:

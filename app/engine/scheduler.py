@@ -5,6 +5,10 @@ batch), make their adapters resident, prefill them together (reusing cached temp
 prefixes), merge them into the running batch, then run one decode forward for all rows,
 whatever adapter each names (the adapter cache's row plan, "__base__" for the base model).
 Finished and cancelled rows leave at once; their slots go to waiting requests.
+
+No step's prefill is unbounded: short prompts are prefilled together up to prefill_chunk
+tokens a step, and a prompt longer than that is prefilled a chunk per step on its own
+(app/engine/chunked.py), so a long prompt delays the others by one chunk, not by all of it.
 """
 
 import logging
@@ -21,6 +25,7 @@ from transformers import PreTrainedModel
 
 from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
 from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
+from app.engine.chunked import PartialPrefill
 from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineError, EngineShuttingDown, GenerationFailed
 from app.engine.prefix_cache import PrefixCache
@@ -46,6 +51,9 @@ class EngineConfig:
     max_queue: int = 256
     max_loaded_adapters: int = 8
     prefix_cache_entries: int = 16
+    # Prompt tokens one step may prefill (short prompts together, or one chunk of a longer
+    # one); 0: no limit, every prompt in one forward.
+    prefill_chunk: int = 512
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "EngineConfig":
@@ -55,6 +63,7 @@ class EngineConfig:
             max_queue=settings.max_queue,
             max_loaded_adapters=settings.max_loaded_adapters,
             prefix_cache_entries=settings.prefix_cache_entries,
+            prefill_chunk=settings.prefill_chunk,
         )
 
 
@@ -94,6 +103,7 @@ class EngineStats:
     joins: int = 0  # requests admitted while other rows were mid-generation
     deferred: int = 0  # admissions put off because every adapter slot was in use
     prompt_tokens_run: int = 0  # prompt tokens actually run through the model
+    prefill_chunks: int = 0  # forward passes that ran one chunk of a long prompt
 
 
 def token_logprob(logprobs: torch.Tensor, token: int, top: int) -> TokenLogprob:
@@ -137,6 +147,7 @@ class Scheduler:
         self.max_rows = max(1, config.max_batch_size)
         self.waiting: deque[Sequence] = deque()
         self.rows: list[Sequence] = []
+        self.prefilling: deque[PartialPrefill] = deque()  # long prompts, oldest first
         self.batch: KVBatch | None = None
         self._outbox: list[tuple[RequestHandle, Event]] = []  # sent once per step
         # Tests hook in here to see each step's logits, row by row (None: no cost).
@@ -148,6 +159,7 @@ class Scheduler:
         try:
             while self._gather():
                 self._admit()
+                self._prefill_chunk()
                 if self.rows:
                     self._decode()
                 self._flush()
@@ -175,7 +187,7 @@ class Scheduler:
         return True
 
     def _gather(self) -> bool:
-        if not self.rows and not self.waiting:
+        if not self.rows and not self.waiting and not self.prefilling:
             while not self.stopping.is_set() and not self._take(0.5):
                 pass
             # Idle until now: give a burst a moment to arrive, so it shares one batch.
@@ -192,23 +204,35 @@ class Scheduler:
 
     # -- admission and prefill ---------------------------------------------------------------
     def _admit(self) -> None:
-        pinned = {r.adapter.name for r in self.rows if r.adapter is not None}
+        busy = [*self.rows, *(p.seq for p in self.prefilling)]
+        pinned = {r.adapter.name for r in busy if r.adapter is not None}
         self.adapters.apply_pending_unloads(pinned)
-        free = self.max_rows - len(self.rows)
+        free = self.max_rows - len(busy)
+        chunk = self.config.prefill_chunk
+        budget = chunk if chunk > 0 else None  # prompt tokens this step's prefill may run
         admitted: list[Sequence] = []
         deferred: deque[Sequence] = deque()
         while self.waiting:
             seq = self.waiting.popleft()
+            work = self._prefill_work(seq)
+            long = budget is not None and work > chunk
             if seq.handle.cancelled.is_set():
                 self._finish(seq, "cancelled")
             elif len(admitted) >= free:
                 deferred.append(seq)
             elif seq.params.max_tokens <= 0:
                 self._finish(seq, "length")
+            elif not long and admitted and budget is not None and work > budget:
+                deferred.append(seq)  # this step's prefill is full: next step
             else:
                 state = self._make_resident(seq, pinned)
-                if state == "ready":
+                if state == "ready" and long:
+                    free -= 1
+                    self.prefilling.append(self._start_partial(seq))
+                elif state == "ready":
                     admitted.append(seq)
+                    if budget is not None:
+                        budget -= work
                 elif state == "wait":
                     self.stats.deferred += 1
                     deferred.append(seq)  # every adapter slot is in use by running rows
@@ -248,6 +272,12 @@ class Scheduler:
             return "failed"
         pinned.add(seq.adapter.name)
         return "ready"
+
+    def _prefill_work(self, seq: Sequence) -> int:
+        """Prompt tokens admitting `seq` would run: all but a cached prefix."""
+        p = self._usable_prefix(seq)
+        cached = p > 0 and self.prefixes.contains((seq.label, tuple(seq.prompt_ids[:p])))
+        return len(seq.prompt_ids) - (p if cached else 0)
 
     def _usable_prefix(self, seq: Sequence) -> int:
         if not self.prefixes.enabled or seq.prefix_len <= 0:
@@ -314,6 +344,54 @@ class Scheduler:
                     values.append(pad_left(kv[layer][1], width - p, 2))
             stacked.append((torch.cat(keys), torch.cat(values)))
         return stacked
+
+    # -- chunked prefill of long prompts -------------------------------------------------------
+    def _start_partial(self, seq: Sequence) -> PartialPrefill:
+        p = self._usable_prefix(seq)
+        partial = PartialPrefill(seq, prefix_len=p)
+        kv = self.prefixes.get((seq.label, tuple(seq.prompt_ids[:p]))) if p else None
+        if kv is not None:
+            # Held as is: the first chunk's append reallocates, never writing into it.
+            partial.cache, partial.done, partial.prefix_len = cache_from(kv), p, 0
+        return partial
+
+    def _prefill_chunk(self) -> None:
+        """Run one chunk of the oldest long prompt; on its last chunk it joins the batch."""
+        gone = [p for p in self.prefilling if p.seq.handle.cancelled.is_set()]
+        for partial in gone:
+            self._finish(partial.seq, "cancelled")  # the client went away: free its slot
+        if gone:
+            self.prefilling = deque(p for p in self.prefilling if p not in gone)
+        if not self.prefilling:
+            return
+        partial = self.prefilling[0]
+        seq = partial.seq
+        start, end = partial.next_span(self.config.prefill_chunk)
+        try:
+            ids, mask, positions = partial.inputs(start, end, self.device)
+            out = self._forward(ids, mask, positions, partial.cache, [seq.label])
+        except Exception as exc:  # fail this request, keep serving the others
+            log.exception("chunked prefill failed")
+            self.prefilling.popleft()
+            self._outbox.append((seq.handle, Failed(internal_error(exc))))
+            return
+        self.stats.prefill_chunks += 1
+        self.stats.prompt_tokens_run += end - start
+        partial.advance(out.cache, end)
+        if end == partial.prefix_len and self.prefixes.enabled:
+            self.prefixes.put((seq.label, tuple(seq.prompt_ids[:end])), partial.prefix_kv())
+        if end < partial.total:
+            return
+        self.prefilling.popleft()
+        if not self._accept_all([seq], out.logits[:, -1]):
+            return  # finished at its first token
+        assert partial.cache is not None
+        batch = KVBatch(partial.cache, mask, torch.tensor([end], device=self.device))
+        if self.batch is None:
+            self.batch = batch
+        else:
+            self.batch.merge(batch)
+        self.rows.append(seq)
 
     # -- decoding ----------------------------------------------------------------------------
     def _decode(self) -> None:
@@ -451,7 +529,7 @@ class Scheduler:
 
     def _fail_everything(self) -> None:
         err = EngineShuttingDown("The engine is shutting down.")
-        pending = [*self.rows, *self.waiting]
+        pending = [*self.rows, *(p.seq for p in self.prefilling), *self.waiting]
         while True:
             try:
                 item = self.inbox.get_nowait()
@@ -462,3 +540,4 @@ class Scheduler:
         for seq in pending:
             seq.handle.push(Failed(err))
         self.rows, self.waiting, self.batch = [], deque(), None
+        self.prefilling.clear()
