@@ -1,0 +1,167 @@
+"""Can one request starve the others? A 2-token request's latency on an idle service, then
+while three hostile requests are in flight: a maximal template render, an 8k-token prompt and
+an abandoned 128-sequence request (16 prompts x n=8 x 64 tokens, whose client gives up after
+3 s). Also the API process's memory (RSS) before and after, and the engine's running rows
+once the abandoned client has gone (from /metrics).
+
+One run per PREFILL_CHUNK value given (0: every prompt prefilled in one forward, as before
+chunked prefill), each on a fresh service with the default model:
+
+    .venv/bin/python bench/starvation.py --chunks 512,0
+"""
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from bench.server import Server  # noqa: E402
+
+SHORT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2, "temperature": 0}
+RENDER_SEPARATOR = 99_000  # the issue's shape, 5000 items: ~495 MB if built whole
+ABANDON_AFTER_S = 3.0
+SENTENCES = (
+    "The committee reviewed the quarterly figures and asked for a clearer breakdown of costs. "
+    "Rain is expected in the north by evening, with lighter winds along the coast. "
+    "She moved the meeting to Thursday so the whole team could attend in person. "
+)
+
+
+def long_prompt(tokens: int) -> str:
+    """Plain text of about `tokens` tokens for the default model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from app.engine.loader import resolve_source
+    from app.settings import get_settings
+
+    settings = get_settings()
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_source(settings.base_model, settings.model_cache)
+    )
+    ids = tokenizer(SENTENCES * (tokens // 40 + 1))["input_ids"][:tokens]
+    return tokenizer.decode(ids)
+
+
+def timed(client: httpx.Client, method: str, path: str, body: dict) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    r = client.request(method, path, json=body)
+    code = r.json().get("error", {}).get("code", "") if r.status_code >= 400 else ""
+    return time.perf_counter() - start, r.status_code, code
+
+
+def abandon(url: str, key: str, body: dict, after_s: float) -> None:
+    """Send a whole-answer request on a raw socket and hang up before it is answered."""
+    parts = urlsplit(url)
+    payload = json.dumps(body).encode()
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(
+            (
+                f"POST /v1/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+            + payload
+        )
+        time.sleep(after_s)
+
+
+def running_rows(client: httpx.Client) -> float | None:
+    text = client.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith("adaptd_engine_running_rows"):
+            return float(line.split()[-1])
+    return None
+
+
+def one_run(chunk: int, prompt: str, idle_samples: int) -> dict:
+    with Server({"PREFILL_CHUNK": str(chunk), "METRICS_SAMPLE_INTERVAL_S": "0.5"}) as server:
+        client = httpx.Client(base_url=server.url, headers=server.headers, timeout=1800)
+        model = client.get("/v1/models").json()["data"][0]["id"]
+        short = {**SHORT, "model": model}
+        template = client.post(
+            "/v1/templates",
+            json={
+                "name": "wide",
+                # 5 x 1000 items (a range() may yield at most 1000) joined by `sep`
+                "instruction": "{% set xs = range(1000) | list %}{{ input }}"
+                "{{ (xs + xs + xs + xs + xs) | join(sep) }}",
+                "variables": {"sep": ""},
+            },
+        )
+        out: dict = {"prefill_chunk": chunk, "template_saved": template.status_code}
+        if template.status_code != 201:
+            out["template_error"] = template.json()["error"]["message"][:120]
+        timed(client, "POST", "/v1/chat/completions", short)  # warm-up
+        idle = [
+            timed(client, "POST", "/v1/chat/completions", short)[0] for _ in range(idle_samples)
+        ]
+        out["rss_before_mib"] = round(server.rss_mib(), 1)
+
+        results: dict[str, tuple[float, int, str]] = {}
+
+        def run(name: str, path: str, body: dict) -> None:
+            with httpx.Client(base_url=server.url, headers=server.headers, timeout=1800) as c:
+                results[name] = timed(c, "POST", path, body)
+
+        render_body = {"input": "x", "variables": {"sep": "x" * RENDER_SEPARATOR}}
+        long_body = {"model": model, "prompt": prompt, "max_tokens": 8, "temperature": 0}
+        wide = {"model": model, "prompt": ["Tell me a story."] * 16, "n": 8, "max_tokens": 64}
+        threads = [
+            threading.Thread(target=run, args=("render", "/v1/templates/wide/render", render_body)),
+            threading.Thread(target=run, args=("long", "/v1/completions", long_body)),
+            threading.Thread(target=abandon, args=(server.url, server.key, wide, ABANDON_AFTER_S)),
+        ]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        threads[2].join()
+        time.sleep(1.5)  # the abandoned request's rows should be gone by the next sample
+        out["running_rows_after_abandon"] = running_rows(client)
+        # The 2-token request, again and again, for as long as the 8k prompt is in flight.
+        loaded: list[float] = []
+        while threads[1].is_alive() or not loaded:
+            loaded.append(timed(client, "POST", "/v1/chat/completions", short)[0])
+        for t in threads:
+            t.join()
+        out["rss_after_mib"] = round(server.rss_mib(), 1)
+        out["long_prompt"] = {"s": round(results["long"][0], 1), "status": results["long"][1]}
+        out["render"] = {
+            "s": round(results["render"][0], 1),
+            "status": results["render"][1],
+            "code": results["render"][2],
+        }
+        out["load_wall_s"] = round(time.perf_counter() - start, 1)
+        out["idle_ms"] = round(statistics.median(idle) * 1000, 1)
+        out["loaded_ms"] = {
+            "n": len(loaded),
+            "median": round(statistics.median(loaded) * 1000, 1),
+            "max": round(max(loaded) * 1000, 1),
+        }
+        out["ratio_median"] = round(statistics.median(loaded) / statistics.median(idle), 1)
+        out["ratio_max"] = round(max(loaded) / statistics.median(idle), 1)
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chunks", default="512,0", help="PREFILL_CHUNK values, one run each")
+    parser.add_argument("--prompt-tokens", type=int, default=8000)
+    parser.add_argument("--idle-samples", type=int, default=7)
+    args = parser.parse_args()
+    prompt = long_prompt(args.prompt_tokens)
+    print(f"long prompt: ~{args.prompt_tokens} tokens; short request: 2 tokens, chat, greedy")
+    for chunk in [int(c) for c in args.chunks.split(",")]:
+        print(json.dumps(one_run(chunk, prompt, args.idle_samples)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
