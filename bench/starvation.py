@@ -92,8 +92,9 @@ def one_run(chunk: int, prompt: str, idle_samples: int) -> dict:
             json={
                 "name": "wide",
                 # 5 x 1000 items (a range() may yield at most 1000) joined by `sep`
+                # (empty unless `sep` is sent: the save-time check renders the defaults).
                 "instruction": "{% set xs = range(1000) | list %}{{ input }}"
-                "{{ (xs + xs + xs + xs + xs) | join(sep) }}",
+                "{% if sep %}{{ (xs + xs + xs + xs + xs) | join(sep) }}{% endif %}",
                 "variables": {"sep": ""},
             },
         )

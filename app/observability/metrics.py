@@ -156,7 +156,8 @@ class EngineSampler:
             return
         scheduler = getattr(engine, "scheduler", None)
         waiting = len(scheduler.waiting) if scheduler is not None else 0
-        rows = len(scheduler.rows) if scheduler is not None else 0
+        # A long prompt in chunked prefill holds a batch slot already: it counts as running.
+        rows = len(scheduler.rows) + len(scheduler.prefilling) if scheduler is not None else 0
         QUEUE_DEPTH.set(engine.queued + waiting)
         RUNNING_ROWS.set(rows)
         BATCH_OCCUPANCY.set(rows / max(1, engine.config.max_batch_size))
