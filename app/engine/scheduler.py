@@ -159,9 +159,12 @@ class Scheduler:
         try:
             while self._gather():
                 self._admit()
-                self._prefill_chunk()
                 if self.rows:
                     self._decode()
+                # A long prompt's chunk runs last, after this step's tokens have gone out:
+                # a short answer finished now is not held back by the chunk.
+                self._flush()
+                self._prefill_chunk()
                 self._flush()
         finally:
             self._flush()
