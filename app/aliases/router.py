@@ -60,9 +60,15 @@ def repoint_alias(
 
 @router.post("/{name}/rollback", response_model=AliasRead)
 def rollback_alias(
-    name: str, body: AliasRollback, principal: TenantDep, session: SessionDep
+    name: str, body: AliasRollback, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> AliasRead:
-    alias = service.rollback(session, principal.tenant, name, body.version)
+    alias = service.rollback(
+        session,
+        principal.tenant,
+        name,
+        body.version,
+        model_kinds(session, principal.tenant, engine.name),
+    )
     return service.read(session, alias)
 
 

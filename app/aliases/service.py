@@ -95,7 +95,9 @@ def repoint(
     return _add_version(session, alias, [t.model_dump() for t in targets])
 
 
-def rollback(session: Session, tenant: str, name: str, version: int | None) -> Alias:
+def rollback(
+    session: Session, tenant: str, name: str, version: int | None, model_kind: ModelKind
+) -> Alias:
     alias = get(session, tenant, name)
     wanted = version if version is not None else alias.current_version - 1
     old = _version(session, alias, wanted) if wanted >= 1 else None
@@ -103,7 +105,25 @@ def rollback(session: Session, tenant: str, name: str, version: int | None) -> A
         raise BadRequest(
             f"Alias '{name}' has no version {wanted} to roll back to.", param="version"
         )
+    # The old version's targets may have been deleted since: checked as a fresh repoint is,
+    # so the alias never points at something that cannot serve.
+    missing = [t["model"] for t in old.targets if not _exists(model_kind, t["model"])]
+    if missing:
+        raise Conflict(
+            f"Version {wanted} of alias '{name}' targets {', '.join(missing)}, which no longer "
+            "exist(s); repoint the alias instead.",
+            param="version",
+            code="rollback_target_missing",
+        )
     return _add_version(session, alias, old.targets)
+
+
+def _exists(model_kind: ModelKind, model: str) -> bool:
+    try:
+        model_kind(model)
+    except ModelNotFound:
+        return False
+    return True
 
 
 def _add_version(session: Session, alias: Alias, targets: list[dict]) -> Alias:

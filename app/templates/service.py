@@ -453,8 +453,19 @@ def move_tag(session: Session, tenant: str, name: str, tag: str, version: int) -
     raise Conflict("The tag is being moved concurrently; retry.", param="tag")
 
 
-def remove_tag(session: Session, tenant: str, name: str, tag: str) -> None:
+def remove_tag(
+    session: Session, tenant: str, name: str, tag: str, references_to: ReferencesTo
+) -> None:
     template = get(session, tenant, name)
+    # An alias targeting `tmpl:<name>@<tag>` would stop serving without the tag.
+    aliases = references_to(f"{TEMPLATE_PREFIX}{name}@{tag}").aliases
+    if aliases:
+        raise Conflict(
+            f"Tag '{tag}' of template '{name}' is a target of alias(es) {', '.join(aliases)}; "
+            "repoint them first.",
+            param="tag",
+            code="tag_in_use",
+        )
     gone = session.execute(
         delete(TemplateTag).where(TemplateTag.template_id == template.id, TemplateTag.tag == tag)
     ).rowcount
