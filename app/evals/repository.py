@@ -2,7 +2,13 @@
 
 from app.evals.models import Evaluation
 from app.repository import TenantRepository
+from app.status import ACTIVE
 
 
 class EvaluationRepository(TenantRepository[Evaluation]):
     model = Evaluation
+
+    def using_file(self, file_id: str) -> list[str]:
+        """Ids of the unfinished evaluations that read the file."""
+        active = self.all(Evaluation.status.in_(ACTIVE), Evaluation.file_id == file_id)
+        return [e.id for e in active]

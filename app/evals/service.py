@@ -47,6 +47,10 @@ def create(
     return row
 
 
+def evals_using_file(session: Session, tenant: str, file_id: str) -> list[str]:
+    return EvaluationRepository(session, tenant).using_file(file_id)
+
+
 def get(session: Session, tenant: str, eval_id: str) -> Evaluation:
     row = EvaluationRepository(session, tenant).get(eval_id)
     if row is None:

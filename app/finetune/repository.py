@@ -13,10 +13,10 @@ class JobRepository(TenantRepository[FineTuningJob]):
     def active_count(self) -> int:
         return self.count(FineTuningJob.status.in_(ACTIVE))
 
-    def file_in_use(self, file_id: str) -> bool:
-        """Whether an unfinished job trains on the file."""
+    def using_file(self, file_id: str) -> list[str]:
+        """Ids of the unfinished jobs that train on the file."""
         uses = or_(FineTuningJob.training_file == file_id, FineTuningJob.validation_file == file_id)
-        return self.count(FineTuningJob.status.in_(ACTIVE), uses) > 0
+        return [j.id for j in self.all(FineTuningJob.status.in_(ACTIVE), uses)]
 
     def events_page(
         self, job: FineTuningJob, after_id: int | None, limit: int

@@ -197,8 +197,8 @@ def list_checkpoints(
     return JobRepository(session, tenant).checkpoints_page(job, after, limit)
 
 
-def file_in_use(session: Session, tenant: str, file_id: str) -> bool:
-    return JobRepository(session, tenant).file_in_use(file_id)
+def jobs_using_file(session: Session, tenant: str, file_id: str) -> list[str]:
+    return JobRepository(session, tenant).using_file(file_id)
 
 
 def _public_hp(hp: dict[str, Any]) -> JobHyperparameters:
