@@ -3,6 +3,7 @@
 from sqlalchemy import or_, select
 
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
+from app.registry.models import Adapter
 from app.repository import TenantRepository, keyset_page
 from app.status import ACTIVE
 
@@ -41,9 +42,13 @@ class JobRepository(TenantRepository[FineTuningJob]):
                     JobCheckpoint.id == after, JobCheckpoint.job_id == job.id
                 )
             )
+        # Only checkpoints still registered: one deleted through DELETE /v1/models is gone.
+        registered = select(JobCheckpoint).join(
+            Adapter, Adapter.name == JobCheckpoint.fine_tuned_model_checkpoint
+        )
         return keyset_page(
             self.session,
-            select(JobCheckpoint).where(JobCheckpoint.job_id == job.id),
+            registered.where(JobCheckpoint.job_id == job.id),
             (JobCheckpoint.step,),
             (cursor.step,) if cursor is not None else None,
             limit,
