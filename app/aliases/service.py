@@ -185,6 +185,14 @@ def pointing_to(session: Session, tenant: str, matches: Callable[[str], bool]) -
     return AliasRepository(session, tenant).pointing_to(matches)
 
 
+def weighted_targets(session: Session, tenant: str, name: str) -> list[tuple[str, float]] | None:
+    """(model, weight) of each target of the alias's current version (None: no such alias)."""
+    current = AliasRepository(session, tenant).current_targets(name)
+    if current is None:
+        return None
+    return [(t["model"], t["weight"]) for t in current[1]]
+
+
 def pick_target(session: Session, tenant: str, name: str, *, count: bool = True) -> str | None:
     """The concrete model for one request through alias `name` (None: no such alias)."""
     current = AliasRepository(session, tenant).current_targets(name)

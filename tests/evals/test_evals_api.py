@@ -34,3 +34,35 @@ def test_a_file_an_unfinished_evaluation_reads_cannot_be_deleted(client) -> None
         assert client.get(f"/v1/files/{file_id}").status_code == 200
     _set_status(ev["id"], "succeeded")
     assert client.delete(f"/v1/files/{file_id}").status_code == 200
+
+
+def test_a_weighted_alias_is_resolved_per_example_and_reports_each_pick(client) -> None:
+    from workers.eval_runner import run
+
+    engine = client.app.state.engine
+    base = engine.name
+    client.post("/v1/templates", json={"name": "brief", "system_prompt": "Answer in one word."})
+    targets = [{"model": base, "weight": 1}, {"model": "tmpl:brief", "weight": 1}]
+    assert client.post("/v1/aliases", json={"name": "split", "targets": targets}).status_code == 201
+    rows = chat_rows(24)
+    file_id = upload(client, jsonl(rows), name="e.jsonl", purpose="evals").json()["id"]
+    body = {
+        "file_id": file_id,
+        "variants": ["split", base, "tmpl:brief"],
+        "generation": {"max_tokens": 4},
+    }
+    ev = client.post("/v1/evals", json=body).json()
+    run(ev["id"], engine)  # the worker's code, in this process, on the test's engine
+    done = client.get(f"/v1/evals/{ev['id']}").json()
+    assert done["status"] == "succeeded", done
+    report = done["report"]
+    picks = [ex["answers"]["split"]["model"] for ex in report["examples"]]
+    assert set(picks) == {base, "tmpl:brief"}  # both answered (24 fair picks)
+    for ex, model in zip(report["examples"], picks, strict=True):
+        # Each answer is exactly what the picked variant answers on that example.
+        assert ex["answers"]["split"]["answer"] == ex["answers"][model]["answer"]
+        assert "model" not in ex["answers"][base]  # concrete variants need no label
+    by_target = report["variants"]["split"]["targets"]
+    assert {m: t["n"] for m, t in by_target.items()} == {m: picks.count(m) for m in set(picks)}
+    # Counting evaluation traffic would distort the alias's live split.
+    assert client.get("/v1/aliases/split").json()["requests"] == {}
