@@ -169,7 +169,7 @@ def recommend(
         c = against[choice]
         text += (
             f" {best} scores {acc(best)} at {cost(best)[0]:.0f} prompt tokens; {choice} is at "
-            f"most {-c['lower']:.2f} below it (one-sided 95% bound), within the "
+            f"most {max(0.0, -c['lower']):.2f} below it (one-sided 95% bound), within the "
             f"{MARGIN:.2f} margin."
         )
     worse = [v for v in against if against[v]["verdict"] == "worse"]

@@ -165,8 +165,8 @@ def delete_file(
     users = users_of(file_id)
     if users:
         raise Conflict(
-            f"File '{file_id}' is used by {', '.join(users)}, not finished yet; wait for "
-            "it or cancel it first.",
+            f"File '{file_id}' is used by {', '.join(users)}, not finished yet; delete the "
+            "file once they finish (a fine-tuning job can be cancelled first).",
             param="file_id",
             code="file_in_use",
         )
