@@ -13,7 +13,7 @@ from app.aliases.schemas import AliasRead, AliasTarget, AliasVersionRead
 from app.db import unix_time
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
-from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind
+from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind, ReferencesTo
 
 _rng = random.SystemRandom()
 
@@ -167,8 +167,16 @@ def history(session: Session, tenant: str, name: str) -> list[AliasVersionRead]:
     ]
 
 
-def remove(session: Session, tenant: str, name: str) -> None:
+def remove(session: Session, tenant: str, name: str, references_to: ReferencesTo) -> None:
     alias = get(session, tenant, name)
+    pending = references_to(name).pending
+    if pending:
+        raise Conflict(
+            f"Alias '{name}' is used by {', '.join(pending)}, not finished yet; delete it "
+            "once they finish.",
+            param="name",
+            code="alias_in_use",
+        )
     session.execute(delete(AliasCounter).where(AliasCounter.alias_id == alias.id))
     session.execute(delete(AliasVersion).where(AliasVersion.alias_id == alias.id))
     session.delete(alias)

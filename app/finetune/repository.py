@@ -1,5 +1,7 @@
 """The fine-tuning jobs one tenant may read, and their events and checkpoints."""
 
+from collections.abc import Callable
+
 from sqlalchemy import or_, select
 
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
@@ -13,6 +15,11 @@ class JobRepository(TenantRepository[FineTuningJob]):
 
     def active_count(self) -> int:
         return self.count(FineTuningJob.status.in_(ACTIVE))
+
+    def on_model(self, matches: Callable[[str], bool]) -> list[str]:
+        """Ids of the unfinished jobs that train on top of a model `matches` accepts."""
+        active = self.all(FineTuningJob.status.in_(ACTIVE), order_by=(FineTuningJob.id,))
+        return [j.id for j in active if matches(j.model)]
 
     def using_file(self, file_id: str) -> list[str]:
         """Ids of the unfinished jobs that train on the file."""

@@ -4,6 +4,7 @@ Transitions shared with the worker live in app/finetune/lifecycle.py.
 """
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
@@ -195,6 +196,10 @@ def list_checkpoints(
 ) -> tuple[list[JobCheckpoint], bool]:
     job = get_job(session, tenant, job_id)
     return JobRepository(session, tenant).checkpoints_page(job, after, limit)
+
+
+def jobs_on_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
+    return JobRepository(session, tenant).on_model(matches)
 
 
 def jobs_using_file(session: Session, tenant: str, file_id: str) -> list[str]:

@@ -5,6 +5,7 @@ import pytest
 from app.db import get_sessionmaker
 from app.evals.models import Evaluation
 from tests.files.data import chat_rows, jsonl, upload
+from tests.registry_util import register_random_adapter
 
 
 def _eval_file(client) -> str:
@@ -66,3 +67,40 @@ def test_a_weighted_alias_is_resolved_per_example_and_reports_each_pick(client) 
     assert {m: t["n"] for m, t in by_target.items()} == {m: picks.count(m) for m in set(picks)}
     # Counting evaluation traffic would distort the alias's live split.
     assert client.get("/v1/aliases/split").json()["requests"] == {}
+
+
+@pytest.mark.both_databases
+def test_what_an_unfinished_evaluation_names_cannot_be_deleted(client) -> None:
+    base = client.app.state.engine.name
+    ft = register_random_adapter("default", "evald")
+    client.post("/v1/templates", json={"name": "tp", "system_prompt": "s"})
+    client.put("/v1/templates/tp/tags/prod", json={"version": 1})
+    client.post("/v1/aliases", json={"name": "al", "targets": [{"model": base}]})
+    body = {"file_id": _eval_file(client), "variants": [ft, "tmpl:tp@prod", "al"]}
+    ev = client.post("/v1/evals", json=body).json()
+    deletes = [
+        f"/v1/models/{ft}",
+        "/v1/templates/tp/tags/prod",
+        "/v1/templates/tp",
+        "/v1/aliases/al",
+    ]
+    for url in deletes:
+        r = client.delete(url)
+        assert r.status_code == 409, (url, r.text)
+        assert ev["id"] in r.json()["error"]["message"], url
+    assert client.get("/v1/aliases/al").status_code == 200
+    _set_status(ev["id"], "failed")
+    for url in deletes:
+        assert client.delete(url).status_code in (200, 204), url
+
+
+@pytest.mark.both_databases
+def test_an_adapter_an_unfinished_job_trains_on_cannot_be_deleted(client) -> None:
+    ft = register_random_adapter("default", "parent")
+    training = upload(client, jsonl(chat_rows(12))).json()["id"]
+    job = client.post("/v1/fine_tuning/jobs", json={"model": ft, "training_file": training})
+    assert job.status_code == 200, job.text
+    r = client.delete(f"/v1/models/{ft}")
+    assert r.status_code == 409 and job.json()["id"] in r.json()["error"]["message"]
+    client.post(f"/v1/fine_tuning/jobs/{job.json()['id']}/cancel")
+    assert client.delete(f"/v1/models/{ft}").status_code == 200
