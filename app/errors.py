@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.engine.errors import EngineBusy, EngineError, InvalidInput
 
@@ -137,6 +138,9 @@ def engine_api_error(exc: EngineError) -> APIError:
     return ServerError(exc.message, param=exc.param, code=exc.code)
 
 
+UNEXPECTED = "The server had an error while processing your request."
+
+
 def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
 
@@ -191,5 +195,40 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Reached only from outside LastResort (the middleware around it); Starlette
+        # re-raises after this answer, so the server then drops the connection.
         log.exception("unhandled error", exc_info=exc)
-        return error_response(ServerError("The server had an error while processing your request."))
+        return error_response(ServerError(UNEXPECTED))
+
+
+class LastResort:
+    """The one last-resort handler: any exception no handler above answered becomes the
+    OpenAI envelope (500, type server_error) here, and goes no further.
+
+    Starlette's own catch-all (`exception_handler(Exception)`) answers and then re-raises,
+    and uvicorn closes a connection whose application raised: a keep-alive client's next
+    request then failed with a reset too. Here nothing is re-raised unless a response was
+    already half sent (a stream), where closing the connection is the only honest end."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("unhandled error", exc_info=exc)
+            await error_response(ServerError(UNEXPECTED))(scope, receive, send)
