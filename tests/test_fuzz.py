@@ -1,11 +1,20 @@
 """Schemathesis against the service's own OpenAPI document: every operation, a valid key,
 no 5xx, and every response matches the documented schema and status codes.
 
+Each generated case is then sent again with hostile values in place of its own (issue 17):
+integers one past 64 bits and strings with a lone UTF-16 surrogate (or "²", a digit to
+isdigit() but not to int()), in the JSON body, the query and integer path parameters. These
+must be 4xx answers in the OpenAI envelope, never a 5xx.
+
 A bounded run in `make test` (FUZZ_EXAMPLES, default 8 per operation); `make fuzz` runs longer.
 """
 
+import json
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -27,6 +36,79 @@ CHECKS = [
 ]
 
 
+HUGE_INT = 2**63
+LONE_SURROGATE = "\ud800"
+MAX_VARIANTS = 6  # hostile copies of each generated case
+
+
+def _leaves(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, (*path, i))
+    else:
+        yield path, value
+
+
+def _replaced(value: Any, path: tuple, new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return copy
+
+
+def _hostile(leaf: Any) -> Any:
+    if isinstance(leaf, bool) or leaf is None:
+        return None
+    if isinstance(leaf, int | float):
+        return HUGE_INT
+    if isinstance(leaf, str):
+        return leaf + LONE_SURROGATE
+    return None
+
+
+def _hostile_requests(case) -> Iterator[dict[str, Any]]:
+    """Copies of the case's request, each with one value replaced by a hostile one."""
+    body = case.body if case.media_type == "application/json" else None
+    count = 0
+    for path, leaf in _leaves(body) if isinstance(body, dict | list) else ():
+        new = _hostile(leaf)
+        if new is not None and count < MAX_VARIANTS:
+            count += 1
+            yield {"body": _replaced(body, path, new)}
+    for name, value in (case.query or {}).items():
+        if count < MAX_VARIANTS:
+            count += 1
+            hostile = str(HUGE_INT) if isinstance(value, int) else f"{value}²"
+            yield {"query": {**case.query, name: hostile}}
+    for name, value in (case.path_parameters or {}).items():
+        if isinstance(value, int) and not isinstance(value, bool) and count < MAX_VARIANTS:
+            count += 1
+            yield {"path_parameters": {**case.path_parameters, name: HUGE_INT}}
+
+
+def _send_hostile(case, base_url: str) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=120) as http:
+        for variant in _hostile_requests(case):
+            params = variant.get("path_parameters", case.path_parameters) or {}
+            path = case.path.format(**params)
+            body = variant.get("body", case.body if case.media_type == "application/json" else None)
+            r = http.request(
+                case.method,
+                path,
+                params=variant.get("query", case.query),
+                content=json.dumps(body) if body is not None else None,
+                headers={"content-type": "application/json"} if body is not None else {},
+            )
+            assert r.status_code < 500, (case.method, path, variant, r.status_code, r.text)
+            if r.status_code >= 400 and r.headers.get("content-type") == "application/json":
+                assert set(r.json()["error"]) >= {"message", "type", "param", "code"}, r.text
+
+
 def _openapi() -> dict:
     from app.main import create_app
 
@@ -46,3 +128,4 @@ def test_api_fuzz(case, live_server: str) -> None:
     case.call_and_validate(
         base_url=live_server, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, checks=CHECKS
     )
+    _send_hostile(case, live_server)
