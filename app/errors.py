@@ -54,6 +54,7 @@ class APIError(Exception):
 
 class BadRequest(APIError):
     status_code = 400
+    code = "invalid_request"  # never null; raisers name a more specific one where they can
 
 
 class NotFound(APIError):
@@ -150,6 +151,26 @@ def _field_name(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
+def validation_message(errors: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The field and message of the first validation error.
+
+    A union such as `"auto" | int` reports one error per member, each with the member's
+    name appended to the field's location ("n_epochs.literal['auto']", "n_epochs.
+    constrained-int"). Those become one message about the field: the non-literal member's
+    complaint, the literal choices as alternatives, and the value sent."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = tuple(first.get("loc", ()))
+    members = [e for e in errors if tuple(e.get("loc", ()))[:-1] == loc[:-1] and e["loc"]]
+    literals = [e for e in members if e.get("type") == "literal_error"]
+    others = [e for e in members if e.get("type") != "literal_error"]
+    if len(members) > 1 and literals and others:
+        param = _field_name(loc[:-1])
+        choices = " or ".join(str(e.get("ctx", {}).get("expected", "")) for e in literals)
+        msg = str(others[0]["msg"]).removeprefix("Value error, ")
+        return param, f"{msg}, or {choices}; got {first.get('input')!r}"
+    return _field_name(loc), str(first["msg"]).removeprefix("Value error, ")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -161,10 +182,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        param = _field_name(tuple(first.get("loc", ())))
-        msg = str(first["msg"]).removeprefix("Value error, ")
+        param, msg = validation_message(list(exc.errors()))
         message = f"{param}: {msg}" if param else f"Invalid request body: {msg}"
         err = BadRequest(message, param=param, code="invalid_request")
         return error_response(err)

@@ -101,7 +101,9 @@ def rollback(session: Session, tenant: str, name: str, version: int | None) -> A
     old = _version(session, alias, wanted) if wanted >= 1 else None
     if old is None:
         raise BadRequest(
-            f"Alias '{name}' has no version {wanted} to roll back to.", param="version"
+            f"Alias '{name}' has no version {wanted} to roll back to.",
+            param="version",
+            code="alias_version_not_found",
         )
     return _add_version(session, alias, old.targets)
 

@@ -1,11 +1,13 @@
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.protocol.values import RequestModel, Seed
 
 
 class EvalGeneration(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     max_tokens: int = Field(default=16, ge=1, le=512)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: Seed | None = 0

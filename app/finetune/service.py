@@ -186,7 +186,9 @@ def list_events(
     if after:
         after_id = db_int(after.removeprefix("ftevent-"))
         if after_id is None:
-            raise BadRequest(f"Invalid event cursor '{after}'.", param="after")
+            raise BadRequest(
+                f"Invalid event cursor '{after}'.", param="after", code="invalid_cursor"
+            )
     return JobRepository(session, tenant).events_page(job, after_id, limit)
 
 
