@@ -222,7 +222,7 @@ OTHER_CHARS = 200  # repr of a loop, macro or other template object
 
 
 def _int_chars(n: int) -> int:
-    return n.bit_length() * 3 // 10 + 2  # decimal digits and a sign, rounded up
+    return n.bit_length() * 31 // 100 + 2  # decimal digits (0.31 > log10(2)) and a sign
 
 
 def _repr_str_chars(s: str) -> int:
@@ -265,14 +265,14 @@ def _nested_chars(value: Any, limit: int, in_json: bool, indent: int = 0) -> int
         # Each item inside a container: a separator and, indented, a newline and its indent.
         per_item = 2 + (1 + (depth + 1) * indent if indent else 0)
         if isinstance(item, dict):
-            total += 2 + len(item) * (per_item + 2) + (1 + depth * indent if indent else 0)
+            total += 2 + len(item) * (per_item + 2) + (1 + depth * indent)
             if total > limit:
                 return total
             for key, val in item.items():
                 stack.append((key, depth + 1))
                 stack.append((val, depth + 1))
         elif isinstance(item, list | tuple | set | frozenset):
-            total += 2 + len(item) * per_item + (1 + depth * indent if indent else 0)
+            total += 2 + len(item) * per_item + (1 + depth * indent)
             if total > limit:
                 return total
             stack.extend((x, depth + 1) for x in item)

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.templates import sandbox
 from tests.templates.util import create, error_of
@@ -162,3 +164,25 @@ def test_a_recursive_loop_bomb_is_refused_when_saved(client) -> None:
     )
     assert r.status_code == 400, r.text
     assert error_of(r)["code"] == "template_too_expensive"
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**300), max_value=2**300)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(value=JSON_VALUES, indent=st.sampled_from([None, 0, 1, 4, 16]))
+def test_size_bounds_are_never_below_the_real_size(value: Any, indent: int | None) -> None:
+    """The sizes computed before building are upper bounds of what gets built."""
+    assert sandbox._text_chars(value, 10**9) >= len(str(value))
+    built = sandbox._env.from_string("{{ v|tojson(indent=i) }}").render(v=value, i=indent)
+    assert sandbox._nested_chars(value, 10**9, in_json=True, indent=indent or 0) >= len(built)
