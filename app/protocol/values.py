@@ -1,12 +1,15 @@
-"""Values as they may cross the protocol edge: integers a database column can hold, and text
-that is valid Unicode.
+"""Values as they may cross the protocol edge: integers a database column can hold, seeds
+that fit in 64 bits, and text that is valid Unicode.
 
 JSON allows integers of any size and `"\\ud800"` (a lone UTF-16 surrogate, which no UTF-8
 encoder, database driver or tokenizer accepts). Checked here, once, they become a 400 that
 names the field instead of an error deep inside a query or the engine:
 
 - `Version`, `DbInt`, `Seed`: annotated ints for schemas and path/query parameters;
-  `db_int(text)` for numbers parsed out of strings (`tmpl:name@3`, cursors).
+  `db_int(text)` for numbers parsed out of strings (`tmpl:name@3`, cursors). The tables'
+  integer columns are SQLAlchemy `Integer`, 32-bit in PostgreSQL, so that is the bound
+  (a larger value in a query is "integer out of range" there, an OverflowError in SQLite
+  past 64 bits).
 - `RequestModel`: the base of every request body; before its fields are validated it walks
   the raw body (keys and values, whatever the fields' types, `Any` included) and refuses a
   lone surrogate with `code: invalid_text` and `param` = the path to it.
@@ -20,13 +23,13 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.errors import BadRequest
 
-DB_INT_MIN = -(2**63)
-DB_INT_MAX = 2**63 - 1  # a signed 64-bit column (PostgreSQL BIGINT, SQLite INTEGER)
+DB_INT_MAX = 2**31 - 1  # an Integer column (PostgreSQL INTEGER)
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # what the engines' generators take
 
-DbInt = Annotated[int, Field(ge=DB_INT_MIN, le=DB_INT_MAX)]
+DbInt = Annotated[int, Field(ge=0, le=DB_INT_MAX)]
 Version = Annotated[int, Field(ge=1, le=DB_INT_MAX)]
 # A sampling seed: 64-bit, with room for the per-choice offset (seed + index, n <= 8).
-Seed = Annotated[int, Field(ge=DB_INT_MIN, le=DB_INT_MAX - 8)]
+Seed = Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX - 8)]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -36,8 +39,10 @@ def db_int(text: str) -> int | None:
     (not ASCII digits — "²".isdigit() is true — or too large)."""
     if not (text.isascii() and text.isdigit()):
         return None
-    value = int(text[:20])  # more than 19 digits: past DB_INT_MAX anyway
-    return value if len(text) <= 19 and value <= DB_INT_MAX else None
+    if len(text) > len(str(DB_INT_MAX)):  # past it anyway; int() of a huge string is slow
+        return None
+    value = int(text)
+    return value if value <= DB_INT_MAX else None
 
 
 def surrogate_at(text: str) -> int | None:

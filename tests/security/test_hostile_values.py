@@ -10,11 +10,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from app.protocol.values import DB_INT_MAX
 from tests.conftest import ADMIN_KEY
 from tests.files.data import chat_rows, jsonl, upload
 from tests.templates.util import create
 
-HUGE = 2**63  # one past a signed 64-bit column
+HUGE = 2**63  # one past a signed 64-bit integer
+PAST_COLUMN = DB_INT_MAX + 1  # one past the tables' (32-bit) integer columns
 LONE = "\ud800"
 
 
@@ -43,31 +45,52 @@ def chat(model: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-# -- integers past 64 bits -------------------------------------------------------------------
+# -- integers past what a column holds ------------------------------------------------------
 @pytest.mark.both_databases
 def test_huge_versions_and_cursors_are_refused_not_500(client) -> None:
     assert create(client).status_code == 201
     base = client.app.state.engine.name
-    assert_error(client.get(f"/v1/templates/sentiment/versions/{HUGE}"), 400, "version")
-    assert_error(
-        client.put("/v1/templates/sentiment/tags/prod", json={"version": HUGE}), 400, "version"
-    )
+    for number in (HUGE, PAST_COLUMN):
+        assert_error(client.get(f"/v1/templates/sentiment/versions/{number}"), 400, "version")
+        r = client.put("/v1/templates/sentiment/tags/prod", json={"version": number})
+        assert_error(r, 400, "version")
+        r = client.get("/v1/admin/audit", params={"after": number})
+        assert_error(r, 400, "after")
+    # The largest value a column holds passes validation: a version that does not exist.
+    assert_error(client.get(f"/v1/templates/sentiment/versions/{DB_INT_MAX}"), 404)
+    r = client.put("/v1/templates/sentiment/tags/prod", json={"version": DB_INT_MAX})
+    assert r.status_code in (400, 404) and r.json()["error"]["code"], r.text
     # A template reference past any version: no such version, as for any other number.
-    for ref in (f"sentiment@{HUGE}", "sentiment@99999999999999999999999", "sentiment@²"):
+    for ref in (
+        f"sentiment@{HUGE}",
+        f"sentiment@{PAST_COLUMN}",
+        f"sentiment@{DB_INT_MAX}",
+        "sentiment@" + "9" * 30,
+        "sentiment@²",
+    ):
         assert_error(client.post(f"/v1/templates/{ref}/render", json={"input": "x"}), 404)
         assert_error(client.post("/v1/chat/completions", json=chat(f"tmpl:{ref}")), 404, "model")
     r = client.post("/v1/aliases", json={"name": "al", "targets": [{"model": base}]})
     assert r.status_code == 201, r.text
-    assert_error(client.post("/v1/aliases/al/rollback", json={"version": HUGE}), 400, "version")
+    for number in (HUGE, PAST_COLUMN):
+        r = client.post("/v1/aliases/al/rollback", json={"version": number})
+        assert_error(r, 400, "version")
+    assert_error(
+        client.post("/v1/aliases/al/rollback", json={"version": DB_INT_MAX}),
+        400,
+        "version",
+        "alias_version_not_found",
+    )
     job = client.post(
         "/v1/fine_tuning/jobs",
         json={"model": base, "training_file": upload(client, jsonl(chat_rows())).json()["id"]},
     )
     assert job.status_code in (200, 201), job.text
     events = f"/v1/fine_tuning/jobs/{job.json()['id']}/events"
-    for cursor in (f"ftevent-{HUGE}", "ftevent-99999999999999999999", "ftevent-²"):
+    for cursor in (f"ftevent-{HUGE}", f"ftevent-{PAST_COLUMN}", "ftevent-" + "9" * 30, "ftevent-²"):
         assert_error(client.get(events, params={"after": cursor}), 400, "after")
-    assert client.get(events, params={"after": "ftevent-1"}).status_code == 200
+    for cursor in ("ftevent-1", f"ftevent-{DB_INT_MAX}"):
+        assert client.get(events, params={"after": cursor}).status_code == 200
 
 
 def test_seeds_past_64_bits_are_refused(client) -> None:
