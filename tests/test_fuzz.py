@@ -2,9 +2,9 @@
 no 5xx, and every response matches the documented schema and status codes.
 
 Each generated case is then sent again with hostile values in place of its own (issue 17):
-integers one past 64 bits and strings with a lone UTF-16 surrogate (or "²", a digit to
-isdigit() but not to int()), in the JSON body, the query and integer path parameters. These
-must be 4xx answers in the OpenAI envelope, never a 5xx.
+integers one past a 32-bit column or past 64 bits, and strings with a lone UTF-16 surrogate
+(or "²", a digit to isdigit() but not to int()), in the JSON body, the query and integer path
+parameters. These must be 4xx answers in the OpenAI envelope, never a 5xx.
 
 A bounded run in `make test` (FUZZ_EXAMPLES, default 8 per operation); `make fuzz` runs longer.
 """
@@ -36,7 +36,7 @@ CHECKS = [
 ]
 
 
-HUGE_INT = 2**63
+HUGE_INTS = (2**31, 2**63)  # one past a 32-bit Integer column, one past 64 bits
 LONE_SURROGATE = "\ud800"
 MAX_VARIANTS = 6  # hostile copies of each generated case
 
@@ -60,11 +60,11 @@ def _replaced(value: Any, path: tuple, new: Any) -> Any:
     return copy
 
 
-def _hostile(leaf: Any) -> Any:
+def _hostile(leaf: Any, count: int) -> Any:
     if isinstance(leaf, bool) or leaf is None:
         return None
     if isinstance(leaf, int | float):
-        return HUGE_INT
+        return HUGE_INTS[count % 2]
     if isinstance(leaf, str):
         return leaf + LONE_SURROGATE
     return None
@@ -75,19 +75,19 @@ def _hostile_requests(case) -> Iterator[dict[str, Any]]:
     body = case.body if case.media_type == "application/json" else None
     count = 0
     for path, leaf in _leaves(body) if isinstance(body, dict | list) else ():
-        new = _hostile(leaf)
+        new = _hostile(leaf, count)
         if new is not None and count < MAX_VARIANTS:
             count += 1
             yield {"body": _replaced(body, path, new)}
     for name, value in (case.query or {}).items():
         if count < MAX_VARIANTS:
             count += 1
-            hostile = str(HUGE_INT) if isinstance(value, int) else f"{value}²"
+            hostile = str(HUGE_INTS[count % 2]) if isinstance(value, int) else f"{value}²"
             yield {"query": {**case.query, name: hostile}}
     for name, value in (case.path_parameters or {}).items():
         if isinstance(value, int) and not isinstance(value, bool) and count < MAX_VARIANTS:
             count += 1
-            yield {"path_parameters": {**case.path_parameters, name: HUGE_INT}}
+            yield {"path_parameters": {**case.path_parameters, name: HUGE_INTS[count % 2]}}
 
 
 def _send_hostile(case, base_url: str) -> None:
