@@ -70,38 +70,73 @@ def _hostile(leaf: Any, count: int) -> Any:
     return None
 
 
-def _hostile_requests(case) -> Iterator[dict[str, Any]]:
-    """Copies of the case's request, each with one value replaced by a hostile one."""
+# Random names mostly end in a 404 before a hostile value is looked at; the hostile copies
+# name things that exist instead (made by _known_state), so the values travel further.
+KNOWN = "fuzz"
+KNOWN_PATH_PARAMS = {"name": KNOWN, "reference": KNOWN, "tag": "prod"}
+
+
+def _known_state(http: httpx.Client) -> str:
+    """A template and an alias named KNOWN (409 when they exist already); the model's name."""
+    base = http.get("/v1/models").json()["data"][0]["id"]
+    http.post("/v1/templates", json={"name": KNOWN, "instruction": "Q: {{ input }}"})
+    http.post("/v1/aliases", json={"name": KNOWN, "targets": [{"model": base}]})
+    return base
+
+
+def _with_known_names(case, base: str) -> tuple[dict[str, Any], Any]:
+    params = {k: KNOWN_PATH_PARAMS.get(k, v) for k, v in (case.path_parameters or {}).items()}
     body = case.body if case.media_type == "application/json" else None
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        body = {**body, "model": base}
+    return params, body
+
+
+def _hostile_requests(case, base: str) -> Iterator[dict[str, Any]]:
+    """Copies of the case's request (with known names), each with one value replaced by a
+    hostile one."""
+    path_parameters, body = _with_known_names(case, base)
+    yield {"path_parameters": path_parameters, "body": body}  # known names, no hostile value
     count = 0
     for path, leaf in _leaves(body) if isinstance(body, dict | list) else ():
         new = _hostile(leaf, count)
         if new is not None and count < MAX_VARIANTS:
             count += 1
-            yield {"body": _replaced(body, path, new)}
+            yield {"path_parameters": path_parameters, "body": _replaced(body, path, new)}
     for name, value in (case.query or {}).items():
         if count < MAX_VARIANTS:
             count += 1
             hostile = str(HUGE_INTS[count % 2]) if isinstance(value, int) else f"{value}²"
-            yield {"query": {**case.query, name: hostile}}
-    for name, value in (case.path_parameters or {}).items():
+            yield {
+                "path_parameters": path_parameters,
+                "body": body,
+                "query": {**case.query, name: hostile},
+            }
+    for name, value in path_parameters.items():
         if isinstance(value, int) and not isinstance(value, bool) and count < MAX_VARIANTS:
             count += 1
-            yield {"path_parameters": {**case.path_parameters, name: HUGE_INTS[count % 2]}}
+            hostile = {**path_parameters, name: HUGE_INTS[count % 2]}
+            yield {"path_parameters": hostile, "body": body}
+
+
+def _encoded(body: Any) -> bytes | None:
+    if body is None or isinstance(body, bytes):  # none, or raw bytes schemathesis made
+        return body
+    return json.dumps(body).encode()  # escapes a lone surrogate as \ud800, as clients do
 
 
 def _send_hostile(case, base_url: str) -> None:
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=120) as http:
-        for variant in _hostile_requests(case):
-            params = variant.get("path_parameters", case.path_parameters) or {}
-            path = case.path.format(**params)
-            body = variant.get("body", case.body if case.media_type == "application/json" else None)
+        base = _known_state(http)
+        for variant in _hostile_requests(case, base):
+            path = case.path.format(**variant["path_parameters"])
+            body = variant["body"]
             r = http.request(
                 case.method,
                 path,
                 params=variant.get("query", case.query),
-                content=json.dumps(body) if body is not None else None,
+                content=_encoded(body),
                 headers={"content-type": "application/json"} if body is not None else {},
             )
             assert r.status_code < 500, (case.method, path, variant, r.status_code, r.text)
