@@ -6,7 +6,8 @@ from app.protocol.values import RequestModel, Seed
 
 
 class EvalGeneration(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+    # A misspelt key would silently run with the default: refused instead.
+    model_config = ConfigDict(extra="forbid")
 
     max_tokens: int = Field(default=16, ge=1, le=512)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -14,6 +15,8 @@ class EvalGeneration(BaseModel):
 
 
 class EvalCreate(RequestModel):
+    model_config = ConfigDict(extra="forbid")
+
     file_id: str = Field(min_length=1, max_length=64)
     variants: list[str] = Field(min_length=1, max_length=8)
     metric: Literal["exact", "label", "contains"] = "label"
