@@ -345,7 +345,7 @@ def _finalize(value: Any) -> Any:
             stack.extend(item.values())
     if isinstance(value, str):
         _current().build(1)  # no new text; one more reference held by captured output
-        return value
+        return _check_size(value)
     chars = _text_chars(value)
     _ensure_fits(chars, "Printing this value")
     _current().build(max(chars, 1))
