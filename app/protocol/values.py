@@ -17,9 +17,10 @@ names the field instead of an error deep inside a query or the engine:
 """
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from app.errors import BadRequest
 
@@ -30,6 +31,15 @@ DbInt = Annotated[int, Field(ge=0, le=DB_INT_MAX)]
 Version = Annotated[int, Field(ge=1, le=DB_INT_MAX)]
 # A sampling seed: 64-bit, with room for the per-choice offset (seed + index, n <= 8).
 Seed = Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX - 8)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# Out: the database keeps naive UTC times; on the wire a date-time names its offset
+# (RFC 3339, as the OpenAPI "date-time" format requires): "2026-11-28T09:00:52Z".
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

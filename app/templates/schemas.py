@@ -1,13 +1,12 @@
 """Templates API types."""
 
 import re
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.protocol.chat import ChatMessage
-from app.protocol.values import RequestModel, Version
+from app.protocol.values import RequestModel, UtcDatetime, Version
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 # Tags start with a letter so that `name@3` is always a version and `name@prod` a tag.
@@ -161,7 +160,7 @@ class TemplateVersionRead(BaseModel):
     params: GenerationDefaults
     variables: dict[str, str | None]
     output_constraint: dict[str, Any] | None = None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class TemplateRead(BaseModel):
@@ -171,7 +170,7 @@ class TemplateRead(BaseModel):
     latest_version: int
     versions: list[int]
     tags: dict[str, int]
-    created_at: datetime
+    created_at: UtcDatetime
     latest: TemplateVersionRead
 
 
@@ -182,7 +181,7 @@ class TemplateSummary(BaseModel):
     latest_version: int
     model: str
     tags: dict[str, int]
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class TemplateList(BaseModel):
