@@ -113,6 +113,14 @@ def test_admin_creates_rotates_and_revokes_a_key(admin: Watched, client, caplog)
     for value in (secret, rotated, newest):
         assert value not in logged
 
+    # The audit trail names the key the console was signed in with.
+    billing_id = row.get_attribute("data-key-id")
+    me = client.get("/v1/admin/keys", params={"tenant": "default"}).json()["data"]
+    admin_id = next(k["id"] for k in me if k["name"] == "bootstrap admin")
+    audit = client.get("/v1/admin/audit", params={"limit": 100}).json()["data"]
+    actions = {(e["action"], e["actor_key_id"]) for e in audit if e["object_id"] == billing_id}
+    assert actions == {(a, admin_id) for a in ("key.create", "key.rotate", "key.revoke")}
+
 
 def test_keys_page_is_for_admin_keys_only(anonymous: Watched, client, tenant_key) -> None:
     sign_in(anonymous, tenant_key)  # inference + manage, no admin
