@@ -58,6 +58,11 @@ def test_admin_creates_rotates_and_revokes_a_key(admin: Watched, client, caplog)
     assert _row(admin, "billing").count() == 0  # nothing stored
 
     page.get_by_label("inference", exact=True).check()
+    page.get_by_label("Tenant").fill("not a tenant!")  # a platform admin picks the tenant
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator('[data-error-for="tenant"]')).to_contain_text("tenant may hold only")
+    expect(page.get_by_label("Name")).to_have_value(name)  # the form kept what was typed
+    page.get_by_label("Tenant").fill("")
     page.get_by_role("button", name="Create key").click()
     secret = page.get_by_label("Secret", exact=True).input_value()
     assert secret.startswith("sk-adaptd-")

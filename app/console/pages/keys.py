@@ -89,10 +89,18 @@ class _FieldError(Exception):
         self.field, self.message = field, message
 
 
+FORM_FIELDS = {"name": "name", "scopes": "scopes", "tenant": "tenant", "expires_at": "days"}
+
+
+def _field(param: object) -> str:
+    """The form field an API parameter is shown at (the form's top for the others)."""
+    return FORM_FIELDS.get(str(param), "form")
+
+
 def _validation_errors(exc: ValidationError) -> dict[str, str]:
     errors: dict[str, str] = {}
     for e in exc.errors():
-        field = str(e["loc"][0]) if e["loc"] else "form"
+        field = _field(e["loc"][0]) if e["loc"] else "form"
         errors.setdefault(field, e["msg"].removeprefix("Value error, "))
     return errors
 
@@ -129,7 +137,7 @@ async def create_key(
     except ValidationError as exc:
         errors = _validation_errors(exc)
     except APIError as exc:
-        errors = {exc.param or "form": exc.message}
+        errors = {_field(exc.param): exc.message}
     else:
         return _page(request, console, session, secret=(row, secret, "created"))
     return _page(request, console, session, form=form, errors=errors, status_code=400)
