@@ -4,6 +4,7 @@ Transitions shared with the worker live in app/finetune/lifecycle.py.
 """
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
@@ -197,8 +198,12 @@ def list_checkpoints(
     return JobRepository(session, tenant).checkpoints_page(job, after, limit)
 
 
-def file_in_use(session: Session, tenant: str, file_id: str) -> bool:
-    return JobRepository(session, tenant).file_in_use(file_id)
+def jobs_on_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
+    return JobRepository(session, tenant).on_model(matches)
+
+
+def jobs_using_file(session: Session, tenant: str, file_id: str) -> list[str]:
+    return JobRepository(session, tenant).using_file(file_id)
 
 
 def _public_hp(hp: dict[str, Any]) -> JobHyperparameters:

@@ -102,7 +102,9 @@ def move_tag(
 
 @router.delete("/{name}/tags/{tag}", status_code=204)
 def delete_tag(name: str, tag: str, principal: TenantDep, session: SessionDep) -> Response:
-    service.remove_tag(session, principal.tenant, name, tag)
+    service.remove_tag(
+        session, principal.tenant, name, tag, references_in(session, principal.tenant)
+    )
     return Response(status_code=204)
 
 
