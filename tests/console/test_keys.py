@@ -188,12 +188,15 @@ def test_manage_only_key_cannot_run_models_through_the_console(
 
 
 @contextmanager
-def _other_session(browser, base_url: str, key: str) -> Iterator[Watched]:
-    """A second browser, signed in with `key`, beside the test's own."""
+def _other_session(browser, base_url: str, key: str, lands: str = "/") -> Iterator[Watched]:
+    """A second browser, signed in with `key` (landing on `lands`), beside the test's own."""
     context = browser.new_context(viewport=DESKTOP)
     try:
         other = Watched(context.new_page(), base_url)
-        sign_in(other, key)
+        other.goto("/login")
+        other.page.get_by_label("API key").fill(key)
+        other.page.get_by_role("button", name="Sign in").click()
+        other.page.wait_for_url(f"**/console{lands}")
         yield other
         other.assert_clean()
     finally:
@@ -215,3 +218,29 @@ def test_revoking_a_key_ends_its_console_session(browser, admin: Watched, client
         other.page.get_by_label("API key").fill(made["key"])
         other.page.get_by_role("button", name="Sign in").click()
         expect(other.page.get_by_role("alert")).to_contain_text("not valid")
+
+
+def test_tenant_admin_manages_its_own_tenants_keys(browser, live_server: str, client) -> None:
+    made = client.post(
+        "/v1/admin/keys", json={"tenant": "acme", "name": "acme-admin", "scopes": ["admin"]}
+    )
+    globex = client.post("/v1/admin/keys", json={"tenant": "globex", "name": "globex-app"})
+    assert made.status_code == globex.status_code == 201
+    with _other_session(browser, live_server, made.json()["key"], lands="/keys") as acme:
+        page = acme.page
+        nav = page.get_by_role("navigation", name="Main")
+        expect(nav.get_by_role("link")).to_have_text(["Keys"])  # admin scope only
+        # Every scope can be given, whatever this key's own; no tenant field (its own).
+        expect(page.locator('input[name="scopes"]')).to_have_count(3)
+        expect(page.get_by_label("Tenant")).to_have_count(0)
+        expect(page.locator("#keys tbody tr")).to_have_count(1)  # its own key, not globex's
+        expect(_row(acme, "acme-admin").locator(".status")).to_contain_text("this session")
+
+        page.get_by_label("Name").fill("acme-app")
+        page.get_by_label("manage", exact=True).check()
+        page.get_by_role("button", name="Create key").click()
+        secret = page.get_by_label("Secret", exact=True).input_value()
+        key_id = _row(acme, "acme-app").get_attribute("data-key-id")
+        read = client.get(f"/v1/admin/keys/{key_id}").json()
+        assert read["tenant"] == "acme" and read["scopes"] == ["inference", "manage"]
+        assert _api(client, secret, "GET", "/v1/templates").status_code == 200

@@ -51,7 +51,7 @@ def _page(
             "keys": [ApiKeyRead.of(r) for r in rows],
             "bootstrap": {r.id for r in rows if r.bootstrap},
             "next_after": rows[-1].id if has_more and rows else None,
-            "scopes": SCOPES,
+            "all_scopes": SCOPES,
             "form": form or {"name": "", "scopes": ["inference"], "days": "", "tenant": ""},
             "errors": errors or {},
             "new": new,
