@@ -75,6 +75,32 @@ def content_text(content: Any) -> str | None:
     return None
 
 
+def checked_message(
+    line: int, where: str, msg: Any, problems: list[Problem]
+) -> dict[str, Any] | None:
+    """One chat message as {"role", "content"} (the role's alias resolved, the text of its
+    parts joined), or None with its problem recorded: not an object, an unknown role, or
+    empty content. Shared by chat files and the inputs of preference files."""
+    if not isinstance(msg, dict):
+        problems.append(Problem(line, INVALID_MESSAGE, f"{where} must be an object"))
+        return None
+    role = ROLE_ALIASES.get(msg.get("role"), msg.get("role"))
+    if role not in ROLES:
+        problems.append(
+            Problem(
+                line,
+                UNKNOWN_ROLE,
+                f"{where}.role {msg.get('role')!r} is not one of system, user, assistant",
+            )
+        )
+        return None
+    text = content_text(msg.get("content"))
+    if text is None or not text.strip():
+        problems.append(Problem(line, EMPTY_CONTENT, f"{where}.content is empty or missing"))
+        return None
+    return {"role": role, "content": text}
+
+
 def _chat_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> dict | None:
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -86,27 +112,11 @@ def _chat_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> di
     ok = True
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            problems.append(Problem(line, INVALID_MESSAGE, f"{where} must be an object"))
+        item = checked_message(line, where, msg, problems)
+        if item is None:
             ok = False
             continue
-        role = ROLE_ALIASES.get(msg.get("role"), msg.get("role"))
-        if role not in ROLES:
-            problems.append(
-                Problem(
-                    line,
-                    UNKNOWN_ROLE,
-                    f"{where}.role {msg.get('role')!r} is not one of system, user, assistant",
-                )
-            )
-            ok = False
-            continue
-        text = content_text(msg.get("content"))
-        if text is None or not text.strip():
-            problems.append(Problem(line, EMPTY_CONTENT, f"{where}.content is empty or missing"))
-            ok = False
-            continue
-        item: dict[str, Any] = {"role": role, "content": text}
+        role = item["role"]
         if "weight" in msg:
             if (
                 role != "assistant"
