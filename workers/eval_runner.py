@@ -19,6 +19,7 @@ from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.engine import Engine
 from app.engine.errors import EngineError
+from app.engine.protocol import generate
 from app.engine.structured import conforms
 from app.errors import APIError
 from app.evals import lifecycle
@@ -146,8 +147,12 @@ async def run_variant(
                     prepared.defaults, max_tokens=budget, constraint=prepared.constraint
                 )
                 started = time.perf_counter()
-                result = await engine.generate(
-                    prepared.token_ids, params, variant.adapter, prefix_len=prepared.prefix_len
+                result = await generate(
+                    engine,
+                    prepared.token_ids,
+                    params,
+                    variant.adapter,
+                    prefix_len=prepared.prefix_len,
                 )
                 latency = (time.perf_counter() - started) * 1000
             except (APIError, EngineError) as err:

@@ -103,7 +103,9 @@ def rollback(
     old = _version(session, alias, wanted) if wanted >= 1 else None
     if old is None:
         raise BadRequest(
-            f"Alias '{name}' has no version {wanted} to roll back to.", param="version"
+            f"Alias '{name}' has no version {wanted} to roll back to.",
+            param="version",
+            code="alias_version_not_found",
         )
     # The old version's targets may have been deleted since: checked as a fresh repoint is,
     # so the alias never points at something that cannot serve.

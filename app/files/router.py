@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from fastapi import File as FileField
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
@@ -14,12 +14,13 @@ from app.files import service
 from app.files.schemas import FileDeleted, FileList, FileRead
 from app.files.tokens import token_counter, tokenizer_and_window
 from app.finetune.service import jobs_using_file
+from app.protocol.forms import single_form_fields
 from app.settings import get_settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("", response_model=FileRead)
+@router.post("", response_model=FileRead, dependencies=[Depends(single_form_fields)])
 def upload_file(
     request: Request,
     principal: TenantDep,

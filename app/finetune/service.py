@@ -28,6 +28,7 @@ from app.finetune.schemas import (
     JobRead,
 )
 from app.ids import new_id
+from app.protocol.values import db_int
 from app.status import ACTIVE, TERMINAL, Status
 
 
@@ -184,10 +185,11 @@ def list_events(
     job = get_job(session, tenant, job_id)
     after_id = None
     if after:
-        try:
-            after_id = int(after.removeprefix("ftevent-"))
-        except ValueError as exc:
-            raise BadRequest(f"Invalid event cursor '{after}'.", param="after") from exc
+        after_id = db_int(after.removeprefix("ftevent-"))
+        if after_id is None:
+            raise BadRequest(
+                f"Invalid event cursor '{after}'.", param="after", code="invalid_cursor"
+            )
     return JobRepository(session, tenant).events_page(job, after_id, limit)
 
 

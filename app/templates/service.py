@@ -19,6 +19,7 @@ from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
 from app.model_refs import TEMPLATE_PREFIX, ModelKind, ReferencesTo
 from app.protocol.structured import from_structured_outputs
+from app.protocol.values import db_int
 from app.templates import sandbox, selection
 from app.templates.models import Template, TemplateTag, TemplateVersion
 from app.templates.rendering import (
@@ -181,8 +182,10 @@ def find_version(
         return None
     if ref is None or ref == "latest":
         number = template.latest_version
-    elif ref.isdigit():
-        number = int(ref)
+    elif ref.isdigit():  # a version number (tags start with a letter)
+        number = db_int(ref)
+        if number is None:  # "²", or past what a version column holds: no such version
+            return None
     else:
         number = session.scalar(
             select(TemplateTag.version).where(
