@@ -94,8 +94,13 @@ class AdapterCache:
     """Owns the peft wrapper around the base model. Not thread-safe by itself: the engine's
     scheduler thread is its only caller, apart from `forget`, which takes the lock."""
 
-    def __init__(self, base: PreTrainedModel, capacity: int) -> None:
+    def __init__(
+        self, base: PreTrainedModel, capacity: int, dtype: torch.dtype | None = None
+    ) -> None:
         self.base = base
+        # Adapter weights are held in the engine's dtype (peft would upcast bf16 to fp32 for
+        # training's sake, which costs a cast of every LoRA input and output per layer).
+        self.dtype = dtype or next(base.parameters()).dtype
         self.capacity = max(1, capacity)
         self.peft: PeftModel | None = None
         self._loaded: OrderedDict[str, AdapterRef] = OrderedDict()
@@ -172,12 +177,16 @@ class AdapterCache:
             self._unload(victim)
             self.evictions += 1
         try:
+            label = peft_label(ref.name)
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(
-                    self.base, str(ref.path), adapter_name=peft_label(ref.name)
+                    self.base, str(ref.path), adapter_name=label, autocast_adapter_dtype=False
                 )
             else:
-                self.peft.load_adapter(str(ref.path), adapter_name=peft_label(ref.name))
+                self.peft.load_adapter(
+                    str(ref.path), adapter_name=label, autocast_adapter_dtype=False
+                )
+            self._cast(label)
             # peft keeps a stale active adapter after deleting the last one; point it at a
             # live one so its forward hooks work (rows still pick theirs via adapter_names).
             if self.peft.active_adapter not in self.peft.peft_config:
@@ -193,6 +202,14 @@ class AdapterCache:
         self._loaded[ref.name] = ref
         self._rehook()
         return True
+
+    def _cast(self, label: str) -> None:
+        """The adapter's weights in the engine's dtype (files may hold fp32 or fp16)."""
+        assert self.peft is not None
+        part = f".{label}."
+        for name, param in self.peft.named_parameters():
+            if part in name and param.dtype != self.dtype and param.is_floating_point():
+                param.data = param.data.to(self.dtype)
 
     def forget(self, name: str) -> None:
         """Called from any thread when an adapter is deleted; applied before the next use."""

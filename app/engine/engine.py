@@ -11,6 +11,8 @@ import logging
 import queue
 import threading
 
+import torch
+
 from app.engine.adapters import AdapterCache, AdapterRef, peft_label
 from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
@@ -38,10 +40,11 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.name = loaded.name
         self.device = loaded.device
+        self.dtype = loaded.dtype
         check_supported(self.model.config)
         self.context_window = context_window(self.model)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
-        self.adapters = AdapterCache(self.model, self.config.max_loaded_adapters)
+        self.adapters = AdapterCache(self.model, self.config.max_loaded_adapters, self.dtype)
         self.prefixes = PrefixCache(self.config.prefix_cache_entries)
         # A deleted adapter's cached prefixes go with it.
         self.adapters.on_forget.append(lambda name: self.prefixes.drop_adapter(peft_label(name)))
@@ -173,11 +176,15 @@ class Engine:
         return {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
 
     def health(self) -> dict:
-        return {"engine": self.kind, "device": str(self.device)}
+        return {"engine": self.kind, "device": str(self.device), "dtype": dtype_name(self.dtype)}
 
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def invalid_response_format(exc: ConstraintError) -> InvalidInput:
