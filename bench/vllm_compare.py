@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -134,12 +135,13 @@ def _run(args: argparse.Namespace, data_dir: Path) -> None:
     try:
         wait_ready(vllm_url, 1800, vllm)
         dtypes = [] if args.no_builtin else args.builtin_dtypes.split(",")
+        key = {"ADAPTD_ADMIN_KEY": "sk-adaptd-bench-" + secrets.token_hex(8)}
         threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
-        vllm_env = {"ENGINE": "vllm", "VLLM_URLS": vllm_url}
+        vllm_env = {"ENGINE": "vllm", "VLLM_URLS": vllm_url, **key}
         with contextlib.ExitStack() as stack:
             locals_ = {
                 dtype: stack.enter_context(
-                    Server({"ENGINE": "local", "DTYPE": dtype, **threads}, data_dir)
+                    Server({"ENGINE": "local", "DTYPE": dtype, **threads, **key}, data_dir)
                 )
                 for dtype in dtypes
             }
