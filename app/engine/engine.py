@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from app.engine.adapters import AdapterCache, AdapterRef, peft_label
+from app.engine.adapters import AdapterCache, AdapterRef, adapter_dtype, peft_label
 from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineOverloaded, InvalidInput
@@ -44,7 +44,9 @@ class Engine:
         check_supported(self.model.config)
         self.context_window = context_window(self.model)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
-        self.adapters = AdapterCache(self.model, self.config.max_loaded_adapters, self.dtype)
+        self.adapters = AdapterCache(
+            self.model, self.config.max_loaded_adapters, adapter_dtype(self.device, self.dtype)
+        )
         self.prefixes = PrefixCache(self.config.prefix_cache_entries)
         # A deleted adapter's cached prefixes go with it.
         self.adapters.on_forget.append(lambda name: self.prefixes.drop_adapter(peft_label(name)))

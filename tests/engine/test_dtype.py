@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.engine.adapters import AdapterCache, adapter_dtype
 from app.engine.engine import Engine, EngineConfig
 from app.engine.factory import build_engine
 from app.engine.loader import cpu_flags, load_base_model, resolve_dtype
@@ -53,6 +54,27 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
     )
     assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16", "amx_bf16"}
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_adapter_dtype_follows_the_model_except_bf16_on_cpu() -> None:
+    """bf16 LoRA matmuls at rank 8-64 are slower than fp32 ones on CPU: adapters stay fp32
+    there, and follow the model's dtype elsewhere."""
+    cuda = torch.device("cuda")
+    assert adapter_dtype(cuda, torch.bfloat16) == torch.bfloat16
+    assert adapter_dtype(cuda, torch.float32) == torch.float32
+    assert adapter_dtype(CPU, torch.float32) == torch.float32
+    assert adapter_dtype(CPU, torch.bfloat16) == torch.float32
+
+
+def test_adapters_are_cast_to_the_adapter_dtype(sharp_model_dir: Path, adapter_refs) -> None:
+    """Whatever peft would pick, the cache holds adapter weights in its dtype (bf16 here, as
+    on CUDA; peft would upcast them to fp32 for training's sake)."""
+    loaded = load_base_model(str(sharp_model_dir), sharp_model_dir.parent / "c", "cpu", "bfloat16")
+    cache = AdapterCache(loaded.model, 2, torch.bfloat16)
+    assert cache.ensure(adapter_refs[0])
+    assert cache.peft is not None
+    lora = {p.dtype for name, p in cache.peft.named_parameters() if ".lora_" in name}
+    assert lora == {torch.bfloat16}
 
 
 def test_dtype_setting_is_validated() -> None:
@@ -105,8 +127,9 @@ def test_adapters_and_prefix_caches_follow_the_dtype(bf16_engine, adapter_refs) 
     jobs.append(few_shot_job(engine, "Review: a terrible movie ->"))
     run_together(engine, jobs)
     assert engine.adapters.has_adapters
-    lora = {p.dtype for name, p in engine.adapters.peft.named_parameters() if ".lora_" in name}
-    assert lora == {torch.bfloat16}  # peft would have upcast them to float32
+    params = list(engine.adapters.peft.named_parameters())
+    assert {p.dtype for name, p in params if ".lora_" in name} == {torch.float32}  # see below
+    assert {p.dtype for name, p in params if ".lora_" not in name} == {torch.bfloat16}
     assert len(engine.prefixes) == len(adapter_refs) + 1
     kinds = {t.dtype for kv in engine.prefixes._entries.values() for k, v in kv for t in (k, v)}
     assert kinds == {torch.bfloat16}
