@@ -42,6 +42,7 @@ class Engine:
         self.device = loaded.device
         self.dtype = loaded.dtype
         check_supported(self.model.config)
+        contiguous_output_inputs(self.model)
         self.context_window = context_window(self.model)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.adapters = AdapterCache(
@@ -183,6 +184,17 @@ class Engine:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+
+def contiguous_output_inputs(model: torch.nn.Module) -> None:
+    """The output layer gets a contiguous input. transformers hands it a slice of the last
+    hidden states (the last position of each row); once peft freezes the weights
+    (requires_grad False), PyTorch's CPU bf16 linear on such a slice takes a path 300x
+    slower: 3.3 s against 11 ms for 16 rows of the default model, measured here. A copy of
+    the slice costs microseconds."""
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda _module, args: tuple(a.contiguous() for a in args))
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -152,3 +152,17 @@ def test_greedy_output_in_bf16_matches_plain_forward_passes(bf16_engine, adapter
     same_batched = sum(a.token_ids == b.token_ids for a, b in zip(alone, together, strict=True))
     assert same_as_reference >= 0.75 * len(jobs), (same_as_reference, len(jobs))
     assert same_batched >= 0.75 * len(jobs), (same_batched, len(jobs))
+
+
+def test_output_layer_gets_a_contiguous_input_with_adapters_loaded(
+    bf16_engine, adapter_refs
+) -> None:
+    """With an adapter loaded (peft freezes the base weights), a bf16 linear on the
+    non-contiguous slice transformers passes to the output layer is ~300x slower on CPU."""
+    engine = bf16_engine()
+    seen: list[bool] = []
+    head = engine.model.get_output_embeddings()
+    head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].is_contiguous()))
+    run_together(engine, [Job("The capital of France is", adapter_refs[0], max_tokens=3)] * 2)
+    assert not head.weight.requires_grad  # peft froze it
+    assert seen and all(seen)
