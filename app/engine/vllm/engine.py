@@ -39,7 +39,7 @@ from app.engine.errors import (
     InvalidInput,
 )
 from app.engine.loader import model_name, resolve_source
-from app.engine.requests import Event, Failed, Finished, RequestHandle
+from app.engine.requests import Event, Failed, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
 from app.engine.vllm.client import (
@@ -236,16 +236,6 @@ class VllmEngine:
     def _done(self, _: concurrent.futures.Future) -> None:
         with self._count_lock:
             self.in_flight -= 1
-
-    async def generate(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        adapter: AdapterRef | None = None,
-        *,
-        prefix_len: int = 0,
-    ) -> Finished:
-        return await self.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()
 
     def check_constraint(self, constraint: OutputConstraint) -> None:
         # Not mapped to vLLM's structured_outputs yet: refused, never silently ignored.
