@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     base_model: str = DEFAULT_BASE_MODEL
     model_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "adaptd")
     device: str | None = None  # "cpu", "cuda", "cuda:1"; unset picks CUDA when present
+    # The built-in engine's weights, adapters and caches: auto is bf16 on CUDA and on CPUs
+    # with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     port: int = 8000
     adaptd_admin_key: str | None = None

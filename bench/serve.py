@@ -768,6 +768,20 @@ def main() -> None:
         "--no-builtin", action="store_true", help="with --engine vllm: only (d) and (e)"
     )
     parser.add_argument(
+        "--builtin-dtypes",
+        default="bfloat16,float32",
+        help="with --engine vllm: one built-in service per DTYPE, side by side",
+    )
+    parser.add_argument(
+        "--no-adaptd-vllm", action="store_true", help="with --engine vllm: skip (d)"
+    )
+    parser.add_argument(
+        "--vllm-base-only",
+        action="store_true",
+        help="with --engine vllm: vLLM direct on the base-only workload only (its CPU LoRA "
+        "path is slow)",
+    )
+    parser.add_argument(
         "--structured", action="store_true", help="JSON-schema half of the load vs none"
     )
     parser.add_argument("--phase", choices=sorted(PHASES))

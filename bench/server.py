@@ -25,7 +25,10 @@ class Server:
         self, extra_env: dict[str, str] | None = None, data_dir: Path | None = None
     ) -> None:
         self.port = free_port()
-        self.key = "sk-adaptd-bench-" + secrets.token_hex(8)
+        # Servers sharing a data folder must share the key: each start revokes other
+        # bootstrap keys.
+        given = (extra_env or {}).get("ADAPTD_ADMIN_KEY")
+        self.key = given or "sk-adaptd-bench-" + secrets.token_hex(8)
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="adaptd-bench-"))
         self.env = {
             **os.environ,

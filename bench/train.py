@@ -17,6 +17,13 @@ DPO run of workers/dpo.py, and the time per step of DPO against SFT on the same 
 (SFT on the preferred answers), one after the other in this process.
 
     .venv/bin/python bench/train.py --method dpo --train 32 --test 40
+
+With `--method dtype`: the worker's trainer twice on the same sentences, in fp32 and under
+bf16 autocast (weights and optimizer stay fp32), tokens/s and accuracy of each; and the
+fp32-trained adapter's accuracy with the model cast to bf16 (base and adapter weights, as
+the serving engine holds them with DTYPE=bfloat16) on the same test sentences.
+
+    .venv/bin/python bench/train.py --method dtype --train 96 --test 200
 """
 
 import argparse
@@ -245,6 +252,34 @@ def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN0
     return wins / len(pairs)
 
 
+def run_dtype(args: argparse.Namespace, config: TrainConfig) -> None:
+    """Training in fp32 against bf16 autocast; serving accuracy in fp32 against bf16."""
+    train_rows = load_rows("train", args.train, args.seed)
+    test_rows = load_rows("test", args.test, args.seed)
+    print(
+        f"SST-2: {len(train_rows)} train, {len(test_rows)} test sentences; "
+        f"torch threads {torch.get_num_threads()}; {config}"
+    )
+    rates = {}
+    for mode in ("fp32", "bf16 autocast"):
+        context = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if mode != "fp32"
+            else torch.autocast("cpu", enabled=False)
+        )
+        with context:
+            tps, secs, loss, (model, tok) = worker_path(train_rows, config)
+        rates[mode] = tps
+        print(f"train {mode}: {tps:.1f} tokens/s, {secs:.1f} s, final loss {loss:.4f}")
+        fp32 = accuracy(model, tok, test_rows)
+        print(f"adapter trained in {mode}: accuracy served fp32 {fp32:.3f}", flush=True)
+        if mode == "fp32":  # the serving comparison: the same adapter held in bf16
+            bf16 = accuracy(model.to(torch.bfloat16), tok, test_rows)
+            print(f"adapter trained in {mode}: accuracy served bf16 {bf16:.3f}", flush=True)
+    ratio = rates["bf16 autocast"] / rates["fp32"]
+    print(f"ratio training tokens/s bf16 autocast / fp32: {ratio:.2f}")
+
+
 def run_dpo(args: argparse.Namespace) -> None:
     """DPO on SST-2 preference pairs: held-out preference accuracy before and after, and
     the time per step of DPO against SFT (same prompts, preferred answers, same settings)."""
@@ -304,7 +339,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", type=Path, default=DATASET, help="folder with sst2 jsonl")
     parser.add_argument("--plain-first", action="store_true", help="run the plain loop first")
-    parser.add_argument("--method", choices=("sft", "dpo"), default="sft")
+    parser.add_argument("--method", choices=("sft", "dpo", "dtype"), default="sft")
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     args = parser.parse_args()
     OPTS.update(model=args.model, device=args.device, data=args.data)
@@ -315,6 +350,9 @@ def main() -> None:
         return
     config = bench_config(batch_size=8, seed=args.seed)
     warm_up()
+    if args.method == "dtype":
+        run_dtype(args, config)
+        return
     train_rows = load_rows("train", args.train, args.seed)
     test_rows = load_rows("test", args.test, args.seed)
     print(

@@ -3,7 +3,8 @@
   (d) adaptd on vLLM: the service with ENGINE=vllm, over HTTP, on one local vLLM server;
   (e) vLLM direct: that same vLLM server's /v1/completions with the token ids adaptd
       renders for the same requests (so (d)/(e) is the cost of adaptd's control plane);
-  (a) adaptd on its built-in engine, over HTTP;
+  (a) adaptd on its built-in engine, over HTTP, once per DTYPE in --builtin-dtypes (one
+      service each, on the same data folder);
 
 each for a base-only and a mixed workload (base + 3 LoRA adapters, round robin). Closed
 loop: `clients` clients, each sends its next request when its last one returned. Greedy,
@@ -12,10 +13,11 @@ fixed max_tokens. The phases of a workload run one after another, never at the s
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import secrets
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -124,16 +126,28 @@ def _run(args: argparse.Namespace, data_dir: Path) -> None:
     vllm_url = f"http://127.0.0.1:{port}"
     print(
         f"engine=vllm requests={args.requests} clients={args.clients} "
-        f"max_tokens={args.max_tokens} vllm_dtype={args.vllm_dtype} built-in dtype=float32 "
-        f"base={settings.base_model}",
+        f"max_tokens={args.max_tokens} vllm_dtype={args.vllm_dtype} "
+        f"built-in dtypes={args.builtin_dtypes} built-in threads={args.threads or 'default'} "
+        f"base={settings.base_model} load={os.getloadavg()}",
         flush=True,
     )
     vllm = start_server(settings, port, data_dir / "vllm.log", dtype=args.vllm_dtype)
     try:
         wait_ready(vllm_url, 1800, vllm)
-        local_env = {"ENGINE": "local"}
-        vllm_env = {"ENGINE": "vllm", "VLLM_URLS": vllm_url}
-        with Server(local_env, data_dir) as local, Server(vllm_env, data_dir) as on_vllm:
+        dtypes = [] if args.no_builtin else args.builtin_dtypes.split(",")
+        key = {"ADAPTD_ADMIN_KEY": "sk-adaptd-bench-" + secrets.token_hex(8)}
+        threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+        vllm_env = {"ENGINE": "vllm", "VLLM_URLS": vllm_url, **key}
+        with contextlib.ExitStack() as stack:
+            locals_ = {
+                dtype: stack.enter_context(
+                    Server({"ENGINE": "local", "DTYPE": dtype, **threads, **key}, data_dir)
+                )
+                for dtype in dtypes
+            }
+            on_vllm = (
+                None if args.no_adaptd_vllm else stack.enter_context(Server(vllm_env, data_dir))
+            )
             adapter_paths = make_adapters(data_dir, settings.base_model)
             adapters = list(adapter_paths)
             from transformers import AutoTokenizer
@@ -144,6 +158,7 @@ def _run(args: argparse.Namespace, data_dir: Path) -> None:
             eos = {tokenizer.eos_token_id}
             questions = LONG_QUESTIONS if args.answers == "long" else QUESTIONS
             workloads = {"base only": [base], f"base + {N_ADAPTERS} adapters": [base, *adapters]}
+            nan = {"tokens_per_s": float("nan")}
             rows = []
             for label, models in workloads.items():
                 work = []
@@ -154,32 +169,51 @@ def _run(args: argparse.Namespace, data_dir: Path) -> None:
                     work.append(
                         {"model": models[i % len(models)], "question": question, "ids": ids}
                     )
-                direct = asyncio.run(vllm_direct(vllm_url, work, args, eos, adapter_paths))
+                direct = nan
+                if not (args.vllm_base_only and len(models) > 1):
+                    direct = asyncio.run(vllm_direct(vllm_url, work, args, eos, adapter_paths))
                 print(f"[{label}] (e) vLLM direct      : {json.dumps(direct)}", flush=True)
-                adaptd_vllm = asyncio.run(via_adaptd(on_vllm.url, on_vllm.headers, work, args))
+                adaptd_vllm = nan
+                if on_vllm is not None:
+                    adaptd_vllm = asyncio.run(via_adaptd(on_vllm.url, on_vllm.headers, work, args))
                 print(f"[{label}] (d) adaptd on vLLM   : {json.dumps(adaptd_vllm)}", flush=True)
-                builtin = {"tokens_per_s": float("nan")}
-                if not args.no_builtin:
-                    builtin = asyncio.run(via_adaptd(local.url, local.headers, work, args))
-                print(f"[{label}] (a) adaptd built-in  : {json.dumps(builtin)}", flush=True)
+                builtin = {}
+                for dtype, local in locals_.items():
+                    builtin[dtype] = asyncio.run(via_adaptd(local.url, local.headers, work, args))
+                    print(
+                        f"[{label}] (a) built-in {dtype:8s}: {json.dumps(builtin[dtype])} "
+                        f"load={os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
                 rows.append((label, builtin, adaptd_vllm, direct))
-            print("\n| workload | adaptd built-in | adaptd on vLLM | vLLM direct | (d)/(e) |")
-            print("|---|---|---|---|---|")
-            for label, a, d, e in rows:
-                print(
-                    f"| {label} | {a['tokens_per_s']} tok/s | {d['tokens_per_s']} tok/s | "
-                    f"{e['tokens_per_s']} tok/s | {d['tokens_per_s'] / e['tokens_per_s']:.2f} |"
-                )
-            ratios = [d["tokens_per_s"] / e["tokens_per_s"] for _, _, d, e in rows]
-            print(
-                f"ratios: adaptd on vLLM / vLLM direct = "
-                f"{', '.join(f'{r:.2f}' for r in ratios)} (target >= 0.9); "
-                f"mean {statistics.mean(ratios):.2f}",
-                flush=True,
-            )
+            print_table(rows, dtypes)
     finally:
         vllm.terminate()
         try:
             vllm.wait(timeout=60)
         except Exception:  # noqa: BLE001
             vllm.kill()
+
+
+def print_table(rows: list, dtypes: list[str]) -> None:
+    rate = lambda r: r["tokens_per_s"]  # noqa: E731
+    head = " | ".join(f"built-in {d}" for d in dtypes)
+    print(f"\n| workload | {head} | adaptd on vLLM | vLLM direct | (d)/(e) |")
+    print("|---|" + "---|" * (len(dtypes) + 3))
+    for label, a, d, e in rows:
+        cells = " | ".join(f"{rate(a[t])} tok/s" for t in dtypes)
+        print(
+            f"| {label} | {cells} | {rate(d)} tok/s | {rate(e)} tok/s | {rate(d) / rate(e):.2f} |"
+        )
+    for t in dtypes:
+        base, mixed = rows[0][1][t], rows[1][1][t]
+        print(
+            f"built-in {t}: / vLLM direct base only = {rate(base) / rate(rows[0][3]):.2f} "
+            f"(target >= 1.0 in bf16); mixed / base only = {rate(mixed) / rate(base):.2f} "
+            "(target >= 0.95)"
+        )
+    if {"bfloat16", "float32"} <= set(dtypes):
+        for label, a, _, _ in rows:
+            ratio = rate(a["bfloat16"]) / rate(a["float32"])
+            print(f"built-in bf16 / fp32 [{label}] = {ratio:.2f}")
+    print(f"load average at the end: {os.getloadavg()}", flush=True)

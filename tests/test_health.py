@@ -8,6 +8,7 @@ def test_healthz_and_readyz(client) -> None:
     assert r.status_code == 200
     assert r.json()["checks"] == {"model": True, "database": True, "accepting": True}
     assert r.json()["engine"] == "local"
+    assert r.json()["dtype"] == "float32"  # the test engine loads as training does
 
 
 def test_unknown_route_is_openai_404(client) -> None:

@@ -68,6 +68,12 @@ class GrowingLayer(DynamicLayer):
         self._append(1, value_states)
         return self.keys, self.values
 
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
+        """Hold buffers this layer may write into (their first `filled` steps in use)."""
+        if not self.is_initialized:
+            self.lazy_initialization(keys, values)
+        self._buffers, self._filled = [keys, values], [filled, filled]
+
     def take_rows(self, index: torch.Tensor) -> None:
         """Keep only these rows; the reserved room goes with them."""
         for i, buffer in enumerate(self._buffers):
@@ -149,17 +155,32 @@ class KVBatch:
         self.mask = self.mask[:, cols]
 
     def merge(self, other: "KVBatch") -> None:
-        """Append `other`'s rows; the shorter side is padded on the left."""
+        """Append `other`'s rows; the shorter side is padded on the left. Written straight
+        into new buffers with room to grow, so the next decode step appends without a copy
+        (a join used to copy every row's cache twice: once here, once at that append)."""
         length = max(self.length, other.length)
         mine, theirs = length - self.length, length - other.length
-        self.cache = cache_from(
-            [
-                (
-                    torch.cat([pad_left(k1, mine, 2), pad_left(k2, theirs, 2)]),
-                    torch.cat([pad_left(v1, mine, 2), pad_left(v2, theirs, 2)]),
-                )
-                for (k1, v1), (k2, v2) in zip(kv_of(self.cache), kv_of(other.cache), strict=True)
-            ]
-        )
+        layers = []
+        for (k1, v1), (k2, v2) in zip(kv_of(self.cache), kv_of(other.cache), strict=True):
+            layer = GrowingLayer()
+            layer.adopt(_stacked(k1, k2, mine, theirs), _stacked(v1, v2, mine, theirs), length)
+            layers.append(layer)
+        cache = DynamicCache()
+        cache.layers = layers
+        self.cache = cache
         self.mask = torch.cat([pad_left(self.mask, mine, 1), pad_left(other.mask, theirs, 1)])
         self.positions = torch.cat([self.positions, other.positions])
+
+
+def _stacked(a: torch.Tensor, b: torch.Tensor, pad_a: int, pad_b: int) -> torch.Tensor:
+    """[a; b] on the row axis, each left-padded with zeros on the time axis to one length,
+    in a buffer with ROOM spare steps. Padding is zeroed: masked columns must hold finite
+    numbers (attention weighs them by zero, and 0 * NaN is NaN)."""
+    rows_a, heads, time_a, dim = a.shape
+    length = time_a + pad_a
+    out = a.new_empty((rows_a + b.shape[0], heads, length + ROOM, dim))
+    out[:rows_a, :, :pad_a].zero_()
+    out[:rows_a, :, pad_a:length] = a
+    out[rows_a:, :, :pad_b].zero_()
+    out[rows_a:, :, pad_b:length] = b
+    return out

@@ -11,7 +11,9 @@ import logging
 import queue
 import threading
 
-from app.engine.adapters import AdapterCache, AdapterRef, peft_label
+import torch
+
+from app.engine.adapters import AdapterCache, AdapterRef, adapter_dtype, peft_label
 from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineOverloaded, InvalidInput
@@ -38,10 +40,14 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.name = loaded.name
         self.device = loaded.device
+        self.dtype = loaded.dtype
         check_supported(self.model.config)
+        contiguous_output_inputs(self.model)
         self.context_window = context_window(self.model)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
-        self.adapters = AdapterCache(self.model, self.config.max_loaded_adapters)
+        self.adapters = AdapterCache(
+            self.model, self.config.max_loaded_adapters, adapter_dtype(self.device, self.dtype)
+        )
         self.prefixes = PrefixCache(self.config.prefix_cache_entries)
         # A deleted adapter's cached prefixes go with it.
         self.adapters.on_forget.append(lambda name: self.prefixes.drop_adapter(peft_label(name)))
@@ -163,11 +169,26 @@ class Engine:
         return {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
 
     def health(self) -> dict:
-        return {"engine": self.kind, "device": str(self.device)}
+        return {"engine": self.kind, "device": str(self.device), "dtype": dtype_name(self.dtype)}
 
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+
+def contiguous_output_inputs(model: torch.nn.Module) -> None:
+    """The output layer gets a contiguous input. transformers hands it a slice of the last
+    hidden states (the last position of each row); once peft freezes the weights
+    (requires_grad False), PyTorch's CPU bf16 linear on such a slice takes a path 300x
+    slower: 3.3 s against 11 ms for 16 rows of the default model, measured here. A copy of
+    the slice costs microseconds."""
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda _module, args: tuple(a.contiguous() for a in args))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def invalid_response_format(exc: ConstraintError) -> InvalidInput:

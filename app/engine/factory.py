@@ -1,7 +1,11 @@
 """Builds the configured engine (ENGINE=local|vllm), for the API and the workers alike."""
 
+import logging
+
 from app.engine.protocol import InferenceEngine
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(settings: Settings) -> InferenceEngine:
@@ -15,7 +19,16 @@ def build_engine(settings: Settings) -> InferenceEngine:
         from app.engine.engine import Engine, EngineConfig
         from app.engine.loader import load_base_model
 
-        loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
+        loaded = load_base_model(
+            settings.base_model, settings.model_cache, settings.device, settings.dtype
+        )
+        log.info(
+            "model %s loaded on %s in %s (DTYPE=%s)",
+            loaded.name,
+            loaded.device,
+            str(loaded.dtype).removeprefix("torch."),
+            settings.dtype,
+        )
         engine = Engine(loaded, EngineConfig.from_settings(settings))
     engine.start()
     return engine

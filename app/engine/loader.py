@@ -37,6 +37,13 @@ class LoadedModel:
     name: str  # what clients call it in `model`
     source: str  # the folder or hub id it was loaded from
     device: torch.device
+    dtype: torch.dtype = torch.float32
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# CPU flags (as /proc/cpuinfo names them) of native bf16 arithmetic: without one of them
+# PyTorch emulates bf16 matmuls, which is slower than fp32.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -46,7 +53,39 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 def dtype_for(device: torch.device) -> torch.dtype:
+    """Training's dtype (the worker trains in full precision on CPU)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags; empty where /proc/cpuinfo is missing (macOS, Windows)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def resolve_dtype(
+    setting: str, device: torch.device, flags: frozenset[str] | None = None
+) -> torch.dtype:
+    """DTYPE for serving: `auto` is bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or
+    AMX), fp32 elsewhere; `float32` / `bfloat16` as named."""
+    if setting != "auto":
+        if setting not in DTYPES:
+            raise ValueError(f"DTYPE must be auto, float32 or bfloat16; got {setting!r}")
+        return DTYPES[setting]
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu":
+        flags = cpu_flags() if flags is None else flags
+        if flags & NATIVE_BF16_FLAGS:
+            return torch.bfloat16
+    return torch.float32
 
 
 def model_name(base_model: str) -> str:
@@ -108,16 +147,20 @@ def resolve_source(base_model: str, cache_dir: Path) -> str:
     return base_model  # a hub id, fetched by transformers where a hub is reachable
 
 
-def load_base_model(base_model: str, cache_dir: Path, device: str | None = None) -> LoadedModel:
+def load_base_model(
+    base_model: str, cache_dir: Path, device: str | None = None, dtype: str | None = None
+) -> LoadedModel:
+    """`dtype`: a DTYPE setting (serving); None: training's choice (`dtype_for`)."""
     source = resolve_source(base_model, cache_dir)
     dev = pick_device(device)
+    torch_dtype = dtype_for(dev) if dtype is None else resolve_dtype(dtype, dev)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_for(dev))
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     model.to(dev)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, model_name(base_model), source, dev)
+    return LoadedModel(model, tokenizer, model_name(base_model), source, dev, torch_dtype)
 
 
 def context_window(model: PreTrainedModel) -> int:

@@ -52,15 +52,40 @@ class Sampler:
         """`logits`: 1-D float tensor over the vocabulary for this row's next position."""
         if self.params.greedy:
             return int(torch.argmax(logits).item())
-        probs = torch.softmax(logits.float().cpu() / self.params.temperature, dim=-1)
-        if self.params.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            cumulative = torch.cumsum(sorted_probs, dim=-1)
-            # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-            drop = cumulative - sorted_probs > self.params.top_p
-            sorted_probs[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-        return int(torch.multinomial(probs, 1, generator=self.generator).item())
+        return sample_rows(logits[None], [self])[0]
+
+
+def greedy_tokens(logits: torch.Tensor) -> list[int]:
+    """Each row's most likely token (the first on a tie, as argmax). `max` rather than
+    `argmax`: on CPU, bf16 argmax is not vectorised (2.6 ms against 0.6 ms for 16 rows of
+    49,152 logits, measured here)."""
+    return logits.max(dim=-1).indices.tolist()
+
+
+def sample_rows(logits: torch.Tensor, samplers: list[Sampler]) -> list[int]:
+    """One token per row of `logits` ([rows, vocab]) under each row's temperature and top_p:
+    probabilities and the top_p cut for all rows in a few batched operations, then one draw
+    per row from the row's own generator (so a seeded row repeats whatever shares its batch)."""
+    params = [s.params for s in samplers]
+    temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32)
+    probs = torch.softmax(logits.float().cpu() / temperature[:, None], dim=-1)
+    nucleus = [i for i, p in enumerate(params) if p.top_p < 1.0]
+    if nucleus:
+        top_p = torch.tensor([params[i].top_p for i in nucleus], dtype=torch.float32)
+        part = probs[nucleus] if len(nucleus) < len(params) else probs
+        sorted_probs, order = torch.sort(part, dim=-1, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        sorted_probs[cumulative - sorted_probs > top_p[:, None]] = 0.0
+        cut = torch.zeros_like(part).scatter_(1, order, sorted_probs)
+        if len(nucleus) < len(params):
+            probs[nucleus] = cut
+        else:
+            probs = cut
+    return [
+        int(torch.multinomial(probs[i], 1, generator=s.generator).item())
+        for i, s in enumerate(samplers)
+    ]
 
 
 def adjust_logits(

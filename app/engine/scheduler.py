@@ -37,7 +37,13 @@ from app.engine.requests import (
     RequestHandle,
     TokenLogprob,
 )
-from app.engine.sampling import Sampler, SamplingParams, adjust_logits
+from app.engine.sampling import (
+    Sampler,
+    SamplingParams,
+    adjust_logits,
+    greedy_tokens,
+    sample_rows,
+)
 from app.engine.structured import RowConstraint, mask_logits
 from app.settings import Settings
 
@@ -471,10 +477,10 @@ class Scheduler:
                 logits[i] = adjust_logits(logits[i], rows[i].params, rows[i].generated)
             if constrained:
                 mask_logits(logits, constrained)  # last, so no bias can lift a masked token
-        greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
+        tokens = self._pick(rows, logits)
         keep: list[int] = []
         for i, row in enumerate(rows):
-            token = greedy[i] if row.params.greedy else row.sampler(logits[i])
+            token = tokens[i]
             entry = None
             if i in logprobs and row.params.logprobs is not None:
                 entry = token_logprob(logprobs[i], token, row.params.logprobs)
@@ -484,6 +490,20 @@ class Scheduler:
             else:
                 self._finish(row, reason)
         return keep
+
+    @staticmethod
+    def _pick(rows: list[Sequence], logits: torch.Tensor) -> list[int]:
+        """Every row's next token: greedy rows from one batched max, sampled rows from one
+        batched softmax (and top_p cut), each drawn with the row's own generator."""
+        sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
+        if not sampled:
+            return greedy_tokens(logits)
+        tokens = greedy_tokens(logits) if len(sampled) < len(rows) else [0] * len(rows)
+        part = logits if len(sampled) == len(rows) else logits[sampled]
+        draws = sample_rows(part, [rows[i].sampler for i in sampled])
+        for i, token in zip(sampled, draws, strict=True):
+            tokens[i] = token
+        return tokens
 
     def _accept(self, row: Sequence, token: int, entry: TokenLogprob | None) -> str | None:
         if token in self.eos_ids:

@@ -60,3 +60,25 @@ def test_batch_drops_unused_columns_only_when_worth_a_copy() -> None:
     batch.select([1])  # 4 unused columns: kept (masked), no copy of the whole cache
     assert batch.length == 40
     assert torch.equal(batch.cache.layers[0].keys, kv[0][0][1:2])
+
+
+def test_merged_rows_are_padded_with_zeros_and_keep_room_to_grow() -> None:
+    a = [(random_kv(2, 5, 0), random_kv(2, 5, 1))]
+    b = [(random_kv(1, 8, 2), random_kv(1, 8, 3))]
+    first = KVBatch(cache_from(a), torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 5]))
+    second = KVBatch(cache_from(b), torch.ones(1, 8, dtype=torch.long), torch.tensor([8]))
+    first.merge(second)
+    layer = first.cache.layers[0]
+    want_k = torch.cat([torch.cat([torch.zeros(2, 2, 3, 4), a[0][0]], dim=2), b[0][0]])
+    want_v = torch.cat([torch.cat([torch.zeros(2, 2, 3, 4), a[0][1]], dim=2), b[0][1]])
+    assert torch.equal(layer.keys, want_k) and torch.equal(layer.values, want_v)
+    assert first.mask.tolist() == [[0, 0, 0, 1, 1, 1, 1, 1]] * 2 + [[1] * 8]
+    assert first.positions.tolist() == [5, 5, 8]
+    buffer = layer._buffers[0]
+    step_k, step_v = random_kv(3, 1, 4), random_kv(3, 1, 5)
+    got_k, got_v = layer.update(step_k, step_v)
+    assert layer._buffers[0] is buffer  # appended into the room: no copy at the next step
+    assert torch.equal(got_k, torch.cat([want_k, step_k], dim=2))
+    assert torch.equal(got_v, torch.cat([want_v, step_v], dim=2))
+    # The sources are left alone (a prefix cache may hold them).
+    assert torch.equal(a[0][0], random_kv(2, 5, 0)) and torch.equal(b[0][0], random_kv(1, 8, 2))

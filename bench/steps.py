@@ -1,0 +1,148 @@
+"""Decode-step cost of the built-in engine, in process: rows x dtype, and how much of each
+step is the model's forward against the scheduler's own host work.
+
+For each row count, `rows` chat requests (long answers, greedy, fixed max_tokens) go to one
+engine at once; the wall time of the decode phase is split into time inside the model's
+forward (timed around `model.forward`) and the rest (the scheduler's per-step work:
+building inputs, cache bookkeeping, sampling, stop checks, streaming). Prefill is excluded.
+
+    .venv/bin/python bench/steps.py --rows 1,16 --dtypes float32,bfloat16 --max-tokens 48
+    .venv/bin/python bench/steps.py --rows 1,16 --profile /tmp/steps.prof   # cProfile
+"""
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from app.engine.engine import Engine, EngineConfig  # noqa: E402
+from app.engine.loader import load_base_model  # noqa: E402
+from app.engine.prompts import encode, render_chat  # noqa: E402
+from app.engine.sampling import SamplingParams  # noqa: E402
+from app.engine.scheduler import Scheduler  # noqa: E402
+from app.settings import get_settings  # noqa: E402
+from bench.serve import LONG_QUESTIONS  # noqa: E402
+
+
+class ForwardTimer:
+    """Wraps model.forward: CPU seconds the scheduler thread spent inside it. CPU time, not
+    wall time, so other processes on a shared machine do not count (with one torch thread,
+    the forward's compute runs on the scheduler thread itself)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._forward = model.forward
+        model.forward = self._timed  # type: ignore[method-assign]
+
+    def _timed(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        t0 = time.thread_time()
+        try:
+            return self._forward(*args, **kwargs)
+        finally:
+            self.seconds += time.thread_time() - t0
+            self.calls += 1
+
+
+def thread_cpu(engine: Engine) -> float:
+    """CPU seconds the engine's scheduler thread has used."""
+    assert engine._thread is not None and engine._thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(engine._thread.ident))
+
+
+async def one_round(engine: Engine, prompts: list[list[int]], max_tokens: int) -> int:
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    handles = [engine.submit(ids, params) for ids in prompts]
+    done = await asyncio.gather(*(h.result() for h in handles))
+    return sum(f.completion_tokens for f in done)
+
+
+def measure(engine: Engine, timer: ForwardTimer, rows: int, max_tokens: int) -> dict:
+    tok = engine.tokenizer
+    prompts = [
+        encode(tok, render_chat(tok, [{"role": "user", "content": q}]))
+        for q in (LONG_QUESTIONS * rows)[:rows]
+    ]
+    asyncio.run(one_round(engine, prompts, 2))  # warm-up, and the prefix cache's header
+    # Prefill alone (max_tokens=1), to subtract it from the full run.
+    stats = engine.stats
+    f0, s0, c0, t0 = stats.forwards, timer.seconds, thread_cpu(engine), time.perf_counter()
+    asyncio.run(one_round(engine, prompts, 1))
+    prefill_wall, prefill_fwd = time.perf_counter() - t0, timer.seconds - s0
+    prefill_cpu = thread_cpu(engine) - c0
+    f1, s1, c1, t1 = stats.forwards, timer.seconds, thread_cpu(engine), time.perf_counter()
+    tokens = asyncio.run(one_round(engine, prompts, max_tokens))
+    wall = time.perf_counter() - t1
+    cpu = thread_cpu(engine) - c1
+    steps = max(1, (stats.forwards - f1) - (f1 - f0))
+    decode_cpu = cpu - prefill_cpu
+    decode_fwd = (timer.seconds - s1) - prefill_fwd
+    return {
+        "rows": rows,
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 1),
+        "tokens_per_cpu_s": round(tokens / cpu, 1),
+        "decode_steps": steps,
+        "wall_ms_per_step": round(1000 * (wall - prefill_wall) / steps, 2),
+        "cpu_ms_per_step": round(1000 * decode_cpu / steps, 2),
+        "forward_cpu_ms_per_step": round(1000 * decode_fwd / steps, 2),
+        "host_cpu_ms_per_step": round(1000 * (decode_cpu - decode_fwd) / steps, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", default="1,16")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (CPU time is exact at 1)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the scheduler thread")
+    args = parser.parse_args()
+    settings = get_settings()
+    torch.set_num_threads(args.threads)
+    print(
+        f"threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+        f"load={os.getloadavg()[0]:.2f} max_tokens={args.max_tokens}",
+        flush=True,
+    )
+    for dtype in args.dtypes.split(","):
+        loaded = load_base_model(settings.base_model, settings.model_cache, "cpu", dtype)
+        engine = Engine(loaded, EngineConfig(max_batch_size=64, batch_wait_ms=50))
+        if args.compile:
+            engine.model.forward = torch.compile(engine.model.forward, dynamic=True)
+        timer = ForwardTimer(engine.model)
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler is not None:
+            scheduler_run = Scheduler.run
+
+            def profiled(self: Scheduler, _run=scheduler_run, _p=profiler) -> None:  # noqa: ANN001
+                _p.runcall(_run, self)
+
+            Scheduler.run = profiled  # type: ignore[method-assign]
+        engine.start()
+        try:
+            for _ in range(args.repeat):
+                for rows in (int(r) for r in args.rows.split(",")):
+                    out = measure(engine, timer, rows, args.max_tokens)
+                    print(json.dumps({"dtype": dtype, **out}), flush=True)
+        finally:
+            engine.stop()
+        if profiler is not None:
+            Scheduler.run = scheduler_run  # type: ignore[method-assign]
+            profiler.dump_stats(f"{args.profile}.{dtype}")
+
+
+if __name__ == "__main__":
+    main()
