@@ -21,7 +21,13 @@ from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
-from app.engine.structured import ConstraintError, ForcedTokens, Grammars, OutputConstraint
+from app.engine.structured import (
+    ConstraintError,
+    ForcedTokens,
+    Grammars,
+    OutputConstraint,
+    invalid_response_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +184,3 @@ class Engine:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
-
-
-def invalid_response_format(exc: ConstraintError) -> InvalidInput:
-    return InvalidInput(
-        str(exc), param=exc.param or "response_format", code="invalid_response_format"
-    )

@@ -8,6 +8,7 @@ import httpx
 
 from app.engine.requests import TokenLogprob
 from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
 
 TOKEN_PREFIX = "token_id:"  # vLLM's token names with return_tokens_as_token_ids
 
@@ -56,7 +57,48 @@ def completion_body(
         body["frequency_penalty"] = params.frequency_penalty
     if params.logit_bias:
         body["logit_bias"] = {str(t): b for t, b in params.logit_bias}
+    if params.constraint is not None:
+        body["structured_outputs"] = structured_outputs(params.constraint)
     return body
+
+
+def structured_outputs(constraint: OutputConstraint) -> dict[str, Any]:
+    """vLLM's request field for a constraint (its xgrammar backend compiles the same spec)."""
+    if constraint.kind == "json":
+        return {"json": json.loads(constraint.spec)}
+    if constraint.kind == "choice":
+        return {"choice": constraint.choices}
+    return {"regex": constraint.spec}
+
+
+def scoring_body(model: str, prompt_ids: list[int], tokens: list[int]) -> dict[str, Any]:
+    """A request that scores `tokens` after `prompt_ids`: the prompt is both, and vLLM hands
+    back each prompt token's log-probability under the model (prompt_logprobs), which is the
+    same figure as forcing the tokens one by one. One token is generated (vLLM needs one)."""
+    return {
+        "model": model,
+        "prompt": prompt_ids + tokens,
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "prompt_logprobs": 0,
+        "stream": False,
+    }
+
+
+def scored_logprobs(response: dict[str, Any], tokens: list[int]) -> list[TokenLogprob]:
+    """The last len(tokens) entries of the response's prompt_logprobs, for those tokens."""
+    choices = response.get("choices") or []
+    entries = (choices[0].get("prompt_logprobs") or []) if choices else []
+    if len(entries) < len(tokens):
+        raise ServerDown(f"prompt_logprobs: {len(entries)} entries for {len(tokens)} tokens")
+    out: list[TokenLogprob] = []
+    for token, entry in zip(tokens, entries[len(entries) - len(tokens) :], strict=True):
+        found = (entry or {}).get(str(token))
+        if found is None:
+            raise ServerDown(f"prompt_logprobs: no entry for token {token}")
+        value = found["logprob"] if isinstance(found, dict) else found
+        out.append(TokenLogprob(token, float(value)))
+    return out
 
 
 def _token_id(name: str) -> int:
@@ -124,6 +166,19 @@ class ServerClient:
         except httpx.HTTPError as exc:  # refused, reset, read timeout, half a stream
             raise ServerDown(f"{type(exc).__name__}: {exc}") from exc
         raise ServerDown("the stream ended without [DONE]")
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One completion without streaming (scoring requests)."""
+        try:
+            r = await self.http.post(f"{self.url}/v1/completions", json=body, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise ServerDown(f"{type(exc).__name__}: {exc}") from exc
+        if r.status_code != 200:
+            self._raise_for(r, body["model"])
+        try:
+            return r.json()
+        except ValueError as exc:
+            raise ServerDown(f"not JSON: {r.text[:200]}") from exc
 
     def _raise_for(self, r: httpx.Response, model: str) -> None:
         if r.status_code >= 500:
