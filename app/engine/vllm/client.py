@@ -71,34 +71,35 @@ def structured_outputs(constraint: OutputConstraint) -> dict[str, Any]:
     return {"regex": constraint.spec}
 
 
-def scoring_body(model: str, prompt_ids: list[int], tokens: list[int]) -> dict[str, Any]:
-    """A request that scores `tokens` after `prompt_ids`: the prompt is both, and vLLM hands
-    back each prompt token's log-probability under the model (prompt_logprobs), which is the
-    same figure as forcing the tokens one by one. One token is generated (vLLM needs one)."""
+def scoring_body(model: str, prompt_ids: list[int], token: int) -> dict[str, Any]:
+    """A one-step request that can only pick `token` after `prompt_ids` and reports its
+    log-probability under the model (vLLM's logprobs are taken before allowed_token_ids and
+    any other processing: the model's own distribution, as the built-in engine reports).
+    Not prompt_logprobs: with LoRA enabled, vLLM 0.32's CPU build kills its engine on them."""
     return {
         "model": model,
-        "prompt": prompt_ids + tokens,
+        "prompt": prompt_ids,
         "max_tokens": 1,
         "temperature": 0.0,
-        "prompt_logprobs": 0,
+        "allowed_token_ids": [token],
+        "logprobs": 0,
         "stream": False,
+        "return_token_ids": True,
+        "return_tokens_as_token_ids": True,
+        "skip_special_tokens": False,
     }
 
 
-def scored_logprobs(response: dict[str, Any], tokens: list[int]) -> list[TokenLogprob]:
-    """The last len(tokens) entries of the response's prompt_logprobs, for those tokens."""
+def scored_logprob(response: dict[str, Any], token: int) -> TokenLogprob:
+    """The forced token's entry from a scoring_body response."""
     choices = response.get("choices") or []
-    entries = (choices[0].get("prompt_logprobs") or []) if choices else []
-    if len(entries) < len(tokens):
-        raise ServerDown(f"prompt_logprobs: {len(entries)} entries for {len(tokens)} tokens")
-    out: list[TokenLogprob] = []
-    for token, entry in zip(tokens, entries[len(entries) - len(tokens) :], strict=True):
-        found = (entry or {}).get(str(token))
-        if found is None:
-            raise ServerDown(f"prompt_logprobs: no entry for token {token}")
-        value = found["logprob"] if isinstance(found, dict) else found
-        out.append(TokenLogprob(token, float(value)))
-    return out
+    if not choices:
+        raise ServerDown("a scoring response without choices")
+    ids = choices[0].get("token_ids") or []
+    values = (choices[0].get("logprobs") or {}).get("token_logprobs") or []
+    if ids[:1] != [token] or not values or values[0] is None:
+        raise ServerDown(f"a scoring response for token {token} gave {ids[:1]}")
+    return TokenLogprob(token, float(values[0]))
 
 
 def _token_id(name: str) -> int:

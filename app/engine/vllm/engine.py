@@ -40,7 +40,7 @@ from app.engine.errors import (
     InvalidInput,
 )
 from app.engine.loader import model_name, resolve_source
-from app.engine.requests import Event, Failed, Finished, RequestHandle
+from app.engine.requests import Event, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
 from app.engine.structured import (
     ConstraintError,
@@ -53,7 +53,7 @@ from app.engine.vllm.client import (
     ServerDown,
     ServerRefused,
     completion_body,
-    scored_logprobs,
+    scored_logprob,
     scoring_body,
     token_logprobs,
 )
@@ -394,18 +394,24 @@ class VllmEngine:
         handle: RequestHandle,
     ) -> None:
         """A forced row: one Finished whose logprobs are the tokens' own, as the built-in
-        engine's forced rows give (the model's distribution, nothing else applied)."""
+        engine's forced rows give. One single-step request per token (the prompt plus the
+        tokens before it), all at once: vLLM batches them and its prefix cache shares the
+        prompt."""
         model = adapter.name if adapter is not None else self.name
-        body = scoring_body(model, prompt_ids, tokens)
-        scored: list = []
+        key = self._affinity_key(adapter, prompt_ids, prefix_len)
 
-        async def attempt(server: Server) -> None:
-            scored[:] = scored_logprobs(await server.client.complete(body), tokens)
+        async def one(k: int) -> TokenLogprob:
+            body = scoring_body(model, prompt_ids + tokens[:k], tokens[k])
+            found: list[TokenLogprob] = []
+
+            async def attempt(server: Server) -> None:
+                found.append(scored_logprob(await server.client.complete(body), tokens[k]))
+
+            await self._on_servers(key, adapter, attempt)
+            return found[0]
 
         try:
-            await self._on_servers(
-                self._affinity_key(adapter, prompt_ids, prefix_len), adapter, attempt
-            )
+            scored = await asyncio.gather(*(one(k) for k in range(len(tokens))))
         except asyncio.CancelledError:
             raise
         except EngineError as err:
@@ -416,9 +422,10 @@ class VllmEngine:
             handle.push(Failed(GenerationFailed(f"Scoring failed: {type(exc).__name__}")))
             return
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        handle.push(
-            Finished("stop", len(prompt_ids), len(tokens), text, tuple(tokens), tuple(scored))
+        finished = Finished(
+            "stop", len(prompt_ids), len(tokens), text, tuple(tokens), tuple(scored)
         )
+        handle.push(finished)
 
     async def _on_servers(
         self,
