@@ -42,8 +42,8 @@ LABELS = ["positive", "negative"]
 CHOICE = {"choice": LABELS}
 
 
-def read(split: str) -> list[dict]:
-    with (DATA / f"{split}.jsonl").open() as fh:
+def read(split: str, data: Path = DATA) -> list[dict]:
+    with (data / f"{split}.jsonl").open() as fh:
         return [json.loads(line) for line in fh]
 
 
@@ -149,12 +149,13 @@ def main() -> None:
     parser.add_argument(
         "--charts", type=Path, help="folder to save the job's loss curve and the eval chart in"
     )
+    parser.add_argument("--data", type=Path, default=DATA, help="the SST-2 folder")
     parser.add_argument("--no-adapter", action="store_true", help="templates only, no training")
     parser.add_argument("--clients", type=int, default=16, help="label-logprob requests at once")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    train = rng.sample(read("train"), args.train)
-    test = rng.sample(read("test"), args.test)
+    train = rng.sample(read("train", args.data), args.train)
+    test = rng.sample(read("test", args.data), args.test)
 
     with Server() as server:
         server.start_worker()

@@ -146,8 +146,9 @@ def test_label_logprobs(client) -> None:  # noqa: ANN001
     choice = r.json()["choices"][0]
     labels = choice["label_logprobs"]
     assert set(labels) == set(LABELS) and all(v < 0 for v in labels.values())
-    # Greedy picks, token by token, what the scores rank first (for single-token labels).
-    assert choice["message"]["content"] == max(labels, key=labels.get)
+    # The answer is a label; not always the best-scored one: the grammar also allows a label
+    # spelt in smaller tokens, and greedy may start down one of those.
+    assert choice["message"]["content"] in LABELS
     completions = client.post(
         "/v1/completions",
         json={
