@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.engine.errors import EngineBusy, EngineError, InvalidInput
 
@@ -53,6 +54,7 @@ class APIError(Exception):
 
 class BadRequest(APIError):
     status_code = 400
+    code = "invalid_request"  # never null; raisers name a more specific one where they can
 
 
 class NotFound(APIError):
@@ -137,6 +139,9 @@ def engine_api_error(exc: EngineError) -> APIError:
     return ServerError(exc.message, param=exc.param, code=exc.code)
 
 
+UNEXPECTED = "The server had an error while processing your request."
+
+
 def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
 
@@ -144,6 +149,26 @@ def error_response(err: APIError) -> JSONResponse:
 def _field_name(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
+
+
+def validation_message(errors: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The field and message of the first validation error.
+
+    A union such as `"auto" | int` reports one error per member, each with the member's
+    name appended to the field's location ("n_epochs.literal['auto']", "n_epochs.
+    constrained-int"). Those become one message about the field: the non-literal member's
+    complaint, the literal choices as alternatives, and the value sent."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = tuple(first.get("loc", ()))
+    members = [e for e in errors if tuple(e.get("loc", ()))[:-1] == loc[:-1] and e["loc"]]
+    literals = [e for e in members if e.get("type") == "literal_error"]
+    others = [e for e in members if e.get("type") != "literal_error"]
+    if len(members) > 1 and literals and others:
+        param = _field_name(loc[:-1])
+        choices = " or ".join(str(e.get("ctx", {}).get("expected", "")) for e in literals)
+        msg = str(others[0]["msg"]).removeprefix("Value error, ")
+        return param, f"{msg}, or {choices}; got {first.get('input')!r}"
+    return _field_name(loc), str(first["msg"]).removeprefix("Value error, ")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -157,10 +182,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        param = _field_name(tuple(first.get("loc", ())))
-        msg = str(first["msg"]).removeprefix("Value error, ")
+        param, msg = validation_message(list(exc.errors()))
         message = f"{param}: {msg}" if param else f"Invalid request body: {msg}"
         err = BadRequest(message, param=param, code="invalid_request")
         return error_response(err)
@@ -191,5 +213,40 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Reached only from outside LastResort (the middleware around it); Starlette
+        # re-raises after this answer, so the server then drops the connection.
         log.exception("unhandled error", exc_info=exc)
-        return error_response(ServerError("The server had an error while processing your request."))
+        return error_response(ServerError(UNEXPECTED))
+
+
+class LastResort:
+    """The one last-resort handler: any exception no handler above answered becomes the
+    OpenAI envelope (500, type server_error) here, and goes no further.
+
+    Starlette's own catch-all (`exception_handler(Exception)`) answers and then re-raises,
+    and uvicorn closes a connection whose application raised: a keep-alive client's next
+    request then failed with a reset too. Here nothing is re-raised unless a response was
+    already half sent (a stream), where closing the connection is the only honest end."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("unhandled error", exc_info=exc)
+            await error_response(ServerError(UNEXPECTED))(scope, receive, send)

@@ -20,7 +20,7 @@ from app.console.router import install as install_console
 from app.db import get_sessionmaker
 from app.engine.factory import build_engine
 from app.engine.protocol import InferenceEngine
-from app.errors import install_error_handlers
+from app.errors import LastResort, install_error_handlers
 from app.evals.router import router as evals_router
 from app.files.router import router as files_router
 from app.finetune.router import router as finetune_router
@@ -93,6 +93,7 @@ def create_app(engine: InferenceEngine | None = None, settings: Settings | None 
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    app.add_middleware(LastResort)  # any unexpected error: a 500 envelope, connection kept
     app.add_middleware(RequestObserver)  # outermost: every answer gets an id and a log line
     app.include_router(health.router)
     app.include_router(metrics_router)

@@ -7,7 +7,7 @@ from above.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ADAPTER_PREFIX = "ft:"
 TEMPLATE_PREFIX = "tmpl:"
@@ -19,6 +19,16 @@ class References:
 
     aliases: list[str]  # aliases whose current version targets it
     templates: list[str]  # templates with a version that runs on it
+    # unfinished work that names it ("evaluation eval_...", "fine-tuning job ftjob-...")
+    pending: list[str] = field(default_factory=list)
+
+    def users(self) -> list[str]:
+        """All of them, for a 409's message."""
+        return (
+            [f"alias '{a}'" for a in self.aliases]
+            + [f"template '{t}'" for t in self.templates]
+            + self.pending
+        )
 
 
 # model -> its kind ("base" | "adapter" | "template"), aliases not followed; raises

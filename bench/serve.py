@@ -350,6 +350,7 @@ def phase_limit(work: dict, device: str) -> dict:
 def phase_engine(work: dict, device: str) -> dict:
     from app.engine.adapters import AdapterRef
     from app.engine.engine import Engine, EngineConfig
+    from app.engine.protocol import generate
     from app.engine.sampling import SamplingParams
 
     engine = Engine(load_model(device), EngineConfig(prefix_cache_entries=16))
@@ -358,7 +359,7 @@ def phase_engine(work: dict, device: str) -> dict:
 
     async def ttft(ids: list[int], prefix_len: int) -> float:
         t0 = time.perf_counter()
-        await engine.generate(ids, one, prefix_len=prefix_len)
+        await generate(engine, ids, one, prefix_len=prefix_len)
         return time.perf_counter() - t0
 
     async def measure() -> dict:
@@ -385,7 +386,7 @@ def phase_engine(work: dict, device: str) -> dict:
         for name, path in work["adapters"].items():
             ref = AdapterRef(name, Path(path))
             rss_before = PeakMemory()._rss()
-            await engine.generate(work["requests"][0]["ids"], one, ref)
+            await generate(engine, work["requests"][0]["ids"], one, ref)
             rss_after = PeakMemory()._rss()
             file_bytes = (Path(path) / "adapter_model.safetensors").stat().st_size
             rows.append(

@@ -72,6 +72,21 @@ def progress(path: str, step: int, total: int) -> bool:
 OPTS: dict = {"model": "smollm2-135m-instruct", "device": "cpu", "data": DATASET}
 
 
+def bench_config(batch_size: int, seed: int) -> TrainConfig:
+    """One epoch, the service's default LoRA shape; the same for both paths compared."""
+    return TrainConfig(
+        n_epochs=1,
+        batch_size=batch_size,
+        learning_rate=5e-4,
+        r=8,
+        alpha=16,
+        dropout=0.05,
+        target_modules=TARGETS,
+        seed=seed,
+        max_length=2048,
+    )
+
+
 def fresh_model():
     settings = get_settings()
     return load_base_model(OPTS["model"], settings.model_cache, OPTS["device"])
@@ -233,17 +248,7 @@ def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN0
 def run_dpo(args: argparse.Namespace) -> None:
     """DPO on SST-2 preference pairs: held-out preference accuracy before and after, and
     the time per step of DPO against SFT (same prompts, preferred answers, same settings)."""
-    config = TrainConfig(
-        n_epochs=1,
-        batch_size=4,
-        learning_rate=5e-4,
-        r=8,
-        alpha=16,
-        dropout=0.05,
-        target_modules=TARGETS,
-        seed=args.seed,
-        max_length=2048,
-    )
+    config = bench_config(batch_size=4, seed=args.seed)
     train_rows = load_rows("train", args.train, args.seed)
     test_rows = load_rows("test", args.test, args.seed)
     loaded = fresh_model()
@@ -308,17 +313,7 @@ def main() -> None:
         warm_up()
         run_dpo(args)
         return
-    config = TrainConfig(
-        n_epochs=1,
-        batch_size=8,
-        learning_rate=5e-4,
-        r=8,
-        alpha=16,
-        dropout=0.05,
-        target_modules=TARGETS,
-        seed=args.seed,
-        max_length=2048,
-    )
+    config = bench_config(batch_size=8, seed=args.seed)
     warm_up()
     train_rows = load_rows("train", args.train, args.seed)
     test_rows = load_rows("test", args.test, args.seed)
@@ -327,25 +322,20 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}; {config}"
     )
 
-    def run_worker() -> tuple[float, float]:
-        tps, secs, loss, (model, tok) = worker_path(train_rows, config)
-        print(f"worker: {tps:.1f} tokens/s, {secs:.1f} s training, final loss {loss:.4f}")
-        print(f"worker: accuracy {accuracy(model, tok, test_rows):.3f} on {len(test_rows)} test")
-        return tps, secs
-
-    def run_plain() -> tuple[float, float]:
-        tps, secs, loss, (model, tok) = plain_path(train_rows, config)
-        print(f"plain:  {tps:.1f} tokens/s, {secs:.1f} s training, final loss {loss:.4f}")
-        print(f"plain:  accuracy {accuracy(model, tok, test_rows):.3f} on {len(test_rows)} test")
+    def run(label: str, path) -> tuple[float, float]:  # noqa: ANN001
+        """Train one path, print its speed and test accuracy; its tokens/s and seconds."""
+        tps, secs, loss, (model, tok) = path(train_rows, config)
+        print(f"{label} {tps:.1f} tokens/s, {secs:.1f} s training, final loss {loss:.4f}")
+        print(f"{label} accuracy {accuracy(model, tok, test_rows):.3f} on {len(test_rows)} test")
         return tps, secs
 
     # The order is a flag so a run can check that going second is no advantage.
     if args.plain_first:
-        p_tps, p_s = run_plain()
-        w_tps, w_s = run_worker()
+        p_tps, p_s = run("plain: ", plain_path)
+        w_tps, w_s = run("worker:", worker_path)
     else:
-        w_tps, w_s = run_worker()
-        p_tps, p_s = run_plain()
+        w_tps, w_s = run("worker:", worker_path)
+        p_tps, p_s = run("plain: ", plain_path)
 
     print(f"ratio worker/plain tokens/s: {w_tps / p_tps:.2f}")
     print(f"ratio worker/plain training time: {w_s / p_s:.2f}")

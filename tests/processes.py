@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import redis
@@ -13,8 +14,13 @@ from tests.conftest import ADMIN_KEY, ROOT, free_port
 
 
 class ApiProcess:
-    def __init__(self) -> None:
+    """`uvicorn app.asgi:app` on a free port, ready (/readyz 200) when constructed. `env`
+    adds to or overrides the test's environment; `log` keeps its stderr (the request log)."""
+
+    def __init__(self, env: dict[str, str] | None = None, log: Path | None = None) -> None:
         self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -27,12 +33,12 @@ class ApiProcess:
                 "warning",
             ],
             cwd=ROOT,
-            env=dict(os.environ),
+            env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log.open("wb") if log is not None else subprocess.DEVNULL,
         )
         self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}",
+            base_url=self.base,
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
             timeout=60,
         )
@@ -43,8 +49,12 @@ class ApiProcess:
                     return
             except httpx.HTTPError:
                 pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, "API did not start"
+            alive = self.proc.poll() is None
+            assert alive and time.monotonic() < deadline, f"API did not start\n{self.output()}"
             time.sleep(0.2)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log is not None else ""
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

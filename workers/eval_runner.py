@@ -8,13 +8,18 @@ was running starts over (its report is written only at the end).
 
 import asyncio
 import logging
+import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.engine import Engine
 from app.engine.errors import EngineError
+from app.engine.protocol import generate
 from app.engine.structured import conforms
 from app.errors import APIError
 from app.evals import lifecycle
@@ -23,7 +28,7 @@ from app.evals.metrics import METRICS
 from app.evals.report import Outcome, build_report
 from app.inference.prompting import max_tokens_for, prepare_chat
 from app.protocol.chat import ChatCompletionRequest, ChatMessage
-from app.routing.resolve import Variant, resolve
+from app.routing.resolve import Variant, alias_split, resolve
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +50,17 @@ def run(eval_id: str, engine: Engine) -> None:
     try:
         with get_sessionmaker()() as session:
             examples = load_labeled_examples(session, claimed.tenant, claimed.file_id)
+            if claimed.limit:
+                examples = examples[: claimed.limit]
             resolved = [
-                resolve(session, claimed.tenant, m, engine.name, count_alias=False) for m in names
+                per_example(
+                    session, claimed.tenant, m, engine.name, len(examples), f"{eval_id}/{m}"
+                )
+                for m in names
             ]
     except Exception as exc:  # reported on the row, not raised
         _fail(eval_id, exc)
         return
-    if claimed.limit:
-        examples = examples[: claimed.limit]
     lifecycle.add_event(eval_id, f"Evaluating {len(examples)} examples on {len(names)} variants")
     # Touches the row while the worker is busy with it, so the reaper can tell a long
     # evaluation from a dead worker.
@@ -60,11 +68,24 @@ def run(eval_id: str, engine: Engine) -> None:
         _run_variants(eval_id, engine, names, resolved, examples, claimed.metric, gen)
 
 
+def per_example(
+    session: Session, tenant: str, model: str, base_name: str, n: int, seed: str
+) -> list[Variant]:
+    """The concrete variant that answers each of `n` examples: `model` itself, or for an
+    alias a pick per example by its weights, as live traffic would get (seeded by the
+    evaluation, so a redelivered run picks the same)."""
+    split = alias_split(session, tenant, model, base_name)
+    if split is None:
+        return [resolve(session, tenant, model, base_name, count_alias=False)] * n
+    variants, weights = zip(*split, strict=True)
+    return random.Random(seed).choices(variants, weights=weights, k=n)
+
+
 def _run_variants(
     eval_id: str,
     engine: Engine,
     names: list[str],
-    resolved: list[Variant],
+    resolved: list[list[Variant]],
     examples: list[LabeledExample],
     metric: str,
     gen: GenerationSettings,
@@ -99,15 +120,18 @@ def _fail(eval_id: str, exc: Exception) -> None:
 
 async def run_variant(
     engine: Engine,
-    variant: Variant,
+    variants: Variant | Sequence[Variant],
     examples: list[LabeledExample],
     metric: str,
     settings: GenerationSettings,
 ) -> list[Outcome]:
+    """`variants`: one for every example, or one per example (an alias's picks)."""
     score = METRICS[metric]
     gate = asyncio.Semaphore(settings.concurrency)
+    if isinstance(variants, Variant):
+        variants = [variants] * len(examples)
 
-    async def one(example: LabeledExample) -> Outcome:
+    async def one(example: LabeledExample, variant: Variant) -> Outcome:
         async with gate:
             try:
                 req = ChatCompletionRequest(
@@ -123,13 +147,18 @@ async def run_variant(
                     prepared.defaults, max_tokens=budget, constraint=prepared.constraint
                 )
                 started = time.perf_counter()
-                result = await engine.generate(
-                    prepared.token_ids, params, variant.adapter, prefix_len=prepared.prefix_len
+                result = await generate(
+                    engine,
+                    prepared.token_ids,
+                    params,
+                    variant.adapter,
+                    prefix_len=prepared.prefix_len,
                 )
                 latency = (time.perf_counter() - started) * 1000
             except (APIError, EngineError) as err:
-                return Outcome(answer=None, correct=False, error=err.message)
+                return Outcome(answer=None, correct=False, error=err.message, model=variant.model)
             return Outcome(
+                model=variant.model,
                 answer=result.text,
                 correct=score(result.text, example.expected),
                 prompt_tokens=result.prompt_tokens,
@@ -143,4 +172,5 @@ async def run_variant(
                 ),
             )
 
-    return list(await asyncio.gather(*(one(ex) for ex in examples)))
+    pairs = zip(examples, variants, strict=True)
+    return list(await asyncio.gather(*(one(ex, v) for ex, v in pairs)))

@@ -1,9 +1,11 @@
 """Runs one attempt of a fine-tuning job: claim the row, train, write the adapter, register.
 
 Idempotent: a second delivery of the same job finds it finished, cancelled or in another
-worker's hands and does nothing; a delivery after a lost worker restarts it from scratch.
-Files are written to a temporary folder under adapters_dir and renamed into place before the
-adapter row exists, so a registered adapter always has complete files.
+worker's hands and does nothing. A delivery after the job was handed back (a worker's
+graceful shutdown) or its worker was lost resumes from the last finished epoch when that
+epoch's checkpoint is there (EpochSaver), else starts again. Files are written to a temporary
+folder under adapters_dir and renamed into place before the adapter row exists, so a
+registered adapter always has complete files.
 """
 
 import errno
@@ -27,14 +29,16 @@ from app.finetune import lifecycle, parents
 from app.registry import service as registry
 from app.registry.service import folder_bytes
 from app.settings import get_settings
-from app.status import Status
+from app.status import TERMINAL, Status
 from workers.dpo import DpoObjective, tokenize_pair
 from workers.holdout import split_validation
 from workers.training import (
     EpochMetrics,
     ExampleError,
+    ResumeState,
     SftObjective,
     StepMetrics,
+    TrainConfig,
     TrainingStopped,
     TrainResult,
     adapter_shape,
@@ -75,17 +79,55 @@ def adapter_name(base: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:{suffix or ''}:{job_id}"
 
 
-class EpochSaver:
-    """Saves the adapter at the end of every epoch into a staging folder, keeping the latest
-    few; `publish` moves the latest ones other than the selected epoch (which is the final
-    model) into place once the final adapter exists. Nothing under the staging folder is
-    ever registered: a failed or cancelled job leaves nothing."""
+RESUME_FILE = "training_state.pt"
+INDEX_FILE = "index.json"
 
-    def __init__(self, adapters_dir: Path, job_id: str) -> None:
-        adapters_dir.mkdir(parents=True, exist_ok=True)
+
+def epochs_folder(adapters_dir: Path, job_id: str) -> Path:
+    return adapters_dir / f".epochs-{job_id}"
+
+
+def discard_epochs(adapters_dir: Path, job_id: str) -> None:
+    shutil.rmtree(epochs_folder(adapters_dir, job_id), ignore_errors=True)
+
+
+class EpochSaver:
+    """Saves the adapter at the end of every epoch into the job's epochs folder, keeping the
+    latest few, and beside the latest one the trainer's state (weights, optimizer moments,
+    schedule, RNG, best epoch so far) so a later attempt of the job can resume there;
+    `publish` moves the latest ones other than the selected epoch (which is the final model)
+    into place once the final adapter exists. The folder outlives an attempt that was
+    handed back or lost, and is only read back for the same training (`fingerprint`: the
+    config and the data); nothing under it is ever registered, and it goes when the job
+    ends (run_job)."""
+
+    def __init__(self, adapters_dir: Path, job_id: str, fingerprint: dict[str, Any]) -> None:
         self.adapters_dir, self.job_id = adapters_dir, job_id
-        self.staging = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-epochs-", dir=adapters_dir))
+        self.staging = epochs_folder(adapters_dir, job_id)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
         self.saved: list[tuple[int, int, Path, dict[str, Any]]] = []  # epoch, step, folder
+        self.resume_from: Path | None = None
+        index = self._index()
+        if index is not None and index.get("fingerprint") == self.fingerprint:
+            self.saved = [(e, s, self.staging / f, m) for e, s, f, m in index["saved"]]
+            self.resume_from = self.staging / index["resume"]
+
+    def _index(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.staging / INDEX_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def resume_state(self) -> ResumeState | None:
+        """The state saved at the end of the last finished epoch of an earlier attempt."""
+        if self.resume_from is None:
+            return None
+        try:
+            return ResumeState.load(self.resume_from / RESUME_FILE)
+        except Exception:  # noqa: BLE001 - unreadable: train from the start instead
+            log.warning("job %s: unreadable training state, starting again", self.job_id)
+            return None
 
     def __call__(self, ended: EpochMetrics, model: Any, last: StepMetrics | None) -> None:
         folder = self.staging / f"step-{ended.step}"
@@ -100,6 +142,23 @@ class EpochSaver:
         # One more than kept, in case the selected epoch is among the latest.
         while len(self.saved) > KEPT_EPOCH_CHECKPOINTS + 1:
             shutil.rmtree(self.saved.pop(0)[2], ignore_errors=True)
+
+    def checkpoint(self, state: ResumeState) -> None:
+        """After __call__ for the same epoch: the trainer's state beside its adapter, then
+        the index that points at it (renamed into place, so a reader sees old or new)."""
+        folder = self.staging / f"step-{state.step}"
+        state.save(folder / RESUME_FILE)
+        index = {
+            "fingerprint": self.fingerprint,
+            "saved": [[e, s, f.name, m] for e, s, f, m in self.saved],
+            "resume": folder.name,
+        }
+        tmp = self.staging / f"{INDEX_FILE}.tmp"
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.staging / INDEX_FILE)
+        for _, _, older, _ in self.saved:  # only the newest state is ever resumed from
+            if older != folder:
+                (older / RESUME_FILE).unlink(missing_ok=True)
 
     def publish(
         self, final_name: str, manifest: dict[str, Any], selected_epoch: int | None
@@ -124,9 +183,6 @@ class EpochSaver:
             )
         return published
 
-    def discard(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-
 
 def run_job(job_id: str) -> None:
     settings = get_settings()
@@ -136,6 +192,18 @@ def run_job(job_id: str) -> None:
     if claim is None:
         log.info("job %s: nothing to run", job_id)
         return
+    try:
+        _run_claimed(claim)
+    finally:
+        # Kept for the next attempt while the job is queued or running again (handed back,
+        # lost lease); gone once it succeeded, failed or was cancelled.
+        if lifecycle.current_status(job_id) in TERMINAL:
+            discard_epochs(settings.adapters_dir, job_id)
+
+
+def _run_claimed(claim: lifecycle.Claim) -> None:
+    job_id = claim.job_id
+    settings = get_settings()
     interval = max(0.2, settings.job_heartbeat_timeout_s / 4)
     with heartbeat(claim.job_id, claim.attempt, interval):
         try:
@@ -249,7 +317,23 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         lifecycle.event(claim.job_id, text, type="metrics", data=_metrics(m))
         return True
 
-    saver = EpochSaver(settings.adapters_dir, claim.job_id)
+    saver = EpochSaver(
+        settings.adapters_dir,
+        claim.job_id,
+        _fingerprint(config, claim, loaded.name, hp, train_file, valid_file, len(objective.train)),
+    )
+    resume = saver.resume_state()
+    if resume is not None:
+        lifecycle.event(
+            claim.job_id,
+            f"Resuming after epoch {resume.epoch}/{config.n_epochs} (step {resume.step}) from "
+            "its checkpoint: weights, optimizer state and schedule restored; the finished "
+            "epochs are not trained again",
+            data={"epoch": resume.epoch, "step": resume.step},
+        )
+
+    def still_mine() -> bool:
+        return lifecycle.should_continue(claim.job_id, claim.attempt)
 
     def on_epoch_end(ended: EpochMetrics, model: Any, last: StepMetrics | None) -> None:
         if ended.valid_loss is not None:
@@ -263,70 +347,95 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
                     "epoch_valid_loss": ended.valid_loss,
                 },
             )
-        saver(ended, model, last)
+        if still_mine():  # a job handed back meanwhile may be another attempt's: its folder
+            saver(ended, model, last)
 
-    try:
-        result = train_objective(
-            loaded.model,
-            objective,
-            config,
-            report=report,
-            should_continue=lambda: lifecycle.should_continue(claim.job_id, claim.attempt),
-            on_epoch_end=on_epoch_end,
+    def on_checkpoint(state: ResumeState) -> None:
+        if still_mine():  # a job handed back meanwhile may already be another attempt's
+            saver.checkpoint(state)
+
+    result = train_objective(
+        loaded.model,
+        objective,
+        config,
+        report=report,
+        should_continue=still_mine,
+        on_epoch_end=on_epoch_end,
+        on_checkpoint=on_checkpoint,
+        resume=resume,
+    )
+    name = adapter_name(loaded.name, claim.suffix, claim.job_id)
+    manifest = _manifest(name, claim, loaded.name, hp, train_file, valid_file, result)
+    manifest["parent"] = parent.lineage if parent is not None else None
+    manifest["method"] = claim.method
+    manifest["validation"] = {
+        "source": split.source,
+        "examples": len(valid),
+        "note": split.note,
+    }
+    selected = result.selected
+    manifest["selected"] = {
+        "epoch": selected.epoch if selected else None,
+        "step": selected.step if selected else None,
+        "valid_loss": selected.valid_loss if selected else None,
+        "reason": result.selection_reason,
+        "stopped_early": result.stopped_early,
+        "epochs": [asdict(e) for e in result.epochs],
+    }
+    if selected is not None and result.epochs and selected.epoch != result.epochs[-1].epoch:
+        lifecycle.event(
+            claim.job_id,
+            f"Selected epoch {selected.epoch} (step {selected.step}) as the fine-tuned "
+            f"model: {result.selection_reason}",
         )
-        name = adapter_name(loaded.name, claim.suffix, claim.job_id)
-        manifest = _manifest(name, claim, loaded.name, hp, train_file, valid_file, result)
-        manifest["parent"] = parent.lineage if parent is not None else None
-        manifest["method"] = claim.method
-        manifest["validation"] = {
-            "source": split.source,
-            "examples": len(valid),
-            "note": split.note,
-        }
-        selected = result.selected
-        manifest["selected"] = {
+    folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
+    final = lifecycle.AdapterFiles(
+        name=name,
+        path=folder.name,
+        bytes=folder_bytes(folder),
+        step=selected.step if selected else result.steps,
+        metrics={
+            **(_metrics(result.history[-1]) if result.history else {}),
+            "full_valid_loss": selected.valid_loss if selected else None,
             "epoch": selected.epoch if selected else None,
-            "step": selected.step if selected else None,
-            "valid_loss": selected.valid_loss if selected else None,
-            "reason": result.selection_reason,
-            "stopped_early": result.stopped_early,
-            "epochs": [asdict(e) for e in result.epochs],
-        }
-        if selected is not None and result.epochs and selected.epoch != result.epochs[-1].epoch:
-            lifecycle.event(
-                claim.job_id,
-                f"Selected epoch {selected.epoch} (step {selected.step}) as the fine-tuned "
-                f"model: {result.selection_reason}",
-            )
-        folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
-        final = lifecycle.AdapterFiles(
-            name=name,
-            path=folder.name,
-            bytes=folder_bytes(folder),
-            step=selected.step if selected else result.steps,
-            metrics={
-                **(_metrics(result.history[-1]) if result.history else {}),
-                "full_valid_loss": selected.valid_loss if selected else None,
-                "epoch": selected.epoch if selected else None,
-                "step": selected.step if selected else result.steps,
-            },
-            manifest=manifest,
-        )
-        earlier = saver.publish(name, manifest, selected.epoch if selected else None)
-        registered = lifecycle.succeed(
-            claim,
-            final=final,
-            base_model=loaded.name,
-            trained_tokens=result.trained_tokens,
-            earlier=earlier,
-            parent=parent.name if parent is not None else None,
-        )
-        if not registered:  # cancelled (or taken over) at the last moment: leave nothing
-            for files in [final, *earlier]:
-                shutil.rmtree(settings.adapters_dir / files.path, ignore_errors=True)
-            raise TrainingStopped(result.steps)
-    finally:
-        saver.discard()
+            "step": selected.step if selected else result.steps,
+        },
+        manifest=manifest,
+    )
+    earlier = saver.publish(name, manifest, selected.epoch if selected else None)
+    registered = lifecycle.succeed(
+        claim,
+        final=final,
+        base_model=loaded.name,
+        trained_tokens=result.trained_tokens,
+        earlier=earlier,
+        parent=parent.name if parent is not None else None,
+    )
+    if not registered:  # cancelled (or taken over) at the last moment: leave nothing
+        for files in [final, *earlier]:
+            shutil.rmtree(settings.adapters_dir / files.path, ignore_errors=True)
+        raise TrainingStopped(result.steps)
+
+
+def _fingerprint(
+    config: TrainConfig,
+    claim: lifecycle.Claim,
+    base_model: str,
+    hp: dict[str, Any],
+    train_file: File,
+    valid_file: File | None,
+    n_train: int,
+) -> dict[str, Any]:
+    """What a saved training state is only valid for: the same training, on the same data."""
+    return {
+        "config": asdict(config),
+        "method": claim.method,
+        "beta": hp.get("beta"),
+        "base_model": base_model,
+        "training_file": train_file.sha256,
+        "validation_file": valid_file.sha256 if valid_file else None,
+        "train_items": n_train,
+    }
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ back instead of holding the shutdown for hours or losing them.
 The main process marks the jobs its processes run `queued` again (one event each) and sends
 them to the broker; the trainer sees at its next step that the job is no longer its own
 (`lifecycle.should_continue`), stops without registering anything, and the task returns, so
-the warm shutdown ends. The next worker to take the message trains the job again from the
-start: the trainer has no resume from an epoch checkpoint yet.
+the warm shutdown ends. The next worker to take the message resumes the job after its last
+finished epoch, from the checkpoint the trainer saved there (weights, optimizer state,
+schedule: finetune_runner.EpochSaver); only the unfinished epoch is trained again, or the
+whole job when no epoch had finished.
 """
 
 import logging
@@ -52,8 +54,8 @@ def hand_back(worker_names: list[str]) -> list[str]:
             lifecycle.add_event(
                 session,
                 row.id,
-                "The worker is shutting down: job handed back to the queue; it starts again "
-                "on the next worker",
+                "The worker is shutting down: job handed back to the queue; the next worker "
+                "resumes it after its last finished epoch (from the start if none finished)",
             )
         session.commit()
         ids = [row.id for row in rows]

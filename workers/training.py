@@ -7,10 +7,12 @@ every prompt identically; the loss covers only assistant tokens (weight 1).
 """
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -128,6 +130,50 @@ class TrainResult:
         return self.trained_tokens / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+@dataclass
+class ResumeState:
+    """Where the loop stood at the end of an epoch, with the best epoch chosen so far: enough
+    for another process to go on from the next epoch as if it had never stopped (the
+    optimizer's moments, the schedule, the dropout RNG; the batch order is replayed from
+    the seed)."""
+
+    epoch: int  # epochs finished
+    step: int
+    tokens: int
+    elapsed: float
+    last_loss: float
+    last_valid: float | None
+    weights: dict[str, torch.Tensor]  # the trainable (LoRA) parameters
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    torch_rng: torch.Tensor
+    history: list[StepMetrics]
+    epochs: list[EpochMetrics]
+    best: EpochMetrics | None
+    best_loss: float
+    best_weights: dict[str, torch.Tensor]
+    since_best: int
+    stopped_early: bool
+
+    def save(self, path: Path) -> None:
+        """Written whole or not at all (a temporary file renamed into place)."""
+        plain = {**self.__dict__}
+        plain["history"] = [asdict(m) for m in self.history]
+        plain["epochs"] = [asdict(e) for e in self.epochs]
+        plain["best"] = asdict(self.best) if self.best is not None else None
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(plain, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "ResumeState":
+        plain = torch.load(path, weights_only=True)  # tensors and plain values only
+        plain["history"] = [StepMetrics(**m) for m in plain["history"]]
+        plain["epochs"] = [EpochMetrics(**e) for e in plain["epochs"]]
+        plain["best"] = EpochMetrics(**plain["best"]) if plain["best"] is not None else None
+        return cls(**plain)
+
+
 # A reporter gets each logged step's metrics; returning False stops training.
 StepReporter = Callable[[StepMetrics], bool]
 # Checked between steps (cheaply, every step): returning False stops training.
@@ -135,6 +181,10 @@ ShouldContinue = Callable[[], bool]
 # Called at the end of every epoch, the last included: (that epoch's metrics, the model in
 # training, the last logged step's metrics).
 EpochEnd = Callable[[EpochMetrics, PeftModel, StepMetrics | None], None]
+# Called at the end of every epoch after on_epoch_end, once the best epoch and early stopping
+# are decided: what a later attempt needs to resume (see ResumeState). Save it before
+# returning: its optimizer tensors are the live ones.
+Checkpoint = Callable[[ResumeState], None]
 # Validation loss per logged step is measured on at most this many examples, to stay cheap;
 # the per-epoch loss that picks the best epoch uses all of them.
 STEP_VALID_EXAMPLES = 64
@@ -395,13 +445,16 @@ def train_objective(
     should_continue: ShouldContinue | None = None,
     log_every: int | None = None,
     on_epoch_end: EpochEnd | None = None,
+    on_checkpoint: Checkpoint | None = None,
+    resume: ResumeState | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `model` (modified in place) and return it.
 
     AdamW with a linear decay to zero, batches grouped by length. Same seed, data and
     thread count give the same weights. With validation examples, each epoch's validation
     loss is measured and the returned model holds the weights of the epoch where it was
-    lowest (optionally stopping early).
+    lowest (optionally stopping early). With `resume` (a state an earlier run handed to
+    `on_checkpoint`, same config and data), training goes on from the epoch after it.
     """
     peft_model = wrap_lora(model, config)
     objective.prepare(peft_model)
@@ -430,7 +483,23 @@ def train_objective(
     best: EpochMetrics | None = None
     best_weights: dict[str, torch.Tensor] = {}
     best_loss, since_best, stopped_early = math.inf, 0, False
-    for epoch in range(1, config.n_epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        _load_trainable(peft_model, resume.weights)
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        for _ in range(resume.epoch):  # the batch orders of the finished epochs, replayed
+            length_grouped_batches(lengths, config.batch_size, rng, config.bucket_batches)
+        torch.set_rng_state(resume.torch_rng)
+        step, tokens, elapsed = resume.step, resume.tokens, resume.elapsed
+        last_loss, last_valid = resume.last_loss, resume.last_valid
+        history, epochs = list(resume.history), list(resume.epochs)
+        best, best_loss, best_weights = resume.best, resume.best_loss, resume.best_weights
+        since_best, stopped_early = resume.since_best, resume.stopped_early
+        first_epoch = resume.epoch + 1
+    for epoch in range(first_epoch, config.n_epochs + 1):
+        if stopped_early:
+            break
         for batch_ids in length_grouped_batches(
             lengths, config.batch_size, rng, config.bucket_batches
         ):
@@ -476,21 +545,38 @@ def train_objective(
         epochs.append(ended)
         if on_epoch_end is not None:
             on_epoch_end(ended, peft_model, history[-1] if history else None)
-        if epoch_valid is None:
-            continue
-        if epoch_valid < best_loss:
-            best, best_loss, since_best = ended, epoch_valid, 0
-            best_weights = {
-                name: p.detach().clone()
-                for name, p in peft_model.named_parameters()
-                if p.requires_grad
-            }
-        else:
-            since_best += 1
-            patience = config.early_stopping_patience
-            if patience and since_best >= patience and epoch < config.n_epochs:
-                stopped_early = True
-                break
+        if epoch_valid is not None:
+            if epoch_valid < best_loss:
+                best, best_loss, since_best = ended, epoch_valid, 0
+                best_weights = _trainable(peft_model)
+            else:
+                since_best += 1
+                patience = config.early_stopping_patience
+                stopped_early = bool(
+                    patience and since_best >= patience and epoch < config.n_epochs
+                )
+        if on_checkpoint is not None:
+            on_checkpoint(
+                ResumeState(
+                    epoch=epoch,
+                    step=step,
+                    tokens=tokens,
+                    elapsed=elapsed,
+                    last_loss=last_loss,
+                    last_valid=last_valid,
+                    weights=_trainable(peft_model),
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    torch_rng=torch.get_rng_state(),
+                    history=list(history),
+                    epochs=list(epochs),
+                    best=best,
+                    best_loss=best_loss,
+                    best_weights=best_weights,
+                    since_best=since_best,
+                    stopped_early=stopped_early,
+                )
+            )
     selected = best or (epochs[-1] if epochs else None)
     if best is not None and best.epoch != epochs[-1].epoch:
         with torch.no_grad():
@@ -510,6 +596,19 @@ def train_objective(
         selected=selected,
         stopped_early=stopped_early,
     )
+
+
+def _trainable(model: PeftModel) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model: PeftModel, weights: dict[str, torch.Tensor]) -> None:
+    own = dict(model.named_parameters())
+    if set(weights) != {name for name, p in own.items() if p.requires_grad}:
+        raise ValueError("the saved training state is of another adapter shape")
+    with torch.no_grad():
+        for name, value in weights.items():
+            own[name].copy_(value)
 
 
 def _rounded(value: float | None) -> float | None:

@@ -12,6 +12,7 @@ from app.aliases.schemas import (
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
 from app.inference.dependencies import EngineDep
+from app.routing.references import references_in
 from app.routing.resolve import model_kinds
 
 router = APIRouter(prefix="/v1/aliases", tags=["aliases"])
@@ -60,9 +61,15 @@ def repoint_alias(
 
 @router.post("/{name}/rollback", response_model=AliasRead)
 def rollback_alias(
-    name: str, body: AliasRollback, principal: TenantDep, session: SessionDep
+    name: str, body: AliasRollback, principal: TenantDep, session: SessionDep, engine: EngineDep
 ) -> AliasRead:
-    alias = service.rollback(session, principal.tenant, name, body.version)
+    alias = service.rollback(
+        session,
+        principal.tenant,
+        name,
+        body.version,
+        model_kinds(session, principal.tenant, engine.name),
+    )
     return service.read(session, alias)
 
 
@@ -73,5 +80,5 @@ def alias_history(name: str, principal: TenantDep, session: SessionDep) -> Alias
 
 @router.delete("/{name}", status_code=204)
 def delete_alias(name: str, principal: TenantDep, session: SessionDep) -> Response:
-    service.remove(session, principal.tenant, name)
+    service.remove(session, principal.tenant, name, references_in(session, principal.tenant))
     return Response(status_code=204)

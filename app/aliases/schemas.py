@@ -2,6 +2,8 @@ import re
 
 from pydantic import BaseModel, Field, field_validator
 
+from app.protocol.values import RequestModel, Version
+
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 
 
@@ -10,7 +12,7 @@ class AliasTarget(BaseModel):
     weight: float = Field(default=1.0, gt=0.0, le=1_000_000.0)
 
 
-class _Targets(BaseModel):
+class _Targets(RequestModel):
     targets: list[AliasTarget] = Field(min_length=1, max_length=16)
 
     @field_validator("targets")
@@ -37,8 +39,8 @@ class AliasUpdate(_Targets):
     pass
 
 
-class AliasRollback(BaseModel):
-    version: int | None = Field(default=None, ge=1)  # default: the version before the current
+class AliasRollback(RequestModel):
+    version: Version | None = None  # default: the version before the current
 
 
 class AliasVersionRead(BaseModel):

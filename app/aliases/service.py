@@ -13,7 +13,7 @@ from app.aliases.schemas import AliasRead, AliasTarget, AliasVersionRead
 from app.db import unix_time
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
-from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind
+from app.model_refs import ADAPTER_PREFIX, TEMPLATE_PREFIX, ModelKind, ReferencesTo
 
 _rng = random.SystemRandom()
 
@@ -95,15 +95,37 @@ def repoint(
     return _add_version(session, alias, [t.model_dump() for t in targets])
 
 
-def rollback(session: Session, tenant: str, name: str, version: int | None) -> Alias:
+def rollback(
+    session: Session, tenant: str, name: str, version: int | None, model_kind: ModelKind
+) -> Alias:
     alias = get(session, tenant, name)
     wanted = version if version is not None else alias.current_version - 1
     old = _version(session, alias, wanted) if wanted >= 1 else None
     if old is None:
         raise BadRequest(
-            f"Alias '{name}' has no version {wanted} to roll back to.", param="version"
+            f"Alias '{name}' has no version {wanted} to roll back to.",
+            param="version",
+            code="alias_version_not_found",
+        )
+    # The old version's targets may have been deleted since: checked as a fresh repoint is,
+    # so the alias never points at something that cannot serve.
+    missing = [t["model"] for t in old.targets if not _exists(model_kind, t["model"])]
+    if missing:
+        raise Conflict(
+            f"Version {wanted} of alias '{name}' targets {', '.join(missing)}, which no longer "
+            "exist(s); repoint the alias instead.",
+            param="version",
+            code="rollback_target_missing",
         )
     return _add_version(session, alias, old.targets)
+
+
+def _exists(model_kind: ModelKind, model: str) -> bool:
+    try:
+        model_kind(model)
+    except ModelNotFound:
+        return False
+    return True
 
 
 def _add_version(session: Session, alias: Alias, targets: list[dict]) -> Alias:
@@ -147,8 +169,16 @@ def history(session: Session, tenant: str, name: str) -> list[AliasVersionRead]:
     ]
 
 
-def remove(session: Session, tenant: str, name: str) -> None:
+def remove(session: Session, tenant: str, name: str, references_to: ReferencesTo) -> None:
     alias = get(session, tenant, name)
+    pending = references_to(name).pending
+    if pending:
+        raise Conflict(
+            f"Alias '{name}' is used by {', '.join(pending)}, not finished yet; delete it "
+            "once they finish.",
+            param="name",
+            code="alias_in_use",
+        )
     session.execute(delete(AliasCounter).where(AliasCounter.alias_id == alias.id))
     session.execute(delete(AliasVersion).where(AliasVersion.alias_id == alias.id))
     session.delete(alias)
@@ -163,6 +193,14 @@ def pointing_to(session: Session, tenant: str, matches: Callable[[str], bool]) -
     """Names of the aliases whose current version has a target `matches` accepts (checked
     before a template or adapter is deleted)."""
     return AliasRepository(session, tenant).pointing_to(matches)
+
+
+def weighted_targets(session: Session, tenant: str, name: str) -> list[tuple[str, float]] | None:
+    """(model, weight) of each target of the alias's current version (None: no such alias)."""
+    current = AliasRepository(session, tenant).current_targets(name)
+    if current is None:
+        return None
+    return [(t["model"], t["weight"]) for t in current[1]]
 
 
 def pick_target(session: Session, tenant: str, name: str, *, count: bool = True) -> str | None:

@@ -8,6 +8,7 @@ from app.audit import service
 from app.audit.schemas import AuditEventList, AuditEventRead
 from app.auth.dependencies import AdminDep
 from app.db import SessionDep
+from app.protocol.values import DB_INT_MAX
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -18,7 +19,7 @@ def list_audit_events(
     actor: AdminDep,
     tenant: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=32)] = None,
-    after: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    after: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> AuditEventList:
     rows, has_more = service.list_events(

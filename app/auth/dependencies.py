@@ -14,6 +14,23 @@ from app.observability.context import note_actor
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    try:
+        principal = _authenticate(request, session)
+    except AuthenticationError:
+        # A request without a valid key has no key's bucket: it draws on its client
+        # address's, so a stream of wrong keys is throttled (429) like any other traffic.
+        if limiter is not None:
+            limiter.check(f"address:{request.client.host if request.client else '-'}")
+        raise
+    if limiter is not None:
+        limiter.check(principal.key_id)
+    request.state.principal = principal
+    note_actor(principal.key_id)
+    return principal
+
+
+def _authenticate(request: Request, session: SessionDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -21,17 +38,11 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
             "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
         )
     try:
-        principal = authenticate(session, key.strip())
+        return authenticate(session, key.strip())
     finally:
         # Give the connection back at once: most requests need no other query, and a
         # connection held across a long generation would starve the pool.
         session.close()
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is not None:
-        limiter.check(principal.key_id)
-    request.state.principal = principal
-    note_actor(principal.key_id)
-    return principal
 
 
 TenantDep = Annotated[Principal, Depends(current_principal)]

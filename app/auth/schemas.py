@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.auth.models import ApiKey
 from app.auth.service import DEFAULT_SCOPES, Scope, key_status
 from app.db import unix_time
+from app.protocol.values import RequestModel
 
 # Unix seconds up to the end of year 9999: what a datetime column can hold.
 MAX_UNIX_TIME = 253402300800
@@ -19,7 +20,7 @@ def from_unix(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     # Omitted: the caller's own tenant. Other tenants need a platform admin key.
@@ -41,7 +42,7 @@ class ApiKeyCreate(BaseModel):
         return list(self.scopes) + (["admin"] if self.is_admin else [])
 
 
-class ApiKeyRotate(BaseModel):
+class ApiKeyRotate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     # How long the old secret keeps working, so clients can switch over without downtime.

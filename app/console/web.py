@@ -2,17 +2,18 @@
 and one route class that turns service errors into pages."""
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import jinja2
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request, Response, params
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
 from app.auth.rate_limit import RateLimiter
+from app.auth.service import Scope
 from app.console.session import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -23,7 +24,8 @@ from app.console.session import (
     read_session,
 )
 from app.db import SessionDep
-from app.errors import APIError
+from app.errors import APIError, InsufficientScope
+from app.observability.context import note_actor
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -155,10 +157,36 @@ def signed_in(request: Request, session: SessionDep) -> ConsoleSession:
         limiter.check(console.principal.key_id)
     request.state.principal = console.principal
     request.state.console = console
+    note_actor(console.principal.key_id)  # the audit trail names the key behind the console
     return console
 
 
 ConsoleDep = Annotated[ConsoleSession, Depends(signed_in)]
+
+_scope_checks: dict[str, params.Depends] = {}
+
+
+def console_requires(scope: Scope) -> params.Depends:
+    """The console's version of the API's scope check (app/auth/dependencies.py), for a page
+    module's routes: a key without `scope` gets the 403 page (or the JSON envelope)."""
+    if scope not in _scope_checks:
+
+        def check(console: ConsoleDep) -> ConsoleSession:
+            if scope not in console.principal.scopes:
+                raise InsufficientScope(scope)
+            return console
+
+        _scope_checks[scope] = Depends(check)
+    return _scope_checks[scope]
+
+
+def landing_page(scopes: Collection[str]) -> str:
+    """Where a key lands after signing in: the first part of the console it may use."""
+    if "manage" in scopes:
+        return "/"
+    if "inference" in scopes:
+        return "/playground"
+    return "/keys"
 
 
 async def csrf_checked(request: Request, console: ConsoleDep) -> ConsoleSession:

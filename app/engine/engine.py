@@ -18,7 +18,7 @@ from app.engine.errors import EngineOverloaded, InvalidInput
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import shared_chat_prefix
-from app.engine.requests import Finished, RequestHandle
+from app.engine.requests import RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
 from app.engine.structured import (
@@ -161,16 +161,6 @@ class Engine:
                 "The server is busy: too many requests queued. Retry shortly."
             ) from None
         return handle
-
-    async def generate(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        adapter: AdapterRef | None = None,
-        *,
-        prefix_len: int = 0,
-    ) -> Finished:
-        return await self.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()
 
     def forget_adapter(self, name: str) -> None:
         self.adapters.forget(name)

@@ -39,15 +39,6 @@ class InferenceEngine(Protocol):
         on a running event loop; the handle's events arrive on that loop."""
         ...
 
-    async def generate(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        adapter: AdapterRef | None = None,
-        *,
-        prefix_len: int = 0,
-    ) -> Finished: ...
-
     def check_constraint(self, constraint: OutputConstraint) -> None:
         """A structured-output constraint this engine can run, or an InvalidInput."""
         ...
@@ -63,3 +54,15 @@ class InferenceEngine(Protocol):
     def health(self) -> dict[str, Any]:
         """Details for /readyz."""
         ...
+
+
+async def generate(
+    engine: InferenceEngine,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    adapter: AdapterRef | None = None,
+    *,
+    prefix_len: int = 0,
+) -> Finished:
+    """One whole generation (no streaming): submit it and wait for its end, on any engine."""
+    return await engine.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()

@@ -5,7 +5,13 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from app.evals.stats import mcnemar_exact, percentile, wilson_interval
+from app.evals.stats import (
+    examples_to_decide,
+    mcnemar_exact,
+    paired_difference_interval,
+    percentile,
+    wilson_interval,
+)
 
 SIGNIFICANCE = 0.05
 
@@ -23,6 +29,8 @@ class Outcome:
     # Under an output constraint (a template's default): whether the answer parses as it
     # asks (None: the variant has none).
     parses: bool | None = None
+    # The concrete variant that answered (for an alias: its pick for this example).
+    model: str | None = None
 
 
 def variant_summary(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -79,63 +87,155 @@ def pairwise(names: list[str], outcomes: dict[str, list[Outcome]]) -> list[dict[
     return rows
 
 
-def recommend(summaries: dict[str, dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The most accurate variant, unless a cheaper one is not significantly worse: then the
-    cheaper one (fewer prompt tokens per request, then lower latency)."""
-    best = max(summaries, key=lambda v: summaries[v]["accuracy"])
+# A cheaper variant is recommended over the most accurate one only when the data show, at
+# one-sided 95% confidence, that its accuracy is at most MARGIN below (non-inferiority); a
+# small sample alone never earns a weaker variant the recommendation.
+MARGIN = 0.05
+ONE_SIDED_95 = 1.644854
 
-    def p_against_best(v: str) -> float:
-        if v == best:
-            return 1.0
-        row = next(r for r in pairs if {r["a"], r["b"]} == {v, best})
-        return row["p_value"]
 
-    tied = [v for v in summaries if p_against_best(v) >= SIGNIFICANCE]
-    choice = min(
-        tied, key=lambda v: (summaries[v]["mean_prompt_tokens"], summaries[v]["latency_ms_p50"])
+def compare(first: list[Outcome], second: list[Outcome]) -> dict[str, Any]:
+    """First against second on the same examples: the accuracy difference with its
+    two-sided 90% interval (each side a one-sided 95% bound), and the verdict on the
+    margin: within_margin, worse (by more than the margin) or undecided."""
+    pairs = list(zip(first, second, strict=True))
+    counts = (
+        sum(x.correct and y.correct for x, y in pairs),
+        sum(x.correct and not y.correct for x, y in pairs),
+        sum(y.correct and not x.correct for x, y in pairs),
+        sum(not x.correct and not y.correct for x, y in pairs),
     )
+    diff, low, high = paired_difference_interval(*counts, ONE_SIDED_95)
+    if low > -MARGIN:
+        verdict = "within_margin"
+    elif high < -MARGIN:
+        verdict = "worse"
+    else:
+        verdict = "undecided"
+    needed = examples_to_decide(counts, MARGIN, ONE_SIDED_95) if verdict == "undecided" else None
+    return {
+        "difference": diff,
+        "lower": low,
+        "upper": high,
+        "verdict": verdict,
+        "examples_needed": needed,
+    }
+
+
+def recommend(
+    summaries: dict[str, dict[str, Any]], outcomes: dict[str, list[Outcome]]
+) -> dict[str, Any]:
+    """The most accurate variant, or the cheapest one (fewer prompt tokens per request, then
+    lower latency) shown to be within MARGIN of it. When a cheaper variant may or may not be
+    within the margin, the recommendation says so (`decided: false`), names how many
+    examples would settle it, and meanwhile recommends the most accurate one it can."""
+
+    def cost(v: str) -> tuple[float, float]:
+        return (summaries[v]["mean_prompt_tokens"], summaries[v]["latency_ms_p50"])
+
+    best = min(summaries, key=lambda v: (-summaries[v]["accuracy"], *cost(v)))
+    against = {v: compare(outcomes[v], outcomes[best]) for v in summaries if v != best}
+    cheaper = sorted((v for v in against if cost(v) < cost(best)), key=cost)
+    within = [v for v in cheaper if against[v]["verdict"] == "within_margin"]
+    choice = within[0] if within else best
+    open_ = [v for v in cheaper if cost(v) < cost(choice) and against[v]["verdict"] == "undecided"]
+
+    def acc(v: str) -> str:
+        return f"{summaries[v]['accuracy']:.2f}"
+
     s = summaries[choice]
-    text = (
-        f"Use {choice}: accuracy {s['accuracy']:.2f} "
-        f"(95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f}), "
-        f"{s['mean_prompt_tokens']:.0f} prompt tokens and "
-        f"{s['latency_ms_p50']:.0f} ms (p50) per request."
+    use = (
+        f"use {choice}: accuracy {acc(choice)} (95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f}), "
+        f"{s['mean_prompt_tokens']:.0f} prompt tokens and {s['latency_ms_p50']:.0f} ms (p50) "
+        "per request."
     )
-    if choice != best:
-        b = summaries[best]
-        text += (
-            f" {best} scores {b['accuracy']:.2f}, not significantly better "
-            f"(McNemar p={p_against_best(choice):.2f}), "
-            f"at {b['mean_prompt_tokens']:.0f} prompt tokens."
+    text = ""
+    if open_:
+        needed = [against[v]["examples_needed"] for v in open_]
+        how_many = (
+            f"about {max(needed)} examples would tell, if the answers keep the proportions "
+            "seen so far"
+            if all(needed)
+            else "the observed difference sits on the margin, so more examples may not tell"
         )
-    others = [v for v in summaries if v != choice and v not in tied]
-    if others:
+        text = (
+            "Not enough examples to decide whether "
+            + ", ".join(f"{v} ({acc(v)}, {cost(v)[0]:.0f} prompt tokens)" for v in open_)
+            + f" is within {MARGIN:.2f} of {best}'s accuracy ({acc(best)}): {how_many}. "
+            + "Until then, "
+        )
+    text += use if text else use[0].upper() + use[1:]
+    if choice != best:
+        c = against[choice]
         text += (
-            " Significantly worse: "
-            + ", ".join(f"{v} ({summaries[v]['accuracy']:.2f})" for v in others)
+            f" {best} scores {acc(best)} at {cost(best)[0]:.0f} prompt tokens; {choice} is at "
+            f"most {max(0.0, -c['lower']):.2f} below it (one-sided 95% bound), within the "
+            f"{MARGIN:.2f} margin."
+        )
+    worse = [v for v in against if against[v]["verdict"] == "worse"]
+    if worse:
+        text += (
+            f" More than {MARGIN:.2f} below {best}: "
+            + ", ".join(f"{v} ({acc(v)})" for v in worse)
             + "."
         )
-    return {"variant": choice, "most_accurate": best, "text": text}
+    return {
+        "variant": choice,
+        "most_accurate": best,
+        "decided": not open_,
+        "margin": MARGIN,
+        "examples_needed": max((against[v]["examples_needed"] or 0 for v in open_), default=None)
+        or None,
+        "against_most_accurate": against,
+        "text": text,
+    }
 
 
 def build_report(
     names: list[str], examples: list[dict[str, str]], outcomes: dict[str, list[Outcome]]
 ) -> dict[str, Any]:
     summaries = {v: variant_summary(outcomes[v]) for v in names}
+    split = {v for v in names if _is_split(v, outcomes[v])}
+    for v in split:
+        summaries[v]["targets"] = _by_target(outcomes[v])
     pairs = pairwise(names, outcomes)
     return {
         "variants": summaries,
         "pairwise": pairs,
-        "recommendation": recommend(summaries, pairs),
+        "recommendation": recommend(summaries, outcomes),
         "examples": [
             {
                 "input": ex["input"],
                 "expected": ex["expected"],
-                "answers": {
-                    v: {"answer": outcomes[v][i].answer, "correct": outcomes[v][i].correct}
-                    for v in names
-                },
+                "answers": {v: _answer(outcomes[v][i], v in split) for v in names},
             }
             for i, ex in enumerate(examples)
         ],
     }
+
+
+def _is_split(name: str, outcomes: list[Outcome]) -> bool:
+    """Whether the variant is an alias, whose examples concrete variants answered."""
+    return any(o.model is not None and o.model != name for o in outcomes)
+
+
+def _by_target(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
+    """An alias's examples per concrete variant that answered them."""
+    groups: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        groups.setdefault(o.model or "", []).append(o)
+    return {
+        model: {
+            "n": len(group),
+            "correct": sum(o.correct for o in group),
+            "accuracy": sum(o.correct for o in group) / len(group),
+        }
+        for model, group in sorted(groups.items())
+    }
+
+
+def _answer(outcome: Outcome, split: bool) -> dict[str, Any]:
+    answer: dict[str, Any] = {"answer": outcome.answer, "correct": outcome.correct}
+    if split:
+        answer["model"] = outcome.model  # the alias's pick for this example
+    return answer

@@ -1,15 +1,22 @@
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.protocol.values import RequestModel, Seed
 
 
 class EvalGeneration(BaseModel):
+    # A misspelt key would silently run with the default: refused instead.
+    model_config = ConfigDict(extra="forbid")
+
     max_tokens: int = Field(default=16, ge=1, le=512)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    seed: int | None = 0
+    seed: Seed | None = 0
 
 
-class EvalCreate(BaseModel):
+class EvalCreate(RequestModel):
+    model_config = ConfigDict(extra="forbid")
+
     file_id: str = Field(min_length=1, max_length=64)
     variants: list[str] = Field(min_length=1, max_length=8)
     metric: Literal["exact", "label", "contains"] = "label"

@@ -2,6 +2,7 @@
 the commit), read, events, and the reaper's sweep. The worker runs them (workers/eval_runner.py)
 through the transitions in lifecycle.py."""
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -45,6 +46,14 @@ def create(
     session.add(EvalEvent(eval_id=row.id, message="Evaluation created"))
     session.commit()
     return row
+
+
+def evals_using_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
+    return EvaluationRepository(session, tenant).using_model(matches)
+
+
+def evals_using_file(session: Session, tenant: str, file_id: str) -> list[str]:
+    return EvaluationRepository(session, tenant).using_file(file_id)
 
 
 def get(session: Session, tenant: str, eval_id: str) -> Evaluation:

@@ -10,14 +10,7 @@ text}; every problem gets its line number and a stable code, like SFT files.
 
 from typing import Any
 
-from app.files.validation import (
-    EMPTY_CONTENT,
-    INVALID_MESSAGE,
-    ROLE_ALIASES,
-    UNKNOWN_ROLE,
-    Problem,
-    content_text,
-)
+from app.files.validation import EMPTY_CONTENT, Problem, checked_message, content_text
 
 # Codes, documented in README "Fine-tuning".
 MISSING_INPUT = "missing_input"
@@ -25,7 +18,6 @@ INPUT_NOT_ENDING_WITH_USER = "input_not_ending_with_user"
 INVALID_OUTPUT = "invalid_output"
 IDENTICAL_OUTPUTS = "identical_outputs"
 
-INPUT_ROLES = {"system", "user", "assistant"}
 OUTPUT_KEYS = ("preferred_output", "non_preferred_output")
 
 
@@ -44,28 +36,11 @@ def _input_messages(line: int, obj: dict[str, Any], problems: list[Problem]) -> 
     out: list[dict[str, str]] = []
     ok = True
     for i, msg in enumerate(messages):
-        where = f"input.messages[{i}]"
-        if not isinstance(msg, dict):
-            problems.append(Problem(line, INVALID_MESSAGE, f"{where} must be an object"))
+        item = checked_message(line, f"input.messages[{i}]", msg, problems)
+        if item is None:
             ok = False
             continue
-        role = ROLE_ALIASES.get(msg.get("role"), msg.get("role"))
-        if role not in INPUT_ROLES:
-            problems.append(
-                Problem(
-                    line,
-                    UNKNOWN_ROLE,
-                    f"{where}.role {msg.get('role')!r} is not one of system, user, assistant",
-                )
-            )
-            ok = False
-            continue
-        text = content_text(msg.get("content"))
-        if text is None or not text.strip():
-            problems.append(Problem(line, EMPTY_CONTENT, f"{where}.content is empty or missing"))
-            ok = False
-            continue
-        out.append({"role": role, "content": text})
+        out.append(item)
     if ok and out[-1]["role"] != "user":
         problems.append(
             Problem(

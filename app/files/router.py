@@ -2,22 +2,25 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from fastapi import File as FileField
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
+from app.evals.service import evals_using_file
 from app.files import service
 from app.files.schemas import FileDeleted, FileList, FileRead
 from app.files.tokens import token_counter, tokenizer_and_window
-from app.finetune.service import file_in_use
+from app.finetune.service import jobs_using_file
+from app.protocol.forms import single_form_fields
 from app.settings import get_settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("", response_model=FileRead)
+@router.post("", response_model=FileRead, dependencies=[Depends(single_form_fields)])
 def upload_file(
     request: Request,
     principal: TenantDep,
@@ -83,6 +86,13 @@ def delete_file(file_id: str, principal: TenantDep, session: SessionDep) -> File
         principal.tenant,
         file_id,
         get_settings().files_dir,
-        lambda fid: file_in_use(session, principal.tenant, fid),
+        lambda fid: file_users(session, principal.tenant, fid),
     )
     return FileDeleted(id=file_id)
+
+
+def file_users(session: Session, tenant: str, file_id: str) -> list[str]:
+    """What has not finished with the file yet (its deletion is refused meanwhile)."""
+    return [f"fine-tuning job {j}" for j in jobs_using_file(session, tenant, file_id)] + [
+        f"evaluation {e}" for e in evals_using_file(session, tenant, file_id)
+    ]

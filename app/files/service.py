@@ -154,13 +154,19 @@ def _remove_files(files_dir: Path, file_id: str) -> None:
             path.unlink()
 
 
+# file id -> what still needs the file (e.g. "fine-tuning job ftjob-..."); empty when nothing.
+FileUsers = Callable[[str], list[str]]
+
+
 def delete_file(
-    session: Session, tenant: str, file_id: str, files_dir: Path, in_use: Callable[[str], bool]
+    session: Session, tenant: str, file_id: str, files_dir: Path, users_of: FileUsers
 ) -> None:
     row = get_file(session, tenant, file_id)
-    if in_use(file_id):
+    users = users_of(file_id)
+    if users:
         raise Conflict(
-            f"File '{file_id}' is used by a fine-tuning job that has not finished.",
+            f"File '{file_id}' is used by {', '.join(users)}, not finished yet; delete the "
+            "file once they finish (a fine-tuning job can be cancelled first).",
             param="file_id",
             code="file_in_use",
         )

@@ -13,10 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.protocol.values import surrogate_at
+
 ROLES = {"system", "user", "assistant"}
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 CSV_COLUMN_PAIRS = [("input", "output"), ("text", "label"), ("prompt", "completion")]
 MAX_REPORTED_ERRORS = 100
+
+MAX_JSON_DEPTH = 64  # objects and lists within one JSONL line
 
 # Codes, documented in README "Fine-tuning".
 INVALID_ENCODING = "invalid_encoding"
@@ -71,6 +75,32 @@ def content_text(content: Any) -> str | None:
     return None
 
 
+def checked_message(
+    line: int, where: str, msg: Any, problems: list[Problem]
+) -> dict[str, Any] | None:
+    """One chat message as {"role", "content"} (the role's alias resolved, the text of its
+    parts joined), or None with its problem recorded: not an object, an unknown role, or
+    empty content. Shared by chat files and the inputs of preference files."""
+    if not isinstance(msg, dict):
+        problems.append(Problem(line, INVALID_MESSAGE, f"{where} must be an object"))
+        return None
+    role = ROLE_ALIASES.get(msg.get("role"), msg.get("role"))
+    if role not in ROLES:
+        problems.append(
+            Problem(
+                line,
+                UNKNOWN_ROLE,
+                f"{where}.role {msg.get('role')!r} is not one of system, user, assistant",
+            )
+        )
+        return None
+    text = content_text(msg.get("content"))
+    if text is None or not text.strip():
+        problems.append(Problem(line, EMPTY_CONTENT, f"{where}.content is empty or missing"))
+        return None
+    return {"role": role, "content": text}
+
+
 def _chat_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> dict | None:
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -82,27 +112,11 @@ def _chat_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> di
     ok = True
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            problems.append(Problem(line, INVALID_MESSAGE, f"{where} must be an object"))
+        item = checked_message(line, where, msg, problems)
+        if item is None:
             ok = False
             continue
-        role = ROLE_ALIASES.get(msg.get("role"), msg.get("role"))
-        if role not in ROLES:
-            problems.append(
-                Problem(
-                    line,
-                    UNKNOWN_ROLE,
-                    f"{where}.role {msg.get('role')!r} is not one of system, user, assistant",
-                )
-            )
-            ok = False
-            continue
-        text = content_text(msg.get("content"))
-        if text is None or not text.strip():
-            problems.append(Problem(line, EMPTY_CONTENT, f"{where}.content is empty or missing"))
-            ok = False
-            continue
-        item: dict[str, Any] = {"role": role, "content": text}
+        role = item["role"]
         if "weight" in msg:
             if (
                 role != "assistant"
@@ -141,6 +155,39 @@ def _pair_example(
     return {"messages": [user, {"role": "assistant", "content": completion}]}
 
 
+def load_json_line(number: int, raw: str) -> tuple[Any, Problem | None]:
+    """One JSONL line as a value, or the problem with it: invalid JSON, nesting deeper than
+    MAX_JSON_DEPTH (50,000 levels made the parser itself overflow), or text that is not valid
+    Unicode (a lone UTF-16 surrogate, which no tokenizer or database accepts)."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, Problem(number, INVALID_JSON, f"invalid JSON: {exc.msg}")
+    except RecursionError:
+        return None, Problem(number, INVALID_JSON, _too_deep())
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            at = surrogate_at(item)
+            if at is not None:
+                message = f"not valid Unicode (a lone UTF-16 surrogate, U+{ord(item[at]):04X})"
+                return None, Problem(number, INVALID_ENCODING, message)
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return None, Problem(number, INVALID_JSON, _too_deep())
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((value, depth + 1) for value in item.values())
+            else:
+                stack.extend((value, depth + 1) for value in item)
+    return obj, None
+
+
+def _too_deep() -> str:
+    return f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep"
+
+
 def _parse_jsonl(text: str, result: ParsedDataset) -> None:
     # Imported here: the preference module builds on this one's helpers.
     from app.files.preference_validation import is_preference_line, preference_example
@@ -149,10 +196,9 @@ def _parse_jsonl(text: str, result: ParsedDataset) -> None:
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            result.problems.append(Problem(number, INVALID_JSON, f"invalid JSON: {exc.msg}"))
+        obj, problem = load_json_line(number, raw)
+        if problem is not None:
+            result.problems.append(problem)
             continue
         if not isinstance(obj, dict):
             result.problems.append(Problem(number, INVALID_JSON, "each line must be an object"))

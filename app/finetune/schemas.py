@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.protocol.values import RequestModel
+
 SUFFIX_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,38}[a-z0-9])?$")
 Auto = Literal["auto"]
 
@@ -64,7 +66,7 @@ class Method(BaseModel):
     dpo: Dpo | None = None
 
 
-class JobCreate(BaseModel):
+class JobCreate(RequestModel):
     model: str
     training_file: str
     validation_file: str | None = None

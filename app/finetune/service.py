@@ -4,6 +4,7 @@ Transitions shared with the worker live in app/finetune/lifecycle.py.
 """
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
@@ -27,6 +28,7 @@ from app.finetune.schemas import (
     JobRead,
 )
 from app.ids import new_id
+from app.protocol.values import db_int
 from app.status import ACTIVE, TERMINAL, Status
 
 
@@ -183,10 +185,11 @@ def list_events(
     job = get_job(session, tenant, job_id)
     after_id = None
     if after:
-        try:
-            after_id = int(after.removeprefix("ftevent-"))
-        except ValueError as exc:
-            raise BadRequest(f"Invalid event cursor '{after}'.", param="after") from exc
+        after_id = db_int(after.removeprefix("ftevent-"))
+        if after_id is None:
+            raise BadRequest(
+                f"Invalid event cursor '{after}'.", param="after", code="invalid_cursor"
+            )
     return JobRepository(session, tenant).events_page(job, after_id, limit)
 
 
@@ -197,8 +200,12 @@ def list_checkpoints(
     return JobRepository(session, tenant).checkpoints_page(job, after, limit)
 
 
-def file_in_use(session: Session, tenant: str, file_id: str) -> bool:
-    return JobRepository(session, tenant).file_in_use(file_id)
+def jobs_on_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
+    return JobRepository(session, tenant).on_model(matches)
+
+
+def jobs_using_file(session: Session, tenant: str, file_id: str) -> list[str]:
+    return JobRepository(session, tenant).using_file(file_id)
 
 
 def _public_hp(hp: dict[str, Any]) -> JobHyperparameters:

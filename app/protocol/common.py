@@ -7,6 +7,7 @@ from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest
 from app.protocol.structured import output_constraint
+from app.protocol.values import RequestModel, Seed, db_int
 
 
 class Usage(BaseModel):
@@ -23,6 +24,8 @@ def _is_set(value: Any) -> bool:
     return value not in (None, 0, 0.0, False, "", [], {})
 
 
+MAX_TOKEN_ID = 2**31 - 1  # logit_bias keys: larger than any vocabulary
+
 # OpenAI fields that would change the answer and that adaptd cannot honour: refused, so a
 # client never silently gets something other than what it asked for. Empty, zero and
 # default values pass, since many clients send them with every request.
@@ -38,7 +41,7 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 }
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(RequestModel):
     """Fields shared by /v1/chat/completions and /v1/completions."""
 
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use
@@ -47,7 +50,7 @@ class GenerationRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=8)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -87,7 +90,8 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _check_logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         for key, bias in (v or {}).items():
-            if not key.isdigit():
+            token = db_int(key)
+            if token is None or token > MAX_TOKEN_ID:
                 raise ValueError(f"keys must be token ids, got '{key}'")
             if not -100 <= bias <= 100:
                 raise ValueError(f"biases must be -100 to 100, got {bias}")

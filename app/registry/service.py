@@ -39,13 +39,12 @@ def folder_bytes(folder: Path) -> int:
 def delete_adapter(
     session: Session, tenant: str, name: str, adapters_dir: Path, references_to: ReferencesTo
 ) -> Adapter:
-    """Remove the row, then the files, unless an alias or a template version still uses the
-    adapter. The caller tells the engine to forget the name."""
+    """Remove the row, then the files, unless an alias, a template version or unfinished
+    work still uses the adapter. The caller tells the engine to forget the name."""
     row = find_adapter(session, tenant, name)
     if row is None:
         raise ModelNotFound(name)
-    refs = references_to(name)
-    users = [f"alias '{a}'" for a in refs.aliases] + [f"template '{t}'" for t in refs.templates]
+    users = references_to(name).users()
     if users:
         raise Conflict(
             f"Model '{name}' is used by {', '.join(users)}; repoint or delete them first.",

@@ -1,12 +1,15 @@
-"""Who points at a model: the aliases that target it and the templates that run on it.
+"""Who points at a model: the aliases that target it, the templates that run on it, and the
+unfinished evaluations and fine-tuning jobs that name it.
 
-Asked before a template or an adapter is deleted (the domains' delete paths take
+Asked before a template, a tag, an alias or an adapter is deleted (the domains' delete paths take
 `references_in(session, tenant)` as an argument).
 """
 
 from sqlalchemy.orm import Session
 
 from app.aliases import service as aliases
+from app.evals import service as evals
+from app.finetune import service as finetune
 from app.model_refs import TEMPLATE_PREFIX, References, ReferencesTo
 from app.templates import service as templates
 
@@ -24,6 +27,8 @@ def references_to(session: Session, tenant: str, model: str) -> References:
     return References(
         aliases=aliases.pointing_to(session, tenant, matches),
         templates=templates.running_on(session, tenant, model),
+        pending=[f"evaluation {e}" for e in evals.evals_using_model(session, tenant, matches)]
+        + [f"fine-tuning job {j}" for j in finetune.jobs_on_model(session, tenant, matches)],
     )
 
 

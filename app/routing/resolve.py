@@ -70,6 +70,22 @@ def resolve(
     raise ModelNotFound(model)
 
 
+def alias_split(
+    session: Session, tenant: str, model: str, base_name: str
+) -> list[tuple[Variant, float]] | None:
+    """Each concrete variant behind alias `model` with its weight, for a caller that picks per
+    request itself (an evaluation, per example); None when `model` is no alias."""
+    if model == base_name or model.startswith((ADAPTER_PREFIX, TEMPLATE_PREFIX)):
+        return None
+    targets = aliases.weighted_targets(session, tenant, model)
+    if targets is None:
+        return None
+    return [
+        (replace(resolve(session, tenant, t, base_name, follow_aliases=False), alias=model), w)
+        for t, w in targets
+    ]
+
+
 def model_kinds(session: Session, tenant: str, base_name: str) -> ModelKind:
     """The check the templates and aliases write paths take: a concrete variant's kind."""
     return lambda model: resolve(session, tenant, model, base_name, follow_aliases=False).kind

@@ -8,6 +8,7 @@ from app.errors import NotFound
 from app.inference.dependencies import EngineDep
 from app.inference.prompting import max_tokens_for
 from app.protocol.common import GenerationRequest
+from app.protocol.values import Version
 from app.routing.references import references_in
 from app.routing.resolve import model_kinds
 from app.templates import rendering, service
@@ -86,7 +87,7 @@ def add_version(
 
 @router.get("/{name}/versions/{version}", response_model=TemplateVersionRead)
 def get_version(
-    name: str, version: int, principal: TenantDep, session: SessionDep
+    name: str, version: Version, principal: TenantDep, session: SessionDep
 ) -> TemplateVersionRead:
     template = service.get(session, principal.tenant, name)
     return service.version_read(name, service.get_version(session, template, version))
@@ -102,7 +103,9 @@ def move_tag(
 
 @router.delete("/{name}/tags/{tag}", status_code=204)
 def delete_tag(name: str, tag: str, principal: TenantDep, session: SessionDep) -> Response:
-    service.remove_tag(session, principal.tenant, name, tag)
+    service.remove_tag(
+        session, principal.tenant, name, tag, references_in(session, principal.tenant)
+    )
     return Response(status_code=204)
 
 

@@ -9,8 +9,14 @@ On top of Jinja's ImmutableSandboxedEnvironment this module:
 - allows attributes only from a whitelist of read-only str/dict/list methods and `loop.*`;
 - refuses `import`, `include`, `extends`, `block` and names such as `config`, `os`, `self`
   when a template is compiled, before anything runs;
-- counts every loop iteration, call and arithmetic operation against a per-render budget,
-  checks the size of strings before `*` and `+` build them, and caps the rendered output.
+- counts every loop iteration (recursive `loop(...)` calls included), call and arithmetic
+  operation against a per-render budget;
+- sizes every value before it is built: `*`, `+`, `~`, `join`, `tojson`, `indent`,
+  `replace`, `string`, printing a list and joining captured output compute their result's
+  length (or an upper bound) from their operands first and refuse before allocating, and
+  the characters one rendering builds in all are capped too (a loop that builds a new string
+  per iteration and keeps them, in a `{% set %}` block say, stops at that cap);
+- caps the rendered output.
 
 Every refusal is a `TemplateRefused` naming the problem; the service turns it into a 400.
 """
@@ -22,7 +28,15 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import (
+    StrictUndefined,
+    TemplateSyntaxError,
+    Undefined,
+    nodes,
+    pass_environment,
+    pass_eval_context,
+)
+from jinja2 import filters as jinja_filters
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.ext import Extension
 from jinja2.filters import FILTERS
@@ -36,6 +50,9 @@ MAX_OUTPUT_CHARS = 400_000  # one rendering
 MAX_RANGE = 1_000  # items a single range() may yield
 MAX_OPERATIONS = 50_000  # loop iterations + calls + arithmetic, per rendering
 MAX_INT_BITS = 4_096  # integers a template computes
+MAX_BUILT_CHARS = 2_000_000  # characters all the values one rendering builds hold, together
+MAX_JSON_INDENT = 16  # tojson(indent=N): each nesting level adds N characters per item
+MAX_SUM_COPIES = 2_000_000  # items copied when sum() concatenates lists (quadratic)
 
 # Names that mean something dangerous in other Jinja deployments (Flask's config/request,
 # the os module) or Jinja's own helpers; a template that names them is refused outright.
@@ -123,10 +140,12 @@ SAFE_LOOP_ATTRS = frozenset(
     }
 )
 
-# Filters whose output is bounded by their input. Left out on purpose: attr (attribute
-# walks by name), format/center/wordwrap (a width argument allocates), random (not
-# reproducible), slice and batch (a count argument loops or pads), pprint, xmlattr,
-# filesizeformat.
+# Filters whose output is bounded by their input (a small constant factor at most:
+# upper() and escape() may lengthen text 3-5 times, urlencode 12 times); the ones whose
+# output can multiply (join, tojson, string, indent, replace, sum) are sized exactly before
+# they run, below. Left out on purpose: attr (attribute walks by name),
+# format/center/wordwrap (a width argument allocates), random (not reproducible), slice and
+# batch (a count argument loops or pads), pprint, xmlattr, filesizeformat.
 SAFE_FILTERS = [
     *("abs", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "first"),
     *("float", "forceescape", "int", "items", "join", "last", "length", "list", "lower"),
@@ -148,6 +167,7 @@ class TemplateRefused(Exception):
 class _Budget:
     def __init__(self) -> None:
         self.operations = 0
+        self.built = 0
 
     def charge(self, n: int = 1) -> None:
         self.operations += n
@@ -158,16 +178,123 @@ class _Budget:
                 code="template_too_expensive",
             )
 
+    def build(self, chars: int) -> None:
+        self.built += chars
+        if self.built > MAX_BUILT_CHARS:
+            raise TemplateRefused(
+                f"Template rendering built more than {MAX_BUILT_CHARS} characters of values "
+                "in all; simplify the template.",
+                code="template_too_large",
+            )
+
 
 _budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("template_budget")
 
 
-def _charge(n: int = 1) -> None:
+def _current() -> _Budget:
     budget = _budget.get(None)
     if budget is None:  # rendering outside render(): still bounded, by a fresh budget
         budget = _Budget()
         _budget.set(budget)
-    budget.charge(n)
+    return budget
+
+
+def _charge(n: int = 1) -> None:
+    _current().charge(n)
+
+
+def _built(value: Any) -> Any:
+    """Count a newly built value against the rendering's total (after a size check)."""
+    _current().build(max(_weight(value), 1))
+    return value
+
+
+def _too_large(what: str) -> TemplateRefused:
+    return TemplateRefused(
+        f"{what} would build more than {MAX_VALUE_CHARS} characters.", code="template_too_large"
+    )
+
+
+# -- sizes before building -----------------------------------------------------------------
+# Upper bounds on the length of a value's text, computed from the value without building
+# the text. Each walk stops as soon as it passes `limit`, so sizing a huge value is cheap.
+OTHER_CHARS = 200  # repr of a loop, macro or other template object
+
+
+def _int_chars(n: int) -> int:
+    return n.bit_length() * 31 // 100 + 2  # decimal digits (0.31 > log10(2)) and a sign
+
+
+def _repr_str_chars(s: str) -> int:
+    """len(repr(s)): quotes and escapes; control characters may become \\x.. or \\U........"""
+    extra = 2 + s.count("\\") + s.count("'") + s.count('"')
+    if s.isprintable():
+        return len(s) + extra
+    simple = s.count("\n") + s.count("\r") + s.count("\t")
+    if s.replace("\n", "").replace("\r", "").replace("\t", "").isprintable():
+        return len(s) + extra + simple
+    return 10 * len(s) + extra
+
+
+def _json_str_chars(s: str) -> int:
+    """len(htmlsafe_json_dumps(s)): ASCII escapes, and <>&' become \\u00XX."""
+    if s.isascii() and s.isprintable():
+        html = s.count("<") + s.count(">") + s.count("&") + s.count("'")
+        return len(s) + 2 + s.count('"') + s.count("\\") + 5 * html
+    return 12 * len(s) + 2  # a non-BMP character becomes two \\uXXXX escapes
+
+
+def _scalar_chars(value: Any, in_json: bool) -> int:
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return _int_chars(value)
+    if isinstance(value, float):
+        return 24
+    if isinstance(value, str):
+        return _json_str_chars(value) if in_json else _repr_str_chars(value)
+    return OTHER_CHARS
+
+
+def _nested_chars(value: Any, limit: int, in_json: bool, indent: int = 0) -> int:
+    """An upper bound on len(str(value)) (in_json: on len(tojson(value, indent)))."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        # Each item inside a container: a separator and, indented, a newline and its indent.
+        per_item = 2 + (1 + (depth + 1) * indent if indent else 0)
+        if isinstance(item, dict):
+            total += 2 + len(item) * (per_item + 2) + (1 + depth * indent)
+            if total > limit:
+                return total
+            for key, val in item.items():
+                stack.append((key, depth + 1))
+                stack.append((val, depth + 1))
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2 + len(item) * per_item + (1 + depth * indent)
+            if total > limit:
+                return total
+            stack.extend((x, depth + 1) for x in item)
+        else:
+            total += _scalar_chars(item, in_json)
+            if total > limit:
+                return total
+    return total
+
+
+def _text_chars(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
+    """An upper bound on len(str(value)), counted up to just past `limit`."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return _scalar_chars(value, in_json=False)
+    return _nested_chars(value, limit, in_json=False)
+
+
+def _ensure_fits(chars: int, what: str) -> None:
+    if chars > MAX_VALUE_CHARS:
+        raise _too_large(what)
 
 
 def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
@@ -216,7 +343,13 @@ def _finalize(value: Any) -> Any:
             stack.extend(item)
         elif isinstance(item, dict):
             stack.extend(item.values())
-    return _check_size(value)
+    if isinstance(value, str):
+        _current().build(1)  # no new text; one more reference held by captured output
+        return _check_size(value)
+    chars = _text_chars(value)
+    _ensure_fits(chars, "Printing this value")
+    _current().build(max(chars, 1))
+    return value
 
 
 def _check_all(values: Iterable[Any]) -> None:
@@ -233,7 +366,11 @@ def _check_all(values: Iterable[Any]) -> None:
 def _checked_join(parts: Iterable[Any]) -> str:
     """Joins captured output ({% set %} blocks, macro bodies) after checking its size."""
     parts = list(parts)
-    _check_all(parts)
+    total = 0
+    for part in parts:
+        total += _text_chars(part, MAX_VALUE_CHARS - total)
+        _ensure_fits(total, "Captured output")
+    _current().build(total)
     return "".join(parts)
 
 
@@ -303,7 +440,7 @@ def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _charge()
         _check_all([*args, *kwargs.values()])
-        return _check_size(fn(*args, **kwargs))
+        return _built(_check_size(fn(*args, **kwargs)))
 
     # Keep Jinja's pass_context / pass_environment markers so arguments line up.
     if hasattr(fn, "jinja_pass_arg"):
@@ -323,7 +460,11 @@ class _GuardExtension(Extension):
             yield item
 
     def concat(self, *parts: Any) -> str:
-        _check_all(parts)
+        total = 0
+        for part in parts:
+            total += _text_chars(part, MAX_VALUE_CHARS - total)
+            _ensure_fits(total, "The '~' operator")
+        _current().build(total)
         return "".join(str(p) for p in parts)
 
 
@@ -363,6 +504,10 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
         }
         self.filters["replace"] = _bounded_filter("replace", _bounded_replace)
         self.filters["indent"] = _bounded_filter("indent", _bounded_indent)
+        self.filters["join"] = _bounded_filter("join", _bounded_join)
+        self.filters["tojson"] = _bounded_filter("tojson", _bounded_tojson)
+        self.filters["string"] = _bounded_filter("string", _bounded_string)
+        self.filters["sum"] = _bounded_filter("sum", _bounded_sum)
         self.binop_table = {
             **self.binop_table,
             "*": _checked_mul,
@@ -397,11 +542,16 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _charge()
         _check_all([*args, *kwargs.values()])
-        return _check_size(super().call(__context, __obj, *args, **kwargs))
+        if isinstance(__obj, LoopContext) and args:
+            # `loop(items)` in a recursive for: its items pass the same per-iteration
+            # charge as a plain loop's (the compiled recursion bypasses the For rewrite).
+            guard = __self.extensions[_GuardExtension.identifier]
+            args = (guard.iterate(args[0]), *args[1:])  # type: ignore[attr-defined]
+        return _built(_check_size(super().call(__context, __obj, *args, **kwargs)))
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _charge()
-        return _check_size(self.binop_table[operator](left, right))
+        return _built(_check_size(self.binop_table[operator](left, right)))
 
     def call_unop(self, context: Any, operator: str, arg: Any) -> Any:
         _charge()
@@ -424,7 +574,73 @@ def _bounded_replace(s: Any, old: str, new: str, count: int | None = None) -> st
 def _bounded_indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
     if isinstance(width, int) and width > 64 or isinstance(width, str) and len(width) > 64:
         raise TemplateRefused("indent width is limited to 64.", code="template_too_large")
-    return FILTERS["indent"](str(s), width, first, blank)
+    _ensure_fits(_text_chars(s), "indent")
+    s = str(s)
+    pad = len(width) if isinstance(width, str) else max(int(width), 0)
+    _ensure_fits(len(s) + (s.count("\n") + 1) * pad, "indent")
+    return FILTERS["indent"](s, width, first, blank)
+
+
+def _mapped(environment: Any, value: Any, attribute: str | int | None) -> list[Any]:
+    items = list(value)
+    if attribute is not None:
+        getter = jinja_filters.make_attrgetter(environment, attribute)
+        items = [getter(item) for item in items]
+    return items
+
+
+@pass_eval_context
+def _bounded_join(
+    eval_ctx: Any, value: Any, d: Any = "", attribute: str | int | None = None
+) -> str:
+    """join, with the result's length (separators + each item's text) known first."""
+    items = _mapped(eval_ctx.environment, value, attribute)
+    sep_chars = _text_chars(d)
+    _ensure_fits(sep_chars, "join")
+    total = sep_chars * max(len(items) - 1, 0)
+    _ensure_fits(total, "join")
+    for item in items:
+        total += _text_chars(item, MAX_VALUE_CHARS - total)
+        _ensure_fits(total, "join")
+    return jinja_filters.sync_do_join(eval_ctx, items, d)
+
+
+@pass_eval_context
+def _bounded_tojson(eval_ctx: Any, value: Any, indent: int | str | None = None) -> str:
+    """tojson, with the JSON text's length (escapes and indentation included) known first."""
+    width = 0
+    if indent is not None:
+        if isinstance(indent, bool) or not isinstance(indent, int | str):
+            raise TemplateRefused("tojson indent must be a number of spaces.")
+        width = len(indent) if isinstance(indent, str) else indent
+        if width > MAX_JSON_INDENT:
+            raise TemplateRefused(
+                f"tojson indent is limited to {MAX_JSON_INDENT}.", code="template_too_large"
+            )
+        width = max(width, 0)
+    _ensure_fits(_nested_chars(value, MAX_VALUE_CHARS, in_json=True, indent=width), "tojson")
+    return jinja_filters.do_tojson(eval_ctx, value, indent)
+
+
+def _bounded_string(value: Any) -> str:
+    _ensure_fits(_text_chars(value), "string")
+    return jinja_filters.soft_str(value)
+
+
+@pass_environment
+def _bounded_sum(
+    environment: Any, iterable: Any, attribute: str | int | None = None, start: Any = 0
+) -> Any:
+    """sum; adding up lists copies the running total each time, so that cost is sized first."""
+    items = _mapped(environment, iterable, attribute)
+    if not isinstance(start, int | float) or any(not isinstance(x, int | float) for x in items):
+        copies = (sum(_sized(x) for x in items) + _sized(start)) * len(items)
+        if copies > MAX_SUM_COPIES:
+            raise TemplateRefused(
+                "sum() over these sequences would copy too much; simplify the template.",
+                code="template_too_expensive",
+            )
+    return sum(items, start)
 
 
 def check_tree(tree: nodes.Template) -> None:

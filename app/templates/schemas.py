@@ -1,12 +1,12 @@
 """Templates API types."""
 
 import re
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.protocol.chat import ChatMessage
+from app.protocol.values import RequestModel, UtcDatetime, Version
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 # Tags start with a letter so that `name@3` is always a version and `name@prod` a tag.
@@ -75,7 +75,7 @@ def _check_variables(v: Any) -> Any:
     return v
 
 
-class TemplateSpec(BaseModel):
+class TemplateSpec(RequestModel):
     """Everything one version holds. Used whole on create and as a patch on new versions."""
 
     model_config = ConfigDict(extra="forbid")
@@ -118,7 +118,7 @@ class TemplateCreate(TemplateSpec):
         return v
 
 
-class TemplatePatch(BaseModel):
+class TemplatePatch(RequestModel):
     """A new version: fields left out are copied from the newest version."""
 
     model_config = ConfigDict(extra="forbid")
@@ -144,8 +144,8 @@ class TemplatePatch(BaseModel):
         return _check_variables(v)
 
 
-class TagMove(BaseModel):
-    version: int = Field(ge=1)
+class TagMove(RequestModel):
+    version: Version
 
 
 class TemplateVersionRead(BaseModel):
@@ -160,7 +160,7 @@ class TemplateVersionRead(BaseModel):
     params: GenerationDefaults
     variables: dict[str, str | None]
     output_constraint: dict[str, Any] | None = None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class TemplateRead(BaseModel):
@@ -170,7 +170,7 @@ class TemplateRead(BaseModel):
     latest_version: int
     versions: list[int]
     tags: dict[str, int]
-    created_at: datetime
+    created_at: UtcDatetime
     latest: TemplateVersionRead
 
 
@@ -181,7 +181,7 @@ class TemplateSummary(BaseModel):
     latest_version: int
     model: str
     tags: dict[str, int]
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class TemplateList(BaseModel):
@@ -197,7 +197,7 @@ class TemplateVersionList(BaseModel):
     data: list[TemplateVersionRead]
 
 
-class RenderRequest(BaseModel):
+class RenderRequest(RequestModel):
     """Either chat `messages`, or an `input` (chat unless mode says completion), or a
     completion-style `prompt`."""
 

@@ -19,6 +19,7 @@ from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
 from app.model_refs import TEMPLATE_PREFIX, ModelKind, ReferencesTo
 from app.protocol.structured import from_structured_outputs
+from app.protocol.values import db_int
 from app.templates import sandbox, selection
 from app.templates.models import Template, TemplateTag, TemplateVersion
 from app.templates.rendering import (
@@ -181,8 +182,10 @@ def find_version(
         return None
     if ref is None or ref == "latest":
         number = template.latest_version
-    elif ref.isdigit():
-        number = int(ref)
+    elif ref.isdigit():  # a version number (tags start with a letter)
+        number = db_int(ref)
+        if number is None:  # "²", or past what a version column holds: no such version
+            return None
     else:
         number = session.scalar(
             select(TemplateTag.version).where(
@@ -453,8 +456,19 @@ def move_tag(session: Session, tenant: str, name: str, tag: str, version: int) -
     raise Conflict("The tag is being moved concurrently; retry.", param="tag")
 
 
-def remove_tag(session: Session, tenant: str, name: str, tag: str) -> None:
+def remove_tag(
+    session: Session, tenant: str, name: str, tag: str, references_to: ReferencesTo
+) -> None:
     template = get(session, tenant, name)
+    # An alias targeting `tmpl:<name>@<tag>` would stop serving without the tag.
+    users = references_to(f"{TEMPLATE_PREFIX}{name}@{tag}").users()
+    if users:
+        raise Conflict(
+            f"Tag '{tag}' of template '{name}' is used by {', '.join(users)}; repoint the "
+            "aliases, or wait for the work to finish, first.",
+            param="tag",
+            code="tag_in_use",
+        )
     gone = session.execute(
         delete(TemplateTag).where(TemplateTag.template_id == template.id, TemplateTag.tag == tag)
     ).rowcount
@@ -470,10 +484,12 @@ def running_on(session: Session, tenant: str, model: str) -> list[str]:
 
 def remove(session: Session, tenant: str, name: str, references_to: ReferencesTo) -> None:
     template = get(session, tenant, name)
-    aliases = references_to(f"{TEMPLATE_PREFIX}{name}").aliases
-    if aliases:
+    refs = references_to(f"{TEMPLATE_PREFIX}{name}")
+    users = [f"alias '{a}'" for a in refs.aliases] + refs.pending
+    if users:
         raise Conflict(
-            f"Template '{name}' is a target of alias(es) {', '.join(aliases)}; repoint them first.",
+            f"Template '{name}' is used by {', '.join(users)}; repoint the aliases, or wait "
+            "for the work to finish, first.",
             param="name",
             code="template_in_use",
         )

@@ -210,3 +210,40 @@ def test_targets_in_use_cannot_be_deleted(client) -> None:
     client.put("/v1/aliases/uses", json={"targets": [{"model": client.app.state.engine.name}]})
     assert client.delete(f"/v1/models/{ft}").status_code in (200, 204)
     assert client.delete("/v1/templates/t").status_code == 204
+
+
+@pytest.mark.both_databases
+def test_rollback_to_a_version_whose_target_was_deleted_is_refused(client) -> None:
+    base = client.app.state.engine.name
+    ft = register_random_adapter("default", "gone")
+    client.post("/v1/aliases", json={"name": "rb", "targets": [{"model": ft}]})
+    client.put("/v1/aliases/rb", json={"targets": [{"model": base}]})
+    assert client.delete(f"/v1/models/{ft}").status_code == 200
+    r = client.post("/v1/aliases/rb/rollback", json={"version": 1})
+    assert r.status_code == 409, r.text
+    err = r.json()["error"]
+    assert err["code"] == "rollback_target_missing" and err["param"] == "version"
+    assert ft in err["message"]
+    # Nothing changed: the alias still serves its current version.
+    assert client.get("/v1/aliases/rb").json()["version"] == 2
+    assert ask(client, "rb").json()["model"] == base
+    # A version whose targets all exist still rolls back.
+    client.put("/v1/aliases/rb", json={"targets": [{"model": base, "weight": 2}]})
+    assert client.post("/v1/aliases/rb/rollback", json={"version": 2}).status_code == 200
+
+
+@pytest.mark.both_databases
+def test_a_tag_an_alias_targets_cannot_be_deleted(client) -> None:
+    client.post("/v1/templates", json={"name": "tt", "system_prompt": "s"})
+    assert client.put("/v1/templates/tt/tags/prod", json={"version": 1}).status_code == 200
+    client.put("/v1/templates/tt/tags/spare", json={"version": 1})
+    client.post("/v1/aliases", json={"name": "live", "targets": [{"model": "tmpl:tt@prod"}]})
+    r = client.delete("/v1/templates/tt/tags/prod")
+    assert r.status_code == 409, r.text
+    err = r.json()["error"]
+    assert err["code"] == "tag_in_use" and "live" in err["message"]
+    assert ask(client, "live").status_code == 200
+    # Another tag of the same template is not held.
+    assert client.delete("/v1/templates/tt/tags/spare").status_code == 204
+    client.put("/v1/aliases/live", json={"targets": [{"model": "tmpl:tt@1"}]})
+    assert client.delete("/v1/templates/tt/tags/prod").status_code == 204

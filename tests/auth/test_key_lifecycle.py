@@ -1,6 +1,7 @@
 """Every key state against every route class, the tenant-admin / platform-admin boundary,
 listing, revocation seen by another process, rotation and last-use tracking."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -250,6 +251,35 @@ def test_tenant_admin_manages_only_its_own_tenant(client) -> None:
     # Nor can it mint a platform key for itself.
     r = client.post("/v1/admin/keys", headers=h, json={"platform": True, "scopes": ALL_SCOPES})
     assert r.status_code == 403 and r.json()["error"]["param"] == "platform"
+
+
+def test_tenant_admin_cannot_read_another_tenants_data(client) -> None:
+    a = {"Authorization": f"Bearer {new_key(client, tenant='a', scopes=ALL_SCOPES)['key']}"}
+    b = {"Authorization": f"Bearer {new_key(client, tenant='b', scopes=ALL_SCOPES)['key']}"}
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    up = client.post(
+        "/v1/files",
+        headers=b,
+        files={"file": ("b.jsonl", (json.dumps(row) + "\n").encode())},
+        data={"purpose": "evals"},
+    )
+    assert up.status_code == 200, up.text
+    b_file = up.json()["id"]
+    base = client.app.state.engine.name
+    client.post("/v1/aliases", headers=b, json={"name": "b-only", "targets": [{"model": base}]})
+    # Tenant a's admin key sees none of it, by id or in lists, and cannot delete it.
+    assert client.get(f"/v1/files/{b_file}", headers=a).status_code == 404
+    assert client.get(f"/v1/files/{b_file}/content", headers=a).status_code == 404
+    assert client.delete(f"/v1/files/{b_file}", headers=a).status_code == 404
+    assert client.get("/v1/files", headers=a).json()["data"] == []
+    assert client.get("/v1/aliases/b-only", headers=a).status_code == 404
+    assert "b-only" not in {m["id"] for m in client.get("/v1/models", headers=a).json()["data"]}
+    # Nor does a key it creates reach tenant b, whatever the body asks.
+    made = client.post("/v1/admin/keys", headers=a, json={"scopes": ALL_SCOPES})
+    assert made.status_code == 201 and made.json()["tenant"] == "a"
+    c = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert client.get(f"/v1/files/{b_file}", headers=c).status_code == 404
+    assert client.get(f"/v1/files/{b_file}", headers=b).status_code == 200
 
 
 def test_platform_admin_reaches_every_tenant(client) -> None:

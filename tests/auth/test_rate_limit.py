@@ -32,3 +32,20 @@ def test_http_429_in_openai_format(client) -> None:
     assert r.json()["error"]["type"] == "rate_limit_error"
     assert r.json()["error"]["code"] == "rate_limit_exceeded"
     assert "retry-after" in r.headers
+
+
+def test_requests_with_invalid_keys_are_rate_limited_too(client) -> None:
+    """Wrong or missing keys draw on their client address's bucket: a stream of them gets
+    429 like any other traffic, and a valid key from the same address keeps its own."""
+    key = make_tenant_key(client, "honest")
+    client.app.state.rate_limiter = RateLimiter(per_minute=3)
+    wrong = {"Authorization": "Bearer sk-adaptd-not-a-key"}
+    for _ in range(2):
+        assert client.get("/v1/models", headers=wrong).status_code == 401
+    missing = {"Authorization": ""}
+    assert client.get("/v1/models", headers=missing).status_code == 401  # the same bucket
+    r = client.get("/v1/models", headers=wrong)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "retry-after" in r.headers
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200

@@ -144,3 +144,50 @@ def test_disagreement_filter(admin, client, eval_file) -> None:
     expect(rows.nth(1).locator("td").first).to_have_text("3")
     expect(rows.nth(0)).to_contain_text(payload)
     assert "disagree=true" in page.url
+
+
+def test_report_page_shows_the_margin_and_an_alias_split(admin, client, eval_file) -> None:
+    """A report built here (no worker): an alias answered by two variants, and a cheaper
+    variant the examples cannot yet place within the margin."""
+    from app.db import get_sessionmaker
+    from app.evals.models import Evaluation
+    from app.evals.report import Outcome, build_report
+
+    base = client.get("/v1/models").json()["data"][0]["id"]
+    client.post("/v1/templates", json={"name": "long"})
+    client.post(
+        "/v1/aliases",
+        json={"name": "ab", "targets": [{"model": base}, {"model": "tmpl:long"}]},
+    )
+    created = client.post(
+        "/v1/evals", json={"file_id": eval_file, "variants": ["ab", base, "tmpl:long"]}
+    )
+    assert created.status_code == 201, created.text
+    eval_id = created.json()["id"]
+    n = 10
+    examples = [{"input": f"q{i}", "expected": "yes"} for i in range(n)]
+    picks = [base if i % 2 else "tmpl:long" for i in range(n)]
+    outcomes = {
+        "ab": [Outcome("yes", True, 30, 1, 5.0, model=m) for m in picks],
+        base: [Outcome("yes" if i < 8 else "no", i < 8, 10, 1, 5.0) for i in range(n)],
+        "tmpl:long": [Outcome("yes" if i < 9 else "no", i < 9, 50, 1, 5.0) for i in range(n)],
+    }
+    report = build_report(["ab", base, "tmpl:long"], examples, outcomes)
+    assert report["recommendation"]["decided"] is False
+    with get_sessionmaker()() as session:
+        row = session.get(Evaluation, eval_id)
+        row.report, row.status = report, "succeeded"
+        session.commit()
+
+    page = admin.page
+    admin.goto(f"/evals/{eval_id}")
+    expect(page.locator("#recommendation")).to_have_text(report["recommendation"]["text"])
+    needed = report["recommendation"]["examples_needed"]
+    expect(page.locator("#margin")).to_contain_text("at most 0.05 below it")
+    expect(page.locator("#margin")).to_contain_text(f"about {needed} examples would decide")
+    split = page.locator("#variants tr.split")
+    expect(split).to_have_count(1)
+    expect(split).to_contain_text(f"{base} 5 / 5")
+    expect(split).to_contain_text("tmpl:long 5 / 5")
+    first = page.locator("#examples tbody tr").first
+    expect(first).to_contain_text("(tmpl:long)")  # the alias's pick for example 1

@@ -11,6 +11,7 @@ import pytest
 from app.engine.engine import Engine
 from app.engine.loader import load_base_model
 from app.engine.prompts import encode, render_chat
+from app.engine.protocol import generate
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
 from app.settings import DEFAULT_BASE_MODEL, get_settings
@@ -63,6 +64,6 @@ def test_choice_gives_a_label(engine: Engine) -> None:
     params = SamplingParams(
         max_tokens=5, temperature=0.0, constraint=OutputConstraint.choice(["positive", "negative"])
     )
-    result = asyncio.run(engine.generate(ids, params))
+    result = asyncio.run(generate(engine, ids, params))
     assert result.text in ("positive", "negative")
     assert result.finish_reason == "stop"

@@ -8,6 +8,7 @@ import torch
 from app.engine.adapters import BASE, AdapterRef, peft_label
 from app.engine.engine import Engine
 from app.engine.prompts import encode
+from app.engine.protocol import generate
 from app.engine.requests import Finished
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
@@ -53,7 +54,7 @@ def few_shot_job(engine: Engine, question: str, adapter: AdapterRef | None = Non
 
 async def _alone(engine: Engine, jobs: list[Job]) -> list[Finished]:
     return [
-        await engine.generate(j.ids(engine), j.params(), j.adapter, prefix_len=j.prefix_len)
+        await generate(engine, j.ids(engine), j.params(), j.adapter, prefix_len=j.prefix_len)
         for j in jobs
     ]
 

@@ -5,12 +5,13 @@ import asyncio
 
 import torch
 
+from app.engine import protocol
 from app.engine.sampling import SamplingParams
 from tests.engine.helpers import TIE_TOLERANCE, Job, reference_logits
 
 
 def generate(engine, ids, params, adapter=None):
-    return asyncio.run(engine.generate(ids, params, adapter))
+    return asyncio.run(protocol.generate(engine, ids, params, adapter))
 
 
 def test_logprobs_are_the_models_distribution_at_each_step(make_engine, adapter_refs) -> None:

@@ -5,12 +5,13 @@ import asyncio
 
 import torch
 
+from app.engine import protocol
 from app.engine.sampling import SamplingParams, adjust_logits
 from tests.engine.helpers import Job, reference_logits
 
 
 def generate(engine, ids, params, adapter=None):
-    return asyncio.run(engine.generate(ids, params, adapter))
+    return asyncio.run(protocol.generate(engine, ids, params, adapter))
 
 
 def test_adjust_logits_formula() -> None:

@@ -4,10 +4,8 @@ token and [DONE], and only then does the process exit. With a short SHUTDOWN_GRA
 stream is cut instead of holding the exit."""
 
 import json
-import os
+import secrets
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,8 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
-from tests.conftest import ADMIN_KEY, ROOT, free_port
+from tests.conftest import ADMIN_KEY
+from tests.processes import ApiProcess
 from tests.tiny_model import build_tiny_model
 
 MAX_TOKENS = 4000  # long enough to outlast the drain on this model, even on an idle machine
@@ -27,46 +26,17 @@ def long_context_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-long", context=8192)
 
 
-class Server:
-    def __init__(self, tmp: Path, model: Path, drain_s: float, grace_s: float) -> None:
-        self.port = free_port()
-        self.log = tmp / f"api-{self.port}.log"
-        env = dict(
-            os.environ,
-            BASE_MODEL=str(model),
-            SHUTDOWN_DRAIN_S=str(drain_s),
-            SHUTDOWN_GRACE_S=str(grace_s),
-            MAX_TOKENS_CAP="8192",
-        )
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.asgi:app",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
-        )
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.output()
-            time.sleep(0.2)
+class Server(ApiProcess):
+    """The API on the long-context model, with the given drain and grace, its log kept."""
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+    def __init__(self, tmp: Path, model: Path, drain_s: float, grace_s: float) -> None:
+        env = {
+            "BASE_MODEL": str(model),
+            "SHUTDOWN_DRAIN_S": str(drain_s),
+            "SHUTDOWN_GRACE_S": str(grace_s),
+            "MAX_TOKENS_CAP": "8192",
+        }
+        super().__init__(env, log=tmp / f"api-{secrets.token_hex(3)}.log")
 
     def request_line(self, request_id: str) -> dict:
         for line in self.output().splitlines():

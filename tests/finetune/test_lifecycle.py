@@ -95,3 +95,43 @@ def test_reaper_resends_jobs_the_broker_lost(job_id, settings_env, monkeypatch):
     row = _get(job_id)
     assert row.status == "queued" and utcnow() - row.heartbeat_at < timedelta(seconds=30)
     assert any("sent to the queue again" in m for m in _messages(job_id))
+
+
+def test_a_deleted_checkpoint_leaves_the_listings_and_one_an_alias_targets_stays(client, job_id):
+    claim = lifecycle.claim(job_id, "w1", 60, 2)
+    final_name = f"ft:tiny-llama::{job_id}"
+
+    def files(name: str, step: int) -> lifecycle.AdapterFiles:
+        return lifecycle.AdapterFiles(
+            name=name, path=f"{job_id}-{step}", bytes=1, step=step, metrics={}, manifest={}
+        )
+
+    earlier = [files(f"{final_name}:ckpt-step-{s}", s) for s in (3, 6)]
+    assert lifecycle.succeed(
+        claim,
+        final=files(final_name, 9),
+        base_model="tiny-llama",
+        trained_tokens=1,
+        earlier=earlier,
+    )
+
+    def listed() -> list[str]:
+        rows = client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
+        return [c["fine_tuned_model_checkpoint"] for c in rows]
+
+    def models() -> set[str]:
+        return {m["id"] for m in client.get("/v1/models").json()["data"]}
+
+    step3, step6 = (e.name for e in earlier)
+    assert listed() == [final_name, step6, step3] and {step3, step6} <= models()
+    assert client.delete(f"/v1/models/{step3}").status_code == 200
+    assert listed() == [final_name, step6] and step3 not in models()
+    # Paging past the deleted one's position still works.
+    page = client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", params={"limit": 1}).json()
+    assert page["has_more"] is True
+    # A checkpoint an alias targets is refused, and stays listed.
+    client.post("/v1/aliases", json={"name": "pinned", "targets": [{"model": step6}]})
+    r = client.delete(f"/v1/models/{step6}")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "model_in_use"
+    assert "pinned" in r.json()["error"]["message"]
+    assert listed() == [final_name, step6] and step6 in models()

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from app.engine.prompts import encode, render_chat
+from app.engine.protocol import generate
 from app.engine.sampling import SamplingParams
 from app.settings import DEFAULT_BASE_MODEL
 from tests.conftest import ADMIN_KEY
@@ -167,8 +168,8 @@ def test_engines_give_the_same_tokens(local_engine, vllm_engine) -> None:  # noq
         SamplingParams(max_tokens=8, temperature=0, logprobs=3),
     ]
     for params in cases:
-        ours = asyncio.run(local_engine.generate(ids, params))
-        theirs = asyncio.run(vllm_engine.generate(ids, params))
+        ours = asyncio.run(generate(local_engine, ids, params))
+        theirs = asyncio.run(generate(vllm_engine, ids, params))
         assert theirs.token_ids == ours.token_ids, params
         assert (theirs.text, theirs.finish_reason) == (ours.text, ours.finish_reason)
         assert theirs.completion_tokens == ours.completion_tokens

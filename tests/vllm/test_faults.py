@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app.engine.errors import EngineBusy
+from app.engine.protocol import generate
 from app.engine.requests import Finished
 from app.engine.sampling import SamplingParams
 from tests.conftest import ADMIN_KEY
@@ -59,7 +60,7 @@ def test_two_servers_one_killed_mid_traffic(
         params = SamplingParams(max_tokens=40, temperature=0)
         ids = prompts(engine, 8)
         # What each prompt gives on the server that stays up, undisturbed.
-        reference = [asyncio.run(vllm_engine.generate(p, params)).token_ids for p in ids]
+        reference = [asyncio.run(generate(vllm_engine, p, params)).token_ids for p in ids]
 
         async def scenario() -> list:
             handles = [engine.submit(p, params) for p in ids]  # spread by load over both
@@ -79,7 +80,7 @@ def test_two_servers_one_killed_mid_traffic(
         assert [r.token_ids for r in results] == reference
         health = engine.health()
         assert health["ready"] and [s["healthy"] for s in health["servers"]] == [True, False]
-        after = asyncio.run(engine.generate(ids[0], params))
+        after = asyncio.run(generate(engine, ids[0], params))
         assert after.token_ids == reference[0]
     finally:
         engine.stop()

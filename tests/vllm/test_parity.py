@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from app.engine.prompts import encode, render_chat
+from app.engine.protocol import generate
 from app.engine.sampling import SamplingParams
 
 pytestmark = pytest.mark.vllm
@@ -46,7 +47,7 @@ def test_greedy_parity_50_prompts(local_engine, vllm_engine) -> None:  # noqa: A
     params = SamplingParams(max_tokens=24, temperature=0)
 
     async def run(engine) -> list:  # noqa: ANN001
-        return await asyncio.gather(*(engine.generate(p, params) for p in ids))
+        return await asyncio.gather(*(generate(engine, p, params) for p in ids))
 
     ours = asyncio.run(run(local_engine))
     theirs = asyncio.run(run(vllm_engine))

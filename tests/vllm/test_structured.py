@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from app.engine.adapters import AdapterRef
 from app.engine.errors import InvalidInput
 from app.engine.prompts import encode, render_chat
+from app.engine.protocol import generate
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
 from app.settings import DEFAULT_BASE_MODEL
@@ -180,12 +181,12 @@ def test_engines_give_the_same_constrained_tokens(local_engine, vllm_engine) -> 
     ]
     for constraint in cases:
         params = SamplingParams(max_tokens=40, temperature=0, constraint=constraint)
-        ours = asyncio.run(local_engine.generate(ids, params))
-        theirs = asyncio.run(vllm_engine.generate(ids, params))
+        ours = asyncio.run(generate(local_engine, ids, params))
+        theirs = asyncio.run(generate(vllm_engine, ids, params))
         assert theirs.token_ids == ours.token_ids, constraint
         assert (theirs.text, theirs.finish_reason) == (ours.text, ours.finish_reason)
     cut = SamplingParams(max_tokens=3, temperature=0, constraint=cases[0])
-    assert asyncio.run(vllm_engine.generate(ids, cut)).finish_reason == "length"
+    assert asyncio.run(generate(vllm_engine, ids, cut)).finish_reason == "length"
 
 
 def test_engines_score_labels_alike(local_engine, vllm_engine, peft_adapter_files) -> None:  # noqa: ANN001

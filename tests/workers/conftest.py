@@ -30,10 +30,12 @@ def db_url(postgres_url: str) -> str:
 
 
 class WorkerProcess:
-    """`celery -A workers.celery_app worker --pool=solo` as a child process."""
+    """`celery -A workers.celery_app worker --pool=solo` (or another pool, with one child
+    process: docker-compose runs prefork) as a child process."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, pool: str = "solo") -> None:
         self.log = log_dir / f"worker-{secrets.token_hex(3)}.log"
+        self.pool = pool
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
@@ -43,7 +45,8 @@ class WorkerProcess:
             "-A",
             "workers.celery_app",
             "worker",
-            "--pool=solo",
+            f"--pool={self.pool}",
+            *(["--concurrency=1"] if self.pool != "solo" else []),
             "-Q",
             queue,
             "-n",

@@ -12,6 +12,7 @@ from app.engine.prompts import encode, render_chat
 from tests.files.data import QA, chat_rows
 from workers.training import (
     IGNORE,
+    ResumeState,
     TrainConfig,
     TrainingStopped,
     adapter_shape,
@@ -263,3 +264,65 @@ def test_training_on_top_of_an_adapter_starts_from_its_weights(tiny_model_dir, t
     assert abs(first_loss - parent_last) < abs(first_loss - parent_first)
     moved = _lora(child.model)
     assert not all(torch.equal(moved[k], parent_weights[k]) for k in moved)
+
+
+def test_resumed_training_goes_on_from_the_epoch_and_matches_an_unbroken_run(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A run stopped after epoch 3 and resumed from its saved state (through a file, as
+    another worker would) redoes no step and ends with the unbroken run's weights, bit for
+    bit: the optimizer's moments, the schedule, the dropout RNG, the batch order and the
+    best epoch so far all carry over."""
+
+    def fresh():  # noqa: ANN202
+        return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
+
+    first = fresh()
+    train, valid = _contradicted(first)
+    config = TrainConfig(n_epochs=6, batch_size=2, learning_rate=1e-2, r=4, dropout=0.1)
+    states: dict[int, Path] = {}
+
+    def save(state: ResumeState) -> None:
+        states[state.epoch] = tmp_path / f"state-{state.epoch}.pt"
+        state.save(states[state.epoch])
+
+    unbroken = train_lora(
+        first.model, first.tokenizer, train, config, valid=valid, log_every=1, on_checkpoint=save
+    )
+    assert sorted(states) == [1, 2, 3, 4, 5, 6] and unbroken.steps == 24
+
+    state = ResumeState.load(states[3])
+    assert (state.epoch, state.step) == (3, 12) and len(state.epochs) == 3
+    second = fresh()
+    steps: list[int] = []
+    resumed = train_lora(
+        second.model,
+        second.tokenizer,
+        train,
+        config,
+        valid=valid,
+        log_every=1,
+        report=lambda m: steps.append(m.step) is None,
+        resume=state,
+    )
+    assert steps == list(range(13, 25))  # epochs 4 to 6 only
+    assert resumed.steps == 24
+    assert [e.epoch for e in resumed.epochs] == [1, 2, 3, 4, 5, 6]
+    assert resumed.epochs == unbroken.epochs
+    assert resumed.selected == unbroken.selected
+    a, b = _lora(unbroken.model), _lora(resumed.model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # Resumed from the last epoch, nothing is left to train: the same model at once.
+    third = fresh()
+    done = train_lora(
+        third.model,
+        third.tokenizer,
+        train,
+        config,
+        valid=valid,
+        report=lambda m: pytest.fail("no step should run"),
+        resume=ResumeState.load(states[6]),
+    )
+    c = _lora(done.model)
+    assert all(torch.equal(a[k], c[k]) for k in a) and done.selected == unbroken.selected

@@ -145,6 +145,13 @@ def test_bad_eval_requests(client) -> None:
             400,
             "generation.max_tokens",
         ),
+        # Unknown keys would silently run with the defaults.
+        (
+            {"file_id": file_id, "variants": [base], "generation": {"max_token": 3}},
+            400,
+            "generation.max_token",
+        ),
+        ({"file_id": file_id, "variants": [base], "limits": 3}, 400, "limits"),
     ]
     for body, status, param in cases:
         r = client.post("/v1/evals", json=body)

@@ -156,5 +156,6 @@ def rollback_alias(
     session: SessionDep,
     version: Annotated[int | None, Form()] = None,
 ) -> Response:
-    aliases.rollback(session, console.principal.tenant, name, version)
+    tenant = console.principal.tenant
+    aliases.rollback(session, tenant, name, version, _kinds(session, tenant))
     return redirect(f"/aliases/{name}")

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.auth import service as auth_service
 from app.auth.models import ApiKey
 from app.console import session as console_session
-from app.console.web import ConsoleRoute, FormConsoleDep, redirect, render
+from app.console.web import ConsoleRoute, FormConsoleDep, landing_page, redirect, render
 from app.db import SessionDep
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -44,7 +44,7 @@ def login(
         return _login_page(request, "That key is not valid (or was revoked).", 401)
     key = session.get(ApiKey, principal.key_id)
     assert key is not None
-    response = redirect("/")
+    response = redirect(landing_page(principal.scopes))
     console_session.start_session(request, response, key)
     return response
 

@@ -12,8 +12,8 @@ from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, 
 from app.db import SessionDep
 from app.errors import APIError
 from app.files import service as files
+from app.files.router import file_users
 from app.files.tokens import token_counter, tokenizer_and_window
-from app.finetune.service import file_in_use
 from app.settings import get_settings
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -99,6 +99,6 @@ def delete(file_id: str, console: FormConsoleDep, session: SessionDep) -> Respon
         tenant,
         file_id,
         get_settings().files_dir,
-        lambda fid: file_in_use(session, tenant, fid),
+        lambda fid: file_users(session, tenant, fid),
     )
     return redirect("/files")

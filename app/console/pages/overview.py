@@ -5,7 +5,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.aliases import service as aliases
 from app.console.variants import base_model_name
-from app.console.web import ConsoleDep, ConsoleRoute, redirect, render
+from app.console.web import ConsoleDep, ConsoleRoute, landing_page, redirect, render
 from app.db import SessionDep
 from app.finetune import service as finetune
 from app.registry.repository import AdapterRepository
@@ -30,6 +30,8 @@ def root() -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, console: ConsoleDep, session: SessionDep) -> Response:
+    if "manage" not in console.principal.scopes:  # e.g. an inference-only key
+        return redirect(landing_page(console.principal.scopes))
     tenant = console.principal.tenant
     adapters = AdapterRepository(session, tenant).all_by_age()
     jobs = {

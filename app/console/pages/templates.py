@@ -16,6 +16,7 @@ from app.db import SessionDep
 from app.engine.engine import Engine
 from app.errors import APIError, BadRequest
 from app.inference.dependencies import EngineDep
+from app.routing.references import references_in
 from app.routing.resolve import model_kinds
 from app.templates import rendering, selection
 from app.templates import service as templates
@@ -147,7 +148,8 @@ def move_tag(
 
 @router.post("/templates/{name}/tags/{tag}/delete")
 def remove_tag(name: str, tag: str, console: FormConsoleDep, session: SessionDep) -> Response:
-    templates.remove_tag(session, console.principal.tenant, name, tag)
+    tenant = console.principal.tenant
+    templates.remove_tag(session, tenant, name, tag, references_in(session, tenant))
     return redirect(f"/templates/{name}")
 
 

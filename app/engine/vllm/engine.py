@@ -243,16 +243,6 @@ class VllmEngine:
         with self._count_lock:
             self.in_flight -= 1
 
-    async def generate(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        adapter: AdapterRef | None = None,
-        *,
-        prefix_len: int = 0,
-    ) -> Finished:
-        return await self.submit(prompt_ids, params, adapter, prefix_len=prefix_len).result()
-
     # -- structured outputs ------------------------------------------------------------------
     @property
     def grammars(self) -> Grammars:

@@ -1,0 +1,240 @@
+"""Values that used to reach the database, the tokenizer or the JSON encoder and come back as
+a 500 (issue 17): integers past 64 bits, lone UTF-16 surrogates, "²" (a digit to isdigit(),
+not to int()), a JSONL line nested 50,000 levels deep. Each is a 400 naming the field now,
+and any error nobody foresaw is the OpenAI envelope on a connection that stays usable."""
+
+import http.client
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from app.protocol.values import DB_INT_MAX
+from tests.conftest import ADMIN_KEY
+from tests.files.data import chat_rows, jsonl, upload
+from tests.templates.util import create
+
+HUGE = 2**63  # one past a signed 64-bit integer
+PAST_COLUMN = DB_INT_MAX + 1  # one past the tables' (32-bit) integer columns
+LONE = "\ud800"
+
+
+def post_json(client, url: str, body: Any):
+    # json.dumps escapes the surrogate as \ud800, which is what a hostile client sends.
+    return client.post(url, content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+def assert_error(response, status: int, param: str | None = None, code: str | None = None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    if param is not None:
+        assert error["param"] == param, error
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+def chat(model: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": model,
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hi"}],
+        **extra,
+    }
+
+
+# -- integers past what a column holds ------------------------------------------------------
+@pytest.mark.both_databases
+def test_huge_versions_and_cursors_are_refused_not_500(client) -> None:
+    assert create(client).status_code == 201
+    base = client.app.state.engine.name
+    for number in (HUGE, PAST_COLUMN):
+        assert_error(client.get(f"/v1/templates/sentiment/versions/{number}"), 400, "version")
+        r = client.put("/v1/templates/sentiment/tags/prod", json={"version": number})
+        assert_error(r, 400, "version")
+        r = client.get("/v1/admin/audit", params={"after": number})
+        assert_error(r, 400, "after")
+    # The largest value a column holds passes validation: a version that does not exist.
+    assert_error(client.get(f"/v1/templates/sentiment/versions/{DB_INT_MAX}"), 404)
+    r = client.put("/v1/templates/sentiment/tags/prod", json={"version": DB_INT_MAX})
+    assert r.status_code in (400, 404) and r.json()["error"]["code"], r.text
+    # A template reference past any version: no such version, as for any other number.
+    for ref in (
+        f"sentiment@{HUGE}",
+        f"sentiment@{PAST_COLUMN}",
+        f"sentiment@{DB_INT_MAX}",
+        "sentiment@" + "9" * 30,
+        "sentiment@²",
+    ):
+        assert_error(client.post(f"/v1/templates/{ref}/render", json={"input": "x"}), 404)
+        assert_error(client.post("/v1/chat/completions", json=chat(f"tmpl:{ref}")), 404, "model")
+    r = client.post("/v1/aliases", json={"name": "al", "targets": [{"model": base}]})
+    assert r.status_code == 201, r.text
+    for number in (HUGE, PAST_COLUMN):
+        r = client.post("/v1/aliases/al/rollback", json={"version": number})
+        assert_error(r, 400, "version")
+    assert_error(
+        client.post("/v1/aliases/al/rollback", json={"version": DB_INT_MAX}),
+        400,
+        "version",
+        "alias_version_not_found",
+    )
+    job = client.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": base, "training_file": upload(client, jsonl(chat_rows())).json()["id"]},
+    )
+    assert job.status_code in (200, 201), job.text
+    events = f"/v1/fine_tuning/jobs/{job.json()['id']}/events"
+    for cursor in (f"ftevent-{HUGE}", f"ftevent-{PAST_COLUMN}", "ftevent-" + "9" * 30, "ftevent-²"):
+        assert_error(client.get(events, params={"after": cursor}), 400, "after")
+    for cursor in ("ftevent-1", f"ftevent-{DB_INT_MAX}"):
+        assert client.get(events, params={"after": cursor}).status_code == 200
+
+
+def test_seeds_past_64_bits_are_refused(client) -> None:
+    base = client.app.state.engine.name
+    for seed in (HUGE, -(2**63) - 1, 2**64):
+        assert_error(client.post("/v1/chat/completions", json=chat(base, seed=seed)), 400, "seed")
+        body = {"model": base, "prompt": "hi", "max_tokens": 2, "seed": seed}
+        assert_error(client.post("/v1/completions", json=body), 400, "seed")
+    file_id = upload(client, jsonl(chat_rows())).json()["id"]
+    body = {"file_id": file_id, "variants": [base], "generation": {"seed": HUGE}}
+    assert_error(client.post("/v1/evals", json=body), 400, "generation.seed")
+    # The largest accepted seed runs (seed + choice index stays inside 64 bits).
+    ok = client.post("/v1/chat/completions", json=chat(base, seed=2**63 - 9, n=2, temperature=1))
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("key", ["²", "١٢", "99999999999999999999", str(HUGE), "-1", " 1"])
+def test_logit_bias_keys_must_be_token_ids(client, key: str) -> None:
+    base = client.app.state.engine.name
+    r = client.post("/v1/chat/completions", json=chat(base, logit_bias={key: 1}))
+    assert_error(r, 400, "logit_bias")
+
+
+# -- lone surrogates -------------------------------------------------------------------------
+def test_lone_surrogates_are_refused_wherever_text_goes_in(client) -> None:
+    base = client.app.state.engine.name
+    assert (
+        create(
+            client, variables={"tone": None}, instruction="{{ tone }}: {{ input }}", examples=[]
+        ).status_code
+        == 201
+    )
+    file_id = upload(client, jsonl(chat_rows())).json()["id"]
+    cases: list[tuple[str, Any, str]] = [
+        (
+            "/v1/chat/completions",
+            chat(base, messages=[{"role": "user", "content": LONE}]),
+            "messages.0.content",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                base, messages=[{"role": "user", "content": [{"type": "text", "text": "a" + LONE}]}]
+            ),
+            "messages.0.content.0.text",
+        ),
+        ("/v1/completions", {"model": base, "prompt": ["ok", LONE]}, "prompt.1"),
+        (
+            "/v1/chat/completions",
+            chat("tmpl:sentiment", variables={"tone": LONE}),
+            "variables.tone",
+        ),
+        ("/v1/chat/completions", chat("tmpl:sentiment", variables={LONE: "x"}), "variables"),
+        ("/v1/templates", {"name": "t2", "instruction": "{{ input }}" + LONE}, "instruction"),
+        (
+            "/v1/templates",
+            {
+                "name": "t2",
+                "instruction": "{{ input }}",
+                "examples": [{"input": LONE, "output": "y"}],
+            },
+            "examples.0.input",
+        ),
+        ("/v1/templates/sentiment/render", {"input": LONE, "variables": {"tone": "x"}}, "input"),
+        (
+            "/v1/templates/sentiment/render",
+            {"input": "x", "variables": {"tone": [LONE]}},
+            "variables.tone.0",
+        ),
+        ("/v1/evals", {"file_id": file_id, "variants": [base, "tmpl:" + LONE]}, "variants.1"),
+        ("/v1/aliases", {"name": "al", "targets": [{"model": LONE}]}, "targets.0.model"),
+        (
+            "/v1/fine_tuning/jobs",
+            {"model": base, "training_file": file_id, "suffix": LONE},
+            "suffix",
+        ),
+        (
+            "/v1/fine_tuning/jobs",
+            {"model": base, "training_file": file_id, "metadata": {"k": LONE}},
+            "metadata.k",
+        ),
+    ]
+    for url, body, param in cases:
+        error = assert_error(post_json(client, url, body), 400, param, "invalid_text")
+        assert "surrogate" in error["message"]
+    assert client.get("/v1/templates/t2").status_code == 404  # nothing was stored
+
+
+def test_jsonl_with_a_lone_surrogate_is_refused_on_upload(client) -> None:
+    rows = chat_rows()
+    rows[3]["messages"][0]["content"] = "hello " + LONE
+    r = upload(client, jsonl(rows))  # json.dumps writes the surrogate as \ud800
+    assert r.status_code == 400, r.text
+    problems = r.json()["error"]["details"]
+    assert problems[0]["line"] == 4 and problems[0]["code"] == "invalid_encoding", problems
+
+
+def test_jsonl_line_nested_50000_levels_is_refused_on_upload(client) -> None:
+    deep = "[" * 50_000 + "]" * 50_000
+    data = jsonl(chat_rows()) + ('{"messages": ' + deep + "}\n").encode()
+    r = upload(client, data)
+    assert r.status_code == 400, r.text
+    problems = r.json()["error"]["details"]
+    assert problems[0]["line"] == 13 and problems[0]["code"] == "invalid_json", problems
+    assert "nested" in problems[0]["message"]
+    # Deep but reasonable nesting in a line is not refused for its depth.
+    fine = chat_rows()
+    fine[0]["extra"] = [[[[[["x"]]]]]]
+    assert upload(client, jsonl(fine)).status_code == 200
+
+
+# -- the last resort -------------------------------------------------------------------------
+def _add_failing_route(app) -> None:
+    def fail() -> None:
+        raise RuntimeError("a bug nobody foresaw")
+
+    app.add_api_route("/v1/test-only/fail", fail, methods=["GET"])
+
+
+def test_an_unexpected_error_is_the_openai_envelope(app, client) -> None:
+    _add_failing_route(app)
+    r = client.get("/v1/test-only/fail")  # TestClient re-raises whatever the app re-raises
+    error = assert_error(r, 500, code="internal_error")
+    assert error["type"] == "server_error" and "a bug" not in error["message"]
+    assert r.headers.get("x-request-id")
+    assert client.get("/v1/models").status_code == 200
+
+
+def test_the_connection_stays_usable_after_an_unexpected_error(app, live_server) -> None:
+    _add_failing_route(app)
+    url = urlsplit(live_server)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        conn.request("GET", "/v1/test-only/fail", headers=headers)
+        first = conn.getresponse()
+        body = json.loads(first.read())
+        assert first.status == 500 and body["error"]["type"] == "server_error", body
+        sock = conn.sock
+        assert sock is not None  # not marked to close
+        conn.request("GET", "/v1/models", headers=headers)  # same keep-alive connection
+        second = conn.getresponse()
+        assert second.status == 200, second.read()
+        second.read()
+        assert conn.sock is sock
+    finally:
+        conn.close()
