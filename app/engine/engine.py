@@ -23,7 +23,13 @@ from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
-from app.engine.structured import ConstraintError, ForcedTokens, Grammars, OutputConstraint
+from app.engine.structured import (
+    ConstraintError,
+    ForcedTokens,
+    Grammars,
+    OutputConstraint,
+    invalid_response_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +195,3 @@ def contiguous_output_inputs(model: torch.nn.Module) -> None:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def invalid_response_format(exc: ConstraintError) -> InvalidInput:
-    return InvalidInput(
-        str(exc), param=exc.param or "response_format", code="invalid_response_format"
-    )

@@ -21,6 +21,8 @@ import torch
 import xgrammar as xgr
 from transformers import PreTrainedTokenizerBase
 
+from app.engine.errors import InvalidInput
+
 ConstraintKind = Literal["json", "regex", "choice"]
 
 # Compact JSON: free whitespace lets a small model loop on spaces and newlines.
@@ -34,6 +36,13 @@ class ConstraintError(ValueError):
     def __init__(self, message: str, param: str | None) -> None:
         super().__init__(message)
         self.param = param
+
+
+def invalid_response_format(exc: ConstraintError) -> InvalidInput:
+    """The 400 every engine answers for a constraint it cannot run."""
+    return InvalidInput(
+        str(exc), param=exc.param or "response_format", code="invalid_response_format"
+    )
 
 
 @dataclass(frozen=True)

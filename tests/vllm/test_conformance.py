@@ -195,30 +195,3 @@ def test_cancelled_stream_frees_the_server(vllm_engine) -> None:  # noqa: ANN001
     asyncio.run(scenario())
     assert vllm_engine.in_flight == 0
     assert vllm_engine.pool.servers[0].in_flight == 0
-
-
-def test_structured_output_runs_locally_and_is_refused_on_vllm(client, backend) -> None:  # noqa: ANN001
-    schema = {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    }
-    r = client.post(
-        "/v1/chat/completions",
-        json={
-            "model": DEFAULT_BASE_MODEL,
-            "messages": QUESTION,
-            "max_tokens": 16,
-            "temperature": 0,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": schema, "strict": True},
-            },
-        },
-    )
-    if backend.kind == "local":
-        assert r.status_code == 200, r.text
-    else:  # not mapped to vLLM's structured outputs yet: refused, never ignored
-        assert r.status_code == 400, r.text
-        assert r.json()["error"]["code"] == "unsupported_parameter"

@@ -8,6 +8,7 @@ import httpx
 
 from app.engine.requests import TokenLogprob
 from app.engine.sampling import SamplingParams
+from app.engine.structured import OutputConstraint
 
 TOKEN_PREFIX = "token_id:"  # vLLM's token names with return_tokens_as_token_ids
 
@@ -56,7 +57,49 @@ def completion_body(
         body["frequency_penalty"] = params.frequency_penalty
     if params.logit_bias:
         body["logit_bias"] = {str(t): b for t, b in params.logit_bias}
+    if params.constraint is not None:
+        body["structured_outputs"] = structured_outputs(params.constraint)
     return body
+
+
+def structured_outputs(constraint: OutputConstraint) -> dict[str, Any]:
+    """vLLM's request field for a constraint (its xgrammar backend compiles the same spec)."""
+    if constraint.kind == "json":
+        return {"json": json.loads(constraint.spec)}
+    if constraint.kind == "choice":
+        return {"choice": constraint.choices}
+    return {"regex": constraint.spec}
+
+
+def scoring_body(model: str, prompt_ids: list[int], token: int) -> dict[str, Any]:
+    """A one-step request that can only pick `token` after `prompt_ids` and reports its
+    log-probability under the model (vLLM's logprobs are taken before allowed_token_ids and
+    any other processing: the model's own distribution, as the built-in engine reports).
+    Not prompt_logprobs: with LoRA enabled, vLLM 0.32's CPU build kills its engine on them."""
+    return {
+        "model": model,
+        "prompt": prompt_ids,
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "allowed_token_ids": [token],
+        "logprobs": 0,
+        "stream": False,
+        "return_token_ids": True,
+        "return_tokens_as_token_ids": True,
+        "skip_special_tokens": False,
+    }
+
+
+def scored_logprob(response: dict[str, Any], token: int) -> TokenLogprob:
+    """The forced token's entry from a scoring_body response."""
+    choices = response.get("choices") or []
+    if not choices:
+        raise ServerDown("a scoring response without choices")
+    ids = choices[0].get("token_ids") or []
+    values = (choices[0].get("logprobs") or {}).get("token_logprobs") or []
+    if ids[:1] != [token] or not values or values[0] is None:
+        raise ServerDown(f"a scoring response for token {token} gave {ids[:1]}")
+    return TokenLogprob(token, float(values[0]))
 
 
 def _token_id(name: str) -> int:
@@ -124,6 +167,19 @@ class ServerClient:
         except httpx.HTTPError as exc:  # refused, reset, read timeout, half a stream
             raise ServerDown(f"{type(exc).__name__}: {exc}") from exc
         raise ServerDown("the stream ended without [DONE]")
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One completion without streaming (scoring requests)."""
+        try:
+            r = await self.http.post(f"{self.url}/v1/completions", json=body, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise ServerDown(f"{type(exc).__name__}: {exc}") from exc
+        if r.status_code != 200:
+            self._raise_for(r, body["model"])
+        try:
+            return r.json()
+        except ValueError as exc:
+            raise ServerDown(f"not JSON: {r.text[:200]}") from exc
 
     def _raise_for(self, r: httpx.Response, model: str) -> None:
         if r.status_code >= 500:

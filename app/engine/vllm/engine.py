@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,21 @@ from app.engine.errors import (
     InvalidInput,
 )
 from app.engine.loader import model_name, resolve_source
-from app.engine.requests import Event, Failed, RequestHandle
+from app.engine.requests import Event, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
-from app.engine.structured import OutputConstraint
+from app.engine.structured import (
+    ConstraintError,
+    Grammars,
+    OutputConstraint,
+    invalid_response_format,
+)
 from app.engine.vllm.client import (
     AdapterMissing,
     ServerDown,
     ServerRefused,
     completion_body,
+    scored_logprob,
+    scoring_body,
     token_logprobs,
 )
 from app.engine.vllm.output import OutputAssembler
@@ -95,14 +103,6 @@ class VllmHandle(RequestHandle):
             self.future.cancel()
 
 
-def unsupported(param: str, what: str) -> InvalidInput:
-    return InvalidInput(
-        f"{what} are not supported with ENGINE=vllm yet.",
-        param=param,
-        code="unsupported_parameter",
-    )
-
-
 class NoServer(EngineBusy):
     code = "engine_unavailable"
     retry_after_s = 5
@@ -127,6 +127,8 @@ class VllmEngine:
         self.vocab_size = int(self._model_config.vocab_size)
         self.eos_ids = self._eos_ids(source)
         self._module_names: set[str] | None = None
+        self._grammars: Grammars | None = None
+        self._grammars_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._http: httpx.AsyncClient | None = None
@@ -212,9 +214,10 @@ class VllmEngine:
         prefix_len: int = 0,
         forced_tokens: list[int] | None = None,
     ) -> RequestHandle:
-        if forced_tokens is not None:
-            raise unsupported("forced_tokens", "Forced (label-scoring) rows")
-        self._check(prompt_ids, params)
+        """As the built-in engine's submit. `forced_tokens`: score exactly these tokens after
+        the prompt (their log-probabilities, from vLLM's prompt_logprobs) instead of
+        generating."""
+        self._check(prompt_ids, params, forced_tokens)
         if self.pool is None or self._loop is None or not self.running:
             raise no_server()
         if not self.pool.any_healthy():
@@ -226,7 +229,10 @@ class VllmEngine:
         handle = VllmHandle(asyncio.get_running_loop())
         with self._count_lock:
             self.in_flight += 1
-        job = self._run(list(prompt_ids), params, adapter, max(0, prefix_len), handle)
+        if forced_tokens is not None:
+            job = self._score(list(prompt_ids), list(forced_tokens), adapter, prefix_len, handle)
+        else:
+            job = self._run(list(prompt_ids), params, adapter, max(0, prefix_len), handle)
         handle.future = asyncio.run_coroutine_threadsafe(job, self._loop)
         handle.future.add_done_callback(self._done)
         if handle.cancelled.is_set():
@@ -237,11 +243,22 @@ class VllmEngine:
         with self._count_lock:
             self.in_flight -= 1
 
+    # -- structured outputs ------------------------------------------------------------------
+    @property
+    def grammars(self) -> Grammars:
+        """The same xgrammar compiler the built-in engine uses, here only to check a
+        constraint before it is sent: both engines refuse the same schemas with the same 400
+        (vLLM's own xgrammar backend then compiles it again on the server)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                self._grammars = Grammars(self.tokenizer, self.vocab_size, self.eos_ids)
+            return self._grammars
+
     def check_constraint(self, constraint: OutputConstraint) -> None:
-        # Not mapped to vLLM's structured_outputs yet: refused, never silently ignored.
-        raise unsupported(
-            getattr(constraint, "param", None) or "response_format", "Structured outputs"
-        )
+        try:
+            self.grammars.compile(constraint)  # cached per constraint
+        except ConstraintError as exc:
+            raise invalid_response_format(exc) from None
 
     def forget_adapter(self, name: str) -> None:
         """Unloads the adapter from every server that answers (any API replica may have
@@ -265,7 +282,9 @@ class VllmEngine:
         }
 
     # -- inside the engine loop ----------------------------------------------------------------
-    def _check(self, prompt_ids: list[int], params: SamplingParams) -> None:
+    def _check(
+        self, prompt_ids: list[int], params: SamplingParams, forced: list[int] | None
+    ) -> None:
         if not prompt_ids:
             raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
         unknown = [t for t, _ in params.logit_bias if not 0 <= t < self.vocab_size]
@@ -275,8 +294,14 @@ class VllmEngine:
                 param="logit_bias",
                 code="invalid_logit_bias",
             )
-        if params.constraint is not None:
-            raise unsupported("response_format", "Structured outputs")
+        if forced is not None and (not forced or not all(0 <= t < self.vocab_size for t in forced)):
+            raise InvalidInput(
+                f"Forced tokens must be 1 or more token ids from 0 to {self.vocab_size - 1}.",
+                param="prompt",
+                code="invalid_prompt",
+            )
+        if params.constraint is not None and forced is None:
+            self.check_constraint(params.constraint)
         if params.logprobs is not None and params.logprobs > MAX_LOGPROBS:
             raise InvalidInput(
                 f"The vLLM engine returns at most {MAX_LOGPROBS} log-probabilities per token.",
@@ -350,53 +375,70 @@ class VllmEngine:
             log.exception("vLLM request failed")
             handle.push(Failed(GenerationFailed(f"Generation failed: {type(exc).__name__}")))
 
-    async def _generate(
+    async def _score(
         self,
         prompt_ids: list[int],
-        params: SamplingParams,
+        tokens: list[int],
         adapter: AdapterRef | None,
         prefix_len: int,
-        out: OutputAssembler,
         handle: RequestHandle,
     ) -> None:
-        assert self.pool is not None
-        key = self._affinity_key(adapter, prompt_ids, prefix_len)
+        """A forced row: one Finished whose logprobs are the tokens' own, as the built-in
+        engine's forced rows give. One single-step request per token (the prompt plus the
+        tokens before it), all at once: vLLM batches them and its prefix cache shares the
+        prompt."""
         model = adapter.name if adapter is not None else self.name
-        stop_ids = sorted(self.eos_ids)
+        key = self._affinity_key(adapter, prompt_ids, prefix_len)
+
+        async def one(k: int) -> TokenLogprob:
+            body = scoring_body(model, prompt_ids + tokens[:k], tokens[k])
+            found: list[TokenLogprob] = []
+
+            async def attempt(server: Server) -> None:
+                found.append(scored_logprob(await server.client.complete(body), tokens[k]))
+
+            await self._on_servers(key, adapter, attempt)
+            return found[0]
+
+        try:
+            scored = await asyncio.gather(*(one(k) for k in range(len(tokens))))
+        except asyncio.CancelledError:
+            raise
+        except EngineError as err:
+            handle.push(Failed(err))
+            return
+        except Exception as exc:  # noqa: BLE001 - the caller must get an answer
+            log.exception("vLLM scoring request failed")
+            handle.push(Failed(GenerationFailed(f"Scoring failed: {type(exc).__name__}")))
+            return
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        finished = Finished(
+            "stop", len(prompt_ids), len(tokens), text, tuple(tokens), tuple(scored)
+        )
+        handle.push(finished)
+
+    async def _on_servers(
+        self,
+        key: str | None,
+        adapter: AdapterRef | None,
+        attempt: Callable[[Server], Awaitable[None]],
+    ) -> None:
+        """Runs `attempt` on a server picked for `key`, with the adapter loaded there: a server
+        that fails is marked down and the next one tried; an adapter the server lost is
+        loaded again, once."""
+        assert self.pool is not None
         failed: set[Server] = set()
         reloaded = False
         while True:
             server = self.pool.pick(key, exclude=failed)
             if server is None:
                 raise no_server()
-            # After a failure mid-generation, go on from the tokens already produced.
-            done = len(out.generated)
-            if done and (params.adjusts_logits or (params.seed is not None and not params.greedy)):
-                raise no_server()  # penalties and seeds would not survive a restart
-            body = completion_body(
-                model,
-                prompt_ids + out.generated,
-                replace(params, max_tokens=params.max_tokens - done),
-                stop_ids,
-            )
             server.in_flight += 1
             try:
                 if adapter is not None:
                     await self._ensure_loaded(server, adapter)
-                # aclosing: leaving early closes the HTTP stream at once, and vLLM stops.
-                async with contextlib.aclosing(server.client.stream_completion(body)) as chunks:
-                    async for ids, logprobs, finish in chunks:
-                        events: list[Event] = []
-                        for token, entry in zip(
-                            ids, token_logprobs(logprobs, ids, params.logprobs), strict=True
-                        ):
-                            events += out.add(token, entry)
-                        if finish is not None and out.finished is None:
-                            events += out.finish("length" if finish == "length" else "stop")
-                        if events:
-                            RequestHandle.push_many([(handle, e) for e in events])
-                        if out.finished is not None:
-                            return
+                await attempt(server)
+                return
             except AdapterMissing:
                 assert adapter is not None
                 server.loaded.discard(adapter.name)
@@ -416,3 +458,52 @@ class VllmEngine:
                 ) from exc
             finally:
                 server.in_flight -= 1
+
+    async def _generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: AdapterRef | None,
+        prefix_len: int,
+        out: OutputAssembler,
+        handle: RequestHandle,
+    ) -> None:
+        model = adapter.name if adapter is not None else self.name
+        stop_ids = sorted(self.eos_ids)
+
+        async def attempt(server: Server) -> None:
+            # After a failure mid-generation, go on from the tokens already produced; not
+            # where the next server could not pick up the state: penalties and seeds, and a
+            # grammar (it would restart at the top of the structure).
+            done = len(out.generated)
+            if done and (
+                params.adjusts_logits
+                or params.constraint is not None
+                or (params.seed is not None and not params.greedy)
+            ):
+                raise no_server()
+            body = completion_body(
+                model,
+                prompt_ids + out.generated,
+                replace(params, max_tokens=params.max_tokens - done),
+                stop_ids,
+            )
+            # aclosing: leaving early closes the HTTP stream at once, and vLLM stops.
+            async with contextlib.aclosing(server.client.stream_completion(body)) as chunks:
+                async for ids, logprobs, finish in chunks:
+                    events: list[Event] = []
+                    for token, entry in zip(
+                        ids, token_logprobs(logprobs, ids, params.logprobs), strict=True
+                    ):
+                        events += out.add(token, entry)
+                    if finish is not None and out.finished is None:
+                        events += out.finish("length" if finish == "length" else "stop")
+                    if events:
+                        RequestHandle.push_many([(handle, e) for e in events])
+                    if out.finished is not None:
+                        return
+            raise ServerDown("the stream ended without a finish reason")
+
+        await self._on_servers(
+            self._affinity_key(adapter, prompt_ids, prefix_len), adapter, attempt
+        )

@@ -8,6 +8,7 @@ bench/serve.py start theirs with `server_command`.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from app.engine.loader import model_name, resolve_source
 from app.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[3]
+STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 def vllm_python(settings: Settings) -> Path:
@@ -55,6 +57,10 @@ def server_command(
         str(window),
         "--dtype",
         dtype or settings.vllm_dtype,
+        # Structured outputs as the built-in engine runs them: xgrammar (so both engines
+        # accept the same schemas) and compact JSON (free whitespace lets a small model loop).
+        "--structured-outputs-config",
+        json.dumps(STRUCTURED_OUTPUTS_CONFIG),
     ]
     if settings.vllm_api_key:
         argv += ["--api-key", settings.vllm_api_key]
