@@ -33,7 +33,11 @@ def playground(
 
 @router.post("/playground/stream")
 async def stream(
-    run: PlaygroundRun, console: FormConsoleDep, session: SessionDep, engine: EngineDep
+    http_request: Request,
+    run: PlaygroundRun,
+    console: FormConsoleDep,
+    session: SessionDep,
+    engine: EngineDep,
 ) -> Response:
     """The chat completions endpoint itself, streamed with usage, as this key's tenant."""
     request = ChatCompletionRequest(
@@ -44,4 +48,6 @@ async def stream(
         stream=True,
         stream_options={"include_usage": True},
     )
-    return await inference.chat_completions(request, console.principal, session, engine, Response())
+    return await inference.chat_completions(
+        request, console.principal, session, engine, http_request, Response()
+    )
