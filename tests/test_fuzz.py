@@ -85,6 +85,8 @@ def _known_state(http: httpx.Client, base: str) -> None:
 def _with_known_names(case, base: str) -> tuple[dict[str, Any], Any]:
     params = {k: KNOWN_PATH_PARAMS.get(k, v) for k, v in (case.path_parameters or {}).items()}
     body = case.body if case.media_type == "application/json" else None
+    if not isinstance(body, dict | list | str | int | float | bytes):
+        body = None  # schemathesis' NotSet: an optional body it chose to leave out
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         body = {**body, "model": base}
     return params, body
