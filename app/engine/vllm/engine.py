@@ -215,8 +215,8 @@ class VllmEngine:
         forced_tokens: list[int] | None = None,
     ) -> RequestHandle:
         """As the built-in engine's submit. `forced_tokens`: score exactly these tokens after
-        the prompt (their log-probabilities, from vLLM's prompt_logprobs) instead of
-        generating."""
+        the prompt (their log-probabilities, from one-step requests that may only pick each
+        token: client.scoring_body) instead of generating."""
         self._check(prompt_ids, params, forced_tokens)
         if self.pool is None or self._loop is None or not self.running:
             raise no_server()
