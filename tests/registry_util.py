@@ -25,6 +25,12 @@ def register_random_adapter(tenant: str, suffix: str, *, seed: int = 1) -> str:
     name = f"ft:{Path(settings.base_model).name.lower()}:{suffix}:{job}"
     folder = settings.adapters_dir / job
     peft_model.save_pretrained(str(folder))
+    add_adapter_row(tenant, name, job, settings.base_model)
+    return name
+
+
+def add_adapter_row(tenant: str, name: str, job: str, base_model: str) -> None:
+    """The registry row of an adapter whose files are already in the store under `job`."""
     with get_sessionmaker()() as session:
         session.add(
             Adapter(
@@ -32,11 +38,10 @@ def register_random_adapter(tenant: str, suffix: str, *, seed: int = 1) -> str:
                 tenant=tenant,
                 name=name,
                 job_id=job,
-                base_model=settings.base_model,
+                base_model=base_model,
                 path=job,
                 bytes=0,
                 manifest={},
             )
         )
         session.commit()
-    return name

@@ -16,15 +16,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from app.db import get_sessionmaker
 from app.engine.engine import Engine
 from app.engine.loader import load_base_model, resolve_source
 from app.engine.vllm.engine import VllmConfig, VllmEngine
 from app.engine.vllm.launch import server_command, vllm_python, wait_ready
 from app.ids import new_id
-from app.registry.models import Adapter
 from app.settings import DEFAULT_BASE_MODEL, Settings
 from tests.conftest import clean_database, free_port, reset_caches
+from tests.registry_util import add_adapter_row
 
 BOOT_TIMEOUT_S = 900  # a cold start on a busy 2-core machine takes minutes
 
@@ -187,20 +186,7 @@ def register_adapter(settings_env: Settings, peft_adapter_files: Path) -> Callab
         for f in peft_adapter_files.iterdir():
             (folder / f.name).write_bytes(f.read_bytes())
         name = f"ft:{DEFAULT_BASE_MODEL}:{suffix}:{job}"
-        with get_sessionmaker()() as session:
-            session.add(
-                Adapter(
-                    id=new_id("adapter_"),
-                    tenant=tenant,
-                    name=name,
-                    job_id=job,
-                    base_model=DEFAULT_BASE_MODEL,
-                    path=job,
-                    bytes=0,
-                    manifest={},
-                )
-            )
-            session.commit()
+        add_adapter_row(tenant, name, job, DEFAULT_BASE_MODEL)
         return name
 
     return register
