@@ -20,8 +20,9 @@ DPO run of workers/dpo.py, and the time per step of DPO against SFT on the same 
 
 With `--method dtype`: the worker's trainer twice on the same sentences, in fp32 and under
 bf16 autocast (weights and optimizer stay fp32), tokens/s and accuracy of each; and the
-fp32-trained adapter's accuracy with the model cast to bf16 (base and adapter weights, as
-the serving engine holds them with DTYPE=bfloat16) on the same test sentences.
+fp32-trained adapter's accuracy with the base weights cast to bf16 and the LoRA weights
+left as the serving engine holds them with DTYPE=bfloat16 (fp32 on CPU) on the same test
+sentences.
 
     .venv/bin/python bench/train.py --method dtype --train 96 --test 200
 """
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
+from app.engine.adapters import adapter_dtype  # noqa: E402
 from app.engine.loader import load_base_model  # noqa: E402
 from app.engine.prompts import encode, render_chat  # noqa: E402
 from app.files.validation import parse_dataset  # noqa: E402
@@ -252,6 +254,17 @@ def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN0
     return wins / len(pairs)
 
 
+def as_served_in_bf16(model):  # noqa: ANN001, ANN201
+    """The model as the engine holds it with DTYPE=bfloat16: base weights in bf16, LoRA
+    weights in `adapter_dtype` (fp32 on CPU, where peft casts the update to bf16)."""
+    model.to(torch.bfloat16)
+    lora_dtype = adapter_dtype(model.device, torch.bfloat16)
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.to(lora_dtype)
+    return model
+
+
 def run_dtype(args: argparse.Namespace, config: TrainConfig) -> None:
     """Training in fp32 against bf16 autocast; serving accuracy in fp32 against bf16."""
     train_rows = load_rows("train", args.train, args.seed)
@@ -273,8 +286,8 @@ def run_dtype(args: argparse.Namespace, config: TrainConfig) -> None:
         print(f"train {mode}: {tps:.1f} tokens/s, {secs:.1f} s, final loss {loss:.4f}")
         fp32 = accuracy(model, tok, test_rows)
         print(f"adapter trained in {mode}: accuracy served fp32 {fp32:.3f}", flush=True)
-        if mode == "fp32":  # the serving comparison: the same adapter held in bf16
-            bf16 = accuracy(model.to(torch.bfloat16), tok, test_rows)
+        if mode == "fp32":  # the serving comparison: the same adapter on a bf16 base
+            bf16 = accuracy(as_served_in_bf16(model), tok, test_rows)
             print(f"adapter trained in {mode}: accuracy served bf16 {bf16:.3f}", flush=True)
     ratio = rates["bf16 autocast"] / rates["fp32"]
     print(f"ratio training tokens/s bf16 autocast / fp32: {ratio:.2f}")
