@@ -2,13 +2,15 @@
 on the real base model, in process, one torch thread.
 
 Three random rank-16 adapters on q/k/v/o (as bench/serve.py makes them) are loaded into the
-engine's AdapterCache; the model's forward is timed for 16 rows of base only, of one adapter,
-and of base + 3 adapters round robin (as bench/serve.py's clients mix them), at a decode shape
-(one new token per row on a 64-token KV cache) and a prefill shape (64 tokens per row). Each
-round times every case once, so the ratios are side by side; medians of CPU time (thread time,
-so other processes on a shared machine do not count).
+engine's AdapterCache (--loaded 8: five more loaded, not in the batches, as the default
+max_loaded_adapters allows); the model's forward is timed for 16 rows of base only, of one
+adapter, and of base + 3 adapters round robin (as bench/serve.py's clients mix them), at a
+decode shape (one new token per row on a 64-token KV cache) and a prefill shape (64 tokens per
+row; --context sets both). Each round times every case once, so the ratios are side by side; medians
+of CPU time (thread time, so other processes on a shared machine do not count).
 
-    .venv/bin/python bench/lora_paths.py --dtypes bfloat16,float32 --rounds 20
+    .venv/bin/python bench/lora_paths.py --dtypes bfloat16,float32 --rounds 30 --prefill-rounds 3
+    .venv/bin/python bench/lora_paths.py --loaded 8 --prefill-rounds 0
 """
 
 import argparse
@@ -37,16 +39,15 @@ from app.settings import get_settings  # noqa: E402
 
 N_ADAPTERS = 3
 ROWS = 16
-CONTEXT = 64  # prompt tokens per row: the prefill shape, and the decode step's KV cache
 
 
-def write_adapters(folder: Path, source: str) -> list[AdapterRef]:
+def write_adapters(folder: Path, source: str, count: int = N_ADAPTERS) -> list[AdapterRef]:
     """bench/serve.py's adapters (rank 16 on q/k/v/o, random non-zero B), without a registry."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     refs = []
-    for i in range(N_ADAPTERS):
+    for i in range(count):
         base = AutoModelForCausalLM.from_pretrained(source)
         config = LoraConfig(
             r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -69,20 +70,21 @@ def cpu_ms(fn) -> float:  # noqa: ANN001
     return 1000 * (time.thread_time() - t0)
 
 
-def run(dtype: str, refs: list[AdapterRef], rounds: int, prefill_rounds: int) -> None:
+def run(dtype: str, refs: list[AdapterRef], rounds: int, prefill_rounds: int, context: int) -> None:
     settings = get_settings()
     loaded = load_base_model(settings.base_model, settings.model_cache, "cpu", dtype)
     model, device = loaded.model, loaded.device
-    cache = AdapterCache(model, N_ADAPTERS + 1, adapter_dtype(device, loaded.dtype))
+    # Every adapter stays loaded: the stacks hold them all, the batches use the first three.
+    cache = AdapterCache(model, len(refs), adapter_dtype(device, loaded.dtype))
     for ref in refs:
         assert cache.ensure(ref)
-    labels = [peft_label(r.name) for r in refs]
+    labels = [peft_label(r.name) for r in refs[:N_ADAPTERS]]
     patterns = {
         "base": [BASE] * ROWS,
         "one": [labels[0]] * ROWS,
         "mixed": [([BASE, *labels])[i % (N_ADAPTERS + 1)] for i in range(ROWS)],
     }
-    ids = torch.randint(100, 20000, (ROWS, CONTEXT), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(100, 20000, (ROWS, context), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         kv = DynamicCache()
         model(input_ids=ids, past_key_values=kv, use_cache=True)
@@ -112,6 +114,8 @@ def run(dtype: str, refs: list[AdapterRef], rounds: int, prefill_rounds: int) ->
             err = float((want - got).abs().max())
             assert err < (0.5 if dtype == "bfloat16" else 1e-3), (shape.__name__, name, err)
     for shape, n in ((decode, rounds), (prefill, prefill_rounds)):
+        if n == 0:
+            continue
         times: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
         for case in cases * 2:  # warm-up
             cache.lora_path = case[1]  # type: ignore[assignment]
@@ -123,7 +127,8 @@ def run(dtype: str, refs: list[AdapterRef], rounds: int, prefill_rounds: int) ->
         base = statistics.median(times[("base", "grouped")])
         for (pattern, path), ms in times.items():
             med = statistics.median(ms)
-            row = {"dtype": dtype, "shape": shape.__name__, "rows": ROWS, "pattern": pattern}
+            row = {"dtype": dtype, "shape": shape.__name__, "rows": ROWS, "context": context}
+            row |= {"loaded": len(refs), "pattern": pattern}
             row |= {"path": path, "cpu_ms": round(med, 2), "base_over_this": round(base / med, 3)}
             print(json.dumps(row), flush=True)
 
@@ -133,14 +138,19 @@ def main() -> None:
     parser.add_argument("--dtypes", default="bfloat16,float32")
     parser.add_argument("--rounds", type=int, default=20, help="decode rounds")
     parser.add_argument("--prefill-rounds", type=int, default=4)
+    parser.add_argument("--context", type=int, default=64, help="prompt tokens per row")
+    parser.add_argument(
+        "--loaded", type=int, default=N_ADAPTERS, help="adapters loaded (batches use 3)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = get_settings()
     print(f"threads=1 cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        refs = write_adapters(Path(tmp), resolve_source(settings.base_model, settings.model_cache))
+        source = resolve_source(settings.base_model, settings.model_cache)
+        refs = write_adapters(Path(tmp), source, max(args.loaded, N_ADAPTERS))
         for dtype in args.dtypes.split(","):
-            run(dtype, refs, args.rounds, args.prefill_rounds)
+            run(dtype, refs, args.rounds, args.prefill_rounds, args.context)
 
 
 if __name__ == "__main__":
