@@ -15,10 +15,12 @@ adapter's A side by side (padded to the largest rank with zeros) and B likewise 
 folded in. One matmul gives every row every adapter's low-rank activations, a per-row mask made
 once per forward (`RowPlan.mask`) zeroes all but the row's own adapter's, and a second matmul
 gives the update: six ops per layer whatever the number of adapters. Its matmuls do every
-adapter's arithmetic for every row, so prefill (many positions per row) and one-adapter batches
-keep the per-group path (bench/lora_paths.py measures both). Gathering each row's A and B for a
-batched matmul instead costs more than the masked matmuls on CPU: the gather copies the weights
-of every row in every layer.
+loaded adapter's arithmetic for every row (adapters not in the batch included), so prefill (many
+positions per row) and one-adapter batches keep the per-group path (bench/lora_paths.py measures
+both, and --loaded 8 the cost of loaded adapters outside the batch). Gathering each row's A and
+B for a batched matmul instead costs more than the masked matmuls on CPU: the gather copies the
+weights of every row in every layer. The stacks are a second copy of the loaded adapters'
+weights (padded), rebuilt on every load and unload; `nbytes` counts peft's copy only.
 """
 
 import contextlib
@@ -42,7 +44,8 @@ from app.engine.errors import AdapterLoadError
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
-# The most positions per row for which "auto" takes the stacked path: decode steps.
+# The most positions per row (tokens in this forward) for which "auto" takes the stacked path:
+# decode steps. At 64 positions its wasted arithmetic costs more than the ops it saves.
 STACKED_MAX_POSITIONS = 1
 
 
