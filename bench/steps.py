@@ -8,6 +8,12 @@ building inputs, cache bookkeeping, sampling, stop checks, streaming). Prefill i
 
     .venv/bin/python bench/steps.py --rows 1,16 --dtypes float32,bfloat16 --max-tokens 48
     .venv/bin/python bench/steps.py --rows 1,16 --profile /tmp/steps.prof   # cProfile
+
+--adapters 3 also runs the rows as base + 3 random LoRA adapters round robin (bench/serve.py's
+adapters and mix), once per --lora-paths value (app/engine/adapters.py's `lora_path`), each
+round right after a base-only one so their ratio is side by side:
+
+    .venv/bin/python bench/steps.py --rows 16 --adapters 3 --lora-paths grouped,auto --repeat 3
 """
 
 import argparse
@@ -16,6 +22,7 @@ import cProfile
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,12 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from app.engine.adapters import AdapterRef  # noqa: E402
 from app.engine.engine import Engine, EngineConfig  # noqa: E402
-from app.engine.loader import load_base_model  # noqa: E402
+from app.engine.loader import load_base_model, resolve_source  # noqa: E402
 from app.engine.prompts import encode, render_chat  # noqa: E402
 from app.engine.sampling import SamplingParams  # noqa: E402
 from app.engine.scheduler import Scheduler  # noqa: E402
 from app.settings import get_settings  # noqa: E402
+from bench.lora_paths import write_adapters  # noqa: E402
 from bench.serve import LONG_QUESTIONS  # noqa: E402
 
 
@@ -58,28 +67,38 @@ def thread_cpu(engine: Engine) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(engine._thread.ident))
 
 
-async def one_round(engine: Engine, prompts: list[list[int]], max_tokens: int) -> int:
+async def one_round(
+    engine: Engine, prompts: list[list[int]], max_tokens: int, adapters: list[AdapterRef | None]
+) -> int:
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-    handles = [engine.submit(ids, params) for ids in prompts]
+    handles = [engine.submit(ids, params, adapters[i]) for i, ids in enumerate(prompts)]
     done = await asyncio.gather(*(h.result() for h in handles))
     return sum(f.completion_tokens for f in done)
 
 
-def measure(engine: Engine, timer: ForwardTimer, rows: int, max_tokens: int) -> dict:
+def measure(
+    engine: Engine,
+    timer: ForwardTimer,
+    rows: int,
+    max_tokens: int,
+    mix: tuple[AdapterRef | None, ...] = (None,),
+) -> dict:
+    """`mix`: the adapters of rows 0, 1, ... round robin (None: the base model)."""
+    adapters = [mix[i % len(mix)] for i in range(rows)]
     tok = engine.tokenizer
     prompts = [
         encode(tok, render_chat(tok, [{"role": "user", "content": q}]))
         for q in (LONG_QUESTIONS * rows)[:rows]
     ]
-    asyncio.run(one_round(engine, prompts, 2))  # warm-up, and the prefix cache's header
+    asyncio.run(one_round(engine, prompts, 2, adapters))  # warm-up, and the prefix cache's header
     # Prefill alone (max_tokens=1), to subtract it from the full run.
     stats = engine.stats
     f0, s0, c0, t0 = stats.forwards, timer.seconds, thread_cpu(engine), time.perf_counter()
-    asyncio.run(one_round(engine, prompts, 1))
+    asyncio.run(one_round(engine, prompts, 1, adapters))
     prefill_wall, prefill_fwd = time.perf_counter() - t0, timer.seconds - s0
     prefill_cpu = thread_cpu(engine) - c0
     f1, s1, c1, t1 = stats.forwards, timer.seconds, thread_cpu(engine), time.perf_counter()
-    tokens = asyncio.run(one_round(engine, prompts, max_tokens))
+    tokens = asyncio.run(one_round(engine, prompts, max_tokens, adapters))
     wall = time.perf_counter() - t1
     cpu = thread_cpu(engine) - c1
     steps = max(1, (stats.forwards - f1) - (f1 - f0))
@@ -109,6 +128,8 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the scheduler thread")
+    parser.add_argument("--adapters", type=int, default=0, help="also base + N adapters mixed")
+    parser.add_argument("--lora-paths", default="auto", help="AdapterCache.lora_path values")
     args = parser.parse_args()
     settings = get_settings()
     torch.set_num_threads(args.threads)
@@ -117,6 +138,9 @@ def main() -> None:
         f"load={os.getloadavg()[0]:.2f} max_tokens={args.max_tokens}",
         flush=True,
     )
+    folder = tempfile.TemporaryDirectory()
+    source = resolve_source(settings.base_model, settings.model_cache)
+    refs = write_adapters(Path(folder.name), source, args.adapters) if args.adapters else []
     for dtype in args.dtypes.split(","):
         loaded = load_base_model(settings.base_model, settings.model_cache, "cpu", dtype)
         engine = Engine(loaded, EngineConfig(max_batch_size=64, batch_wait_ms=50))
@@ -131,12 +155,21 @@ def main() -> None:
                 _p.runcall(_run, self)
 
             Scheduler.run = profiled  # type: ignore[method-assign]
+        for ref in refs:  # loaded before any round, so base-only rounds run the LoRA hooks too
+            assert engine.adapters.ensure(ref)
         engine.start()
         try:
             for _ in range(args.repeat):
                 for rows in (int(r) for r in args.rows.split(",")):
                     out = measure(engine, timer, rows, args.max_tokens)
                     print(json.dumps({"dtype": dtype, **out}), flush=True)
+                    if not refs:
+                        continue
+                    for path in args.lora_paths.split(","):
+                        engine.adapters.lora_path = path  # type: ignore[assignment]
+                        out = measure(engine, timer, rows, args.max_tokens, (None, *refs))
+                        mixed = {"dtype": dtype, "adapters": len(refs), "lora_path": path}
+                        print(json.dumps(mixed | out), flush=True)
         finally:
             engine.stop()
         if profiler is not None:

@@ -7,6 +7,20 @@ host-to-device copy on a GPU each time. Here the rows of each adapter are worked
 forward pass (`RowPlan`), as a slice where they are contiguous or an index tensor already on
 the device, and each layer reuses them. Adapters that use a peft variant (DoRA and the like)
 go through peft's path unchanged.
+
+Per adapter group that is about six small ops per layer, and at a decode step (one position per
+row) each op's fixed cost, not its arithmetic, is much of what it costs. So when a decode step
+holds rows of two or more adapters, each layer instead uses its `LoraStack`: every loaded
+adapter's A side by side (padded to the largest rank with zeros) and B likewise with the scale
+folded in. One matmul gives every row every adapter's low-rank activations, a per-row mask made
+once per forward (`RowPlan.mask`) zeroes all but the row's own adapter's, and a second matmul
+gives the update: six ops per layer whatever the number of adapters. Its matmuls do every
+loaded adapter's arithmetic for every row (adapters not in the batch included), so prefill (many
+positions per row) and one-adapter batches keep the per-group path (bench/lora_paths.py measures
+both, and --loaded 8 the cost of loaded adapters outside the batch). Gathering each row's A and
+B for a batched matmul instead costs more than the masked matmuls on CPU: the gather copies the
+weights of every row in every layer. The stacks are a second copy of the loaded adapters'
+weights (padded), rebuilt on every load and unload; `nbytes` counts peft's copy only.
 """
 
 import contextlib
@@ -17,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from peft import PeftModel
@@ -30,6 +44,9 @@ from app.engine.errors import AdapterLoadError
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+# The most positions per row (tokens in this forward) for which "auto" takes the stacked path:
+# decode steps. At 64 positions its wasted arithmetic costs more than the ops it saves.
+STACKED_MAX_POSITIONS = 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,19 @@ class RowPlan:
     labels: list[str]  # per row, BASE for none: what peft's own path is given
     groups: list[tuple[str, slice | torch.Tensor]]  # per adapter in the batch: its rows
     use_peft: bool  # some adapter in the batch needs peft's own code
+    # (rows, slots * rank): 1 in the columns of the row's adapter's slot in every `LoraStack`,
+    # 0 elsewhere (all 0 for base rows). None: use the per-group path.
+    mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LoraStack:
+    """One LoRA layer's loaded adapters side by side, in `AdapterCache.slots` order: slot s
+    holds columns s*rank to (s+1)*rank, zero past the adapter's own rank and for an adapter
+    that does not target this layer."""
+
+    a: torch.Tensor  # (in_features, slots * rank)
+    b: torch.Tensor  # (slots * rank, out_features), each adapter's scale folded in
 
 
 def adapter_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
@@ -75,6 +105,48 @@ def plan_rows(labels: list[str], device: torch.device, use_peft: bool = False) -
         else:
             groups.append((label, torch.tensor(idx, dtype=torch.long, device=device)))
     return RowPlan(labels, groups, use_peft)
+
+
+def slot_mask(
+    labels: list[str], slots: list[str], rank: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """`RowPlan.mask` for rows `labels` (BASE or a label in `slots`)."""
+    index = {label: s for s, label in enumerate(slots)}
+    mask = torch.zeros(len(labels), len(slots), rank, dtype=dtype)
+    for i, label in enumerate(labels):
+        if label != BASE:
+            mask[i, index[label]] = 1
+    return mask.view(len(labels), -1).to(device)
+
+
+def stack_lora(module: LoraLinear, slots: list[str], rank: int, dtype: torch.dtype) -> LoraStack:
+    """`module`'s `LoraStack` for adapters `slots`, padded to `rank`."""
+    weight = module.base_layer.weight
+    a = weight.new_zeros((module.in_features, len(slots), rank), dtype=dtype)
+    b = weight.new_zeros((len(slots), rank, module.out_features), dtype=dtype)
+    for s, label in enumerate(slots):
+        if label not in module.lora_A:  # this adapter does not target this layer
+            continue
+        lora_a, lora_b = module.lora_A[label].weight, module.lora_B[label].weight
+        r = lora_a.shape[0]
+        a[:, s, :r] = lora_a.T
+        b[s, :r] = lora_b.T * module.scaling[label]
+    return LoraStack(a.view(module.in_features, -1), b.view(-1, module.out_features))
+
+
+def stacked_lora_forward(
+    module: LoraLinear, stack: LoraStack, x: torch.Tensor, plan: RowPlan, *args: Any
+) -> torch.Tensor:
+    """`grouped_lora_forward`'s result with two matmuls for all rows and adapters at once."""
+    assert plan.mask is not None
+    result = module.base_layer(x, *args)
+    h = x if x.dtype == stack.a.dtype else x.to(stack.a.dtype)
+    h = h @ stack.a  # (rows, ..., slots * rank): every adapter's activations
+    # Keep each row's own adapter's activations only (the mask broadcasts over positions).
+    h.mul_(plan.mask.view(plan.mask.shape[0], *([1] * (h.dim() - 2)), plan.mask.shape[1]))
+    update = h @ stack.b
+    result += update if update.dtype == result.dtype else update.to(result.dtype)
+    return result
 
 
 def grouped_lora_forward(
@@ -126,17 +198,33 @@ class AdapterCache:
         # and removes a hook on every module at every forward).
         self._plan: RowPlan | None = None
         self._variant_labels: set[str] = set()  # adapters that need peft's own code
+        # The stacked path (see the module docstring): "auto" takes it for decode steps with
+        # rows of two or more adapters, where it is faster (bench/lora_paths.py); the others
+        # force a path (tests, benchmarks).
+        self.lora_path: Literal["auto", "grouped", "stacked"] = "auto"
+        self.slots: list[str] = []  # labels of the adapters in every layer's LoraStack
+        self.stack_rank = 0  # columns per slot: the largest rank loaded
+        self._stacks: dict[LoraLinear, LoraStack] = {}
 
     @contextlib.contextmanager
     def rows(self, labels: list[str], device: torch.device) -> Iterator[None]:
         """Within this block, a forward of the base model applies labels[i]'s LoRA weights
         to row i (BASE: none)."""
         use_peft = not self._variant_labels.isdisjoint(labels)
-        self._plan = plan_rows(labels, device, use_peft)
+        plan = plan_rows(labels, device, use_peft)
+        if not use_peft and self._stacks and self._stacked(plan):
+            mask = slot_mask(labels, self.slots, self.stack_rank, self.dtype, device)
+            plan = RowPlan(plan.labels, plan.groups, use_peft, mask)
+        self._plan = plan
         try:
             yield
         finally:
             self._plan = None
+
+    def _stacked(self, plan: RowPlan) -> bool:
+        if self.lora_path == "auto":
+            return len(plan.groups) >= 2
+        return self.lora_path == "stacked"
 
     def _layer_forward(self, module: LoraLayer, original: Callable) -> Callable:
         def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -145,21 +233,51 @@ class AdapterCache:
                 return original(x, *args, **kwargs)
             if kwargs or plan.use_peft or not isinstance(module, LoraLinear):
                 return original(x, *args, adapter_names=plan.labels, **kwargs)
+            stack = self._stacks.get(module) if plan.mask is not None else None
+            if stack is not None and (
+                self.lora_path == "stacked"
+                or (x.dim() == 3 and x.shape[1] <= STACKED_MAX_POSITIONS)
+            ):
+                return stacked_lora_forward(module, stack, x, plan, *args)
             return grouped_lora_forward(module, x, plan, *args)
 
         return forward
 
     def _rehook(self) -> None:
-        """Give every LoRA layer the engine's forward (once: layers outlive adapters)."""
-        for module in self.base.modules():
-            if isinstance(module, LoraLayer) and "forward" not in module.__dict__:
+        """Give every LoRA layer the engine's forward (once: layers outlive adapters), and
+        rebuild the stacks for the adapters now loaded (called after every load and unload)."""
+        layers = [m for m in self.base.modules() if isinstance(m, LoraLayer)]
+        for module in layers:
+            if "forward" not in module.__dict__:
                 module.forward = self._layer_forward(module, module.forward)
         self._variant_labels = {
-            label
-            for module in self.base.modules()
-            if isinstance(module, LoraLayer)
-            for label in getattr(module, "lora_variant", {})
+            label for module in layers for label in getattr(module, "lora_variant", {})
         }
+        self._restack([m for m in layers if isinstance(m, LoraLinear)])
+
+    def _restack(self, layers: list[LoraLinear]) -> None:
+        # Variant adapters never take the stacked path (`use_peft`), so they get no slot.
+        loaded = {label for module in layers for label in module.lora_A}
+        self.slots = sorted(loaded - self._variant_labels)
+        ranks = [
+            module.lora_A[label].weight.shape[0]
+            for module in layers
+            for label in self.slots
+            if label in module.lora_A
+        ]
+        self.stack_rank = max(ranks, default=0)
+        self._stacks = {}
+        if not self.slots:
+            return
+        with torch.no_grad():
+            for module in layers:
+                targets = [label for label in self.slots if label in module.lora_A]
+                # No stack where no adapter targets the layer (nothing to add) or where one
+                # has a bias on B (lora_bias): those layers keep the grouped path.
+                if targets and all(module.lora_B[t].bias is None for t in targets):
+                    self._stacks[module] = stack_lora(
+                        module, self.slots, self.stack_rank, self.dtype
+                    )
 
     @property
     def loaded(self) -> list[str]:

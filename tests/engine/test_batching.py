@@ -4,6 +4,7 @@ model and several adapters, and every row answers as if it had run alone."""
 import asyncio
 import time
 
+import app.engine.adapters as adapters_module
 from app.engine.requests import Delta, Finished
 from tests.engine.helpers import (
     Job,
@@ -28,7 +29,7 @@ def mixed_jobs(adapters) -> list[Job]:
     ]
 
 
-def test_mixed_batch_matches_each_request_alone(make_engine, adapter_refs) -> None:
+def test_mixed_batch_matches_each_request_alone(make_engine, adapter_refs, monkeypatch) -> None:
     engine = make_engine(batch_wait_ms=300)
     recorder = LogitsRecorder(engine)
     jobs = mixed_jobs(adapter_refs)
@@ -36,10 +37,17 @@ def test_mixed_batch_matches_each_request_alone(make_engine, adapter_refs) -> No
     alone_logits = [recorder.take(engine, j) for j in jobs]
     assert engine.stats.max_rows == 1  # the reference really ran one row at a time
 
+    stacked = []
+    real = adapters_module.stacked_lora_forward
+    monkeypatch.setattr(
+        adapters_module, "stacked_lora_forward", lambda *a: stacked.append(1) or real(*a)
+    )
     batched = run_together(engine, jobs)
-    # One forward carried every row, across the base model and three adapters.
+    # One forward carried every row, across the base model and three adapters; its decode
+    # steps took the stacked LoRA path.
     assert engine.stats.max_rows == len(jobs)
     assert engine.stats.mixed_forwards > 0
+    assert stacked
     for job, a, b, steps in zip(jobs, alone, batched, alone_logits, strict=True):
         assert_same_greedy(engine, job, a, b, (steps, recorder.take(engine, job)))
     # The variants differ from one another, so a row on the wrong adapter would show.

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import app.engine.adapters as adapters_module
-from app.engine.adapters import BASE, peft_label, plan_rows
+from app.engine.adapters import BASE, AdapterCache, adapter_dtype, peft_label, plan_rows
+from app.engine.loader import load_base_model
 
 
 def test_plan_uses_slices_for_contiguous_rows_and_indices_otherwise() -> None:
@@ -59,3 +60,118 @@ def test_grouped_rows_match_peft(make_engine, adapter_refs, monkeypatch, pattern
         for i, p in enumerate(pattern):
             if p is not None:
                 assert not torch.allclose(ours[i], base[i], atol=1e-3), f"row {i}"
+
+
+def _spy(monkeypatch, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(adapters_module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(adapters_module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("positions", [1, 9])  # a decode step's shape and a prefill's
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        [0, None, 2, 1, 0, 2],  # adapters of ranks 4, 6 and 8 on different layers, scattered
+        [2, 2, 0, 0, 1, None],
+    ],
+)
+def test_stacked_rows_match_grouped_and_peft(
+    make_engine, adapter_refs, monkeypatch, pattern, positions
+) -> None:
+    engine = make_engine(start=False)
+    for ref in adapter_refs:
+        assert engine.adapters.ensure(ref)
+    labels = [BASE if i is None else peft_label(adapter_refs[i].name) for i in pattern]
+    ids = torch.randint(
+        3, 200, (len(labels), positions), generator=torch.Generator().manual_seed(2)
+    )
+    stacked = _spy(monkeypatch, "stacked_lora_forward")
+    with torch.inference_mode():
+        engine.adapters.lora_path = "stacked"
+        with engine.adapters.rows(labels, torch.device("cpu")):
+            ours = engine.model(input_ids=ids).logits
+        assert stacked, "the stacked path did not run"
+        engine.adapters.lora_path = "grouped"
+        with engine.adapters.rows(labels, torch.device("cpu")):
+            grouped = engine.model(input_ids=ids).logits
+        alone = [
+            engine.adapters.peft(input_ids=ids[i : i + 1], adapter_names=[label]).logits[0]
+            for i, label in enumerate(labels)
+        ]
+    assert torch.allclose(ours, grouped, atol=1e-4), float((ours - grouped).abs().max())
+    for i, row in enumerate(alone):
+        assert torch.allclose(ours[i], row, atol=1e-4), f"row {i}"
+
+
+def test_auto_stacks_decode_steps_of_several_adapters_only(
+    make_engine, adapter_refs, monkeypatch
+) -> None:
+    engine = make_engine(start=False)
+    for ref in adapter_refs:
+        assert engine.adapters.ensure(ref)
+    a, b = (peft_label(ref.name) for ref in adapter_refs[:2])
+    stacked = _spy(monkeypatch, "stacked_lora_forward")
+    cases = [([a, b, BASE], 1, True), ([a, a, BASE], 1, False), ([a, b, BASE], 5, False)]
+    for labels, positions, expected in cases:
+        stacked.clear()
+        ids = torch.randint(3, 200, (len(labels), positions))
+        with torch.inference_mode(), engine.adapters.rows(labels, torch.device("cpu")):
+            engine.model(input_ids=ids)
+        assert bool(stacked) == expected, (labels, positions)
+
+
+def test_stacks_follow_loads_and_evictions(make_engine, adapter_refs) -> None:
+    engine = make_engine(start=False, max_loaded_adapters=2)
+    cache = engine.adapters
+    labels = [peft_label(ref.name) for ref in adapter_refs]
+    assert cache.ensure(adapter_refs[0]) and cache.ensure(adapter_refs[1])
+    assert cache.slots == sorted(labels[:2]) and cache.stack_rank == 6
+    assert cache.ensure(adapter_refs[2])  # evicts adapter 0
+    assert cache.slots == sorted(labels[1:]) and cache.stack_rank == 8
+    cache.forget(adapter_refs[1].name)
+    cache.apply_pending_unloads()
+    assert cache.slots == [labels[2]]
+    # Adapter 2 targets q, v and up: only those layers have a stack, one slot wide.
+    names = {
+        name.rsplit(".", 1)[-1] for name, m in cache.base.named_modules() if m in cache._stacks
+    }
+    assert names == {"q_proj", "v_proj", "up_proj"}
+    assert all(s.a.shape[1] == 8 for s in cache._stacks.values())
+    # Rows of the remaining adapter and the base model still match peft after the changes.
+    pattern = [labels[2], BASE, labels[2]]
+    ids = torch.randint(3, 200, (3, 1), generator=torch.Generator().manual_seed(3))
+    cache.lora_path = "stacked"
+    with torch.inference_mode():
+        with cache.rows(pattern, torch.device("cpu")):
+            ours = engine.model(input_ids=ids).logits
+        expected = cache.peft(input_ids=ids, adapter_names=pattern).logits
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_stacked_rows_in_a_bf16_model_match_grouped(
+    sharp_model_dir, adapter_refs, tmp_path
+) -> None:
+    """bf16 on CPU: fp32 adapters (`adapter_dtype`), the update cast to bf16 once per layer."""
+    loaded = load_base_model(str(sharp_model_dir), tmp_path, "cpu", "bfloat16")
+    cache = AdapterCache(loaded.model, 3, adapter_dtype(loaded.device, loaded.dtype))
+    for ref in adapter_refs:
+        assert cache.ensure(ref)
+    labels = [peft_label(adapter_refs[i].name) for i in (0, 1, 2, 0)] + [BASE]
+    ids = torch.randint(3, 200, (len(labels), 1), generator=torch.Generator().manual_seed(4))
+    out = {}
+    with torch.inference_mode():
+        for path in ("stacked", "grouped"):
+            cache.lora_path = path
+            with cache.rows(labels, loaded.device):
+                out[path] = loaded.model(input_ids=ids).logits.float()
+        base = cache.peft(input_ids=ids, adapter_names=[BASE] * len(labels)).logits.float()
+    diff = (out["stacked"] - out["grouped"]).abs().max()
+    # Within bf16 rounding, and far below what the adapters change.
+    assert diff < 0.1 * (out["grouped"] - base)[:4].abs().max(), float(diff)
