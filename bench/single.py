@@ -22,10 +22,18 @@ engines, as bench/dtype.py starts, or generate on the main thread beside an engi
 `--pools own` gives each side that one-thread condition: generate runs on a fresh thread,
 and the engine's scheduler thread is started before its runs and stopped after (a thread's
 pool goes when it ends). `--pools shared` keeps a second pool alive throughout (a parked
-thread that ran one parallel op), as in bench/dtype.py.
+thread that ran one parallel op), as in bench/dtype.py. On a busy machine spinning is the
+slower mode by far (a worker spins while the thread it waits for is descheduled), on an idle
+one the faster.
+
+`--interleaved` adds the comparison least disturbed by other processes: the forward pass
+alone, one decode step each in turn on the calling thread, with the inputs generate passes
+(a stock cache, the mask) and those the engine's decode passes (its growing cache, the mask,
+positions, logits_to_keep), CPU time per step.
 
     .venv/bin/python bench/single.py --dtypes float32,bfloat16 --threads 1,2 --rounds 3
     .venv/bin/python bench/single.py --threads 2 --pools shared
+    .venv/bin/python bench/single.py --threads 1 --rounds 1 --interleaved
     .venv/bin/python bench/single.py --threads 1 --rounds 1 --profile /tmp/single  # op tables
 """
 
@@ -46,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from app.engine.batch import cache_from, kv_of  # noqa: E402
 from app.engine.engine import Engine, EngineConfig  # noqa: E402
 from app.engine.loader import LoadedModel, load_base_model  # noqa: E402
 from app.engine.prompts import encode, render_chat  # noqa: E402
@@ -168,7 +177,11 @@ def compare(
                     step, answers[side] = measure(run, timer, args.tokens)
                     runs[side].append(step)
             if args.profile:
-                profile(sides, args.tokens, args.profile / f"{loaded.dtype}-t{threads}")
+                profile(
+                    sides,
+                    args.tokens,
+                    args.profile / f"{str(loaded.dtype).removeprefix('torch.')}-t{threads}",
+                )
     finally:
         engine.stop()
     summary: dict = {}
@@ -183,6 +196,45 @@ def compare(
         ),
         "same_tokens": answers["engine"] == answers["generate"],
         "runs": runs,
+    }
+
+
+def interleaved(loaded: LoadedModel, tokens: int, rounds: int) -> dict:
+    """CPU ms per decode forward, generate's inputs against the engine's, a step each in
+    turn (the order flipped every step), and whether both picked the same greedy tokens."""
+    model, tok = loaded.model, loaded.tokenizer
+    ids = torch.tensor([encode(tok, render_chat(tok, [{"role": "user", "content": QUESTION}]))])
+    spent: dict[str, list[float]] = {"generate": [], "engine": []}
+    picked: dict[str, list[int]] = {"generate": [], "engine": []}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            first = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            token = int(first.logits[0, -1].argmax())
+            state = {side: (first.cache, token) for side in spent}
+            # The engine re-holds a prefill's cache in its own growing layers (a copy-free view).
+            state["engine"] = (cache_from(kv_of(first.cache)), token)
+            for step in range(tokens):
+                length = ids.shape[1] + step
+                for side in list(spent) if step % 2 else list(spent)[::-1]:
+                    cache, token = state[side]
+                    kwargs = {
+                        "input_ids": torch.tensor([[token]]),
+                        "attention_mask": torch.ones((1, length + 1), dtype=torch.long),
+                        "cache": cache,
+                        "use_cache": True,
+                    }
+                    if side == "engine":
+                        kwargs |= {"position_ids": torch.tensor([[length]]), "logits_to_keep": 1}
+                    t0 = time.thread_time()
+                    out = model(**kwargs)
+                    spent[side].append(time.thread_time() - t0)
+                    state[side] = (out.cache, int(out.logits[0, -1].argmax()))
+                    picked[side].append(state[side][1])
+    means = {side: round(1000 * statistics.mean(v), 2) for side, v in spent.items()}
+    return {
+        "forward_cpu_ms": means,
+        "engine_vs_generate": round(means["engine"] / means["generate"], 3),
+        "same_tokens": picked["engine"] == picked["generate"],
     }
 
 
@@ -214,6 +266,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pools", choices=("own", "shared"), default="own")
+    parser.add_argument("--interleaved", action="store_true", help="forwards a step in turn")
     parser.add_argument("--profile", type=Path, help="write torch.profiler tables here")
     args = parser.parse_args()
     settings = get_settings()
@@ -231,6 +284,9 @@ def main() -> None:
                 f"load={os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+            if args.interleaved:
+                out = interleaved(loaded, args.tokens, args.rounds)
+                print(json.dumps({"dtype": dtype, "threads": threads, "interleaved": out}))
 
 
 if __name__ == "__main__":
