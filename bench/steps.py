@@ -21,6 +21,7 @@ import asyncio
 import cProfile
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -76,6 +77,14 @@ async def one_round(
     return sum(f.completion_tokens for f in done)
 
 
+def sleeps() -> int:
+    """Voluntary context switches of the whole process so far. At more than one torch
+    thread, about two per parallel op (~480 per single-row step of the default model) means
+    libgomp has stopped spin-waiting: more OpenMP workers than CPUs, as when two threads have
+    run multi-threaded ops (two engines in one process); see bench/single.py."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
 def measure(
     engine: Engine,
     timer: ForwardTimer,
@@ -98,8 +107,10 @@ def measure(
     prefill_wall, prefill_fwd = time.perf_counter() - t0, timer.seconds - s0
     prefill_cpu = thread_cpu(engine) - c0
     f1, s1, c1, t1 = stats.forwards, timer.seconds, thread_cpu(engine), time.perf_counter()
+    n1 = sleeps()
     tokens = asyncio.run(one_round(engine, prompts, max_tokens, adapters))
     wall = time.perf_counter() - t1
+    switches = sleeps() - n1
     cpu = thread_cpu(engine) - c1
     steps = max(1, (stats.forwards - f1) - (f1 - f0))
     decode_cpu = cpu - prefill_cpu
@@ -114,6 +125,8 @@ def measure(
         "cpu_ms_per_step": round(1000 * decode_cpu / steps, 2),
         "forward_cpu_ms_per_step": round(1000 * decode_fwd / steps, 2),
         "host_cpu_ms_per_step": round(1000 * (decode_cpu - decode_fwd) / steps, 2),
+        # Prefill's share left in: a few switches next to hundreds when throttled.
+        "switches_per_step": round(switches / steps, 1),
     }
 
 

@@ -8,6 +8,7 @@ model), so cosine similarity is a dot product.
 
 import importlib.util
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,21 @@ def _load() -> tuple:
     return _encoder
 
 
-@torch.inference_mode()
 def embed(texts: list[str]) -> np.ndarray:
-    """(len(texts), 384) float32, unit rows."""
+    """(len(texts), 384) float32, unit rows.
+
+    Encoded on a thread that ends with the call. PyTorch's CPU wheels use GNU OpenMP, which
+    keeps a pool of workers for every thread that ran a multi-threaded op, for as long as that
+    thread lives; once the process holds more workers than CPUs it stops spin-waiting, and the
+    engine's decode steps pay a wake-up per parallel op (on 2 CPUs, ~2 sleeps per op instead
+    of none: tests/templates/test_embeddings_threads.py). A caller's thread (the server's
+    request threads live on) would keep that pool for good; this one's goes when it ends."""
+    with ThreadPoolExecutor(1, thread_name_prefix="embeddings") as encoder:
+        return encoder.submit(_embed, texts).result()
+
+
+@torch.inference_mode()
+def _embed(texts: list[str]) -> np.ndarray:
     # One lock around loading and encoding: fast tokenizers are not safe to share across
     # threads, and encoding a few sentences takes milliseconds.
     with _lock:
