@@ -46,10 +46,7 @@ def test_grouped_rows_match_peft(make_engine, adapter_refs, monkeypatch, pattern
             ours = engine.model(input_ids=ids).logits
         assert calls, "the engine's own LoRA path did not run"
         expected = engine.adapters.peft(input_ids=ids, adapter_names=labels).logits
-        alone = [
-            engine.adapters.peft(input_ids=ids[i : i + 1], adapter_names=[label]).logits[0]
-            for i, label in enumerate(labels)
-        ]
+        alone = _each_row_alone(engine, ids, labels)
     assert torch.allclose(ours, expected, atol=1e-5), float((ours - expected).abs().max())
     for i, row in enumerate(alone):
         assert torch.allclose(ours[i], row, atol=1e-4), f"row {i}"
@@ -60,6 +57,14 @@ def test_grouped_rows_match_peft(make_engine, adapter_refs, monkeypatch, pattern
         for i, p in enumerate(pattern):
             if p is not None:
                 assert not torch.allclose(ours[i], base[i], atol=1e-3), f"row {i}"
+
+
+def _each_row_alone(engine, ids: torch.Tensor, labels: list[str]) -> list[torch.Tensor]:  # noqa: ANN001
+    """peft's logits for each row run by itself on its own adapter: the reference."""
+    return [
+        engine.adapters.peft(input_ids=ids[i : i + 1], adapter_names=[label]).logits[0]
+        for i, label in enumerate(labels)
+    ]
 
 
 def _spy(monkeypatch, name: str) -> list[int]:
@@ -101,10 +106,7 @@ def test_stacked_rows_match_grouped_and_peft(
         engine.adapters.lora_path = "grouped"
         with engine.adapters.rows(labels, torch.device("cpu")):
             grouped = engine.model(input_ids=ids).logits
-        alone = [
-            engine.adapters.peft(input_ids=ids[i : i + 1], adapter_names=[label]).logits[0]
-            for i, label in enumerate(labels)
-        ]
+        alone = _each_row_alone(engine, ids, labels)
     assert torch.allclose(ours, grouped, atol=1e-4), float((ours - grouped).abs().max())
     for i, row in enumerate(alone):
         assert torch.allclose(ours[i], row, atol=1e-4), f"row {i}"
