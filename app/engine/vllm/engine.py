@@ -24,7 +24,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import torch
@@ -62,6 +62,7 @@ from app.engine.vllm.servers import Server, ServerPool
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")  # what one attempt on a server returns (`_on_servers`)
 
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 
@@ -230,9 +231,11 @@ class VllmEngine:
         with self._count_lock:
             self.in_flight += 1
         if forced_tokens is not None:
-            job = self._score(list(prompt_ids), list(forced_tokens), adapter, prefix_len, handle)
+            work = self._score(list(prompt_ids), list(forced_tokens), adapter, prefix_len, handle)
+            job = self._answered(handle, work, "Scoring")
         else:
-            job = self._run(list(prompt_ids), params, adapter, max(0, prefix_len), handle)
+            work = self._generate(list(prompt_ids), params, adapter, max(0, prefix_len), handle)
+            job = self._answered(handle, work, "Generation")
         handle.future = asyncio.run_coroutine_threadsafe(job, self._loop)
         handle.future.add_done_callback(self._done)
         if handle.cancelled.is_set():
@@ -356,24 +359,17 @@ class VllmEngine:
 
         await asyncio.gather(*(unload(s) for s in self.pool.servers))
 
-    async def _run(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        adapter: AdapterRef | None,
-        prefix_len: int,
-        handle: RequestHandle,
-    ) -> None:
-        out = OutputAssembler(self.tokenizer, params, len(prompt_ids), self.eos_ids)
+    async def _answered(self, handle: RequestHandle, job: Awaitable[None], what: str) -> None:
+        """Runs `job` (which pushes its own events); any failure reaches the caller as a
+        Failed event. Cancellation passes through: the caller went away, and closing the
+        HTTP stream aborted the vLLM request."""
         try:
-            await self._generate(prompt_ids, params, adapter, prefix_len, out, handle)
-        except asyncio.CancelledError:
-            raise  # the caller went away; closing the stream aborted the vLLM request
+            await job
         except EngineError as err:
             handle.push(Failed(err))
         except Exception as exc:  # noqa: BLE001 - the caller must get an answer
-            log.exception("vLLM request failed")
-            handle.push(Failed(GenerationFailed(f"Generation failed: {type(exc).__name__}")))
+            log.exception("vLLM %s request failed", what.lower())
+            handle.push(Failed(GenerationFailed(f"{what} failed: {type(exc).__name__}")))
 
     async def _score(
         self,
@@ -392,25 +388,13 @@ class VllmEngine:
 
         async def one(k: int) -> TokenLogprob:
             body = scoring_body(model, prompt_ids + tokens[:k], tokens[k])
-            found: list[TokenLogprob] = []
 
-            async def attempt(server: Server) -> None:
-                found.append(scored_logprob(await server.client.complete(body), tokens[k]))
+            async def attempt(server: Server) -> TokenLogprob:
+                return scored_logprob(await server.client.complete(body), tokens[k])
 
-            await self._on_servers(key, adapter, attempt)
-            return found[0]
+            return await self._on_servers(key, adapter, attempt)
 
-        try:
-            scored = await asyncio.gather(*(one(k) for k in range(len(tokens))))
-        except asyncio.CancelledError:
-            raise
-        except EngineError as err:
-            handle.push(Failed(err))
-            return
-        except Exception as exc:  # noqa: BLE001 - the caller must get an answer
-            log.exception("vLLM scoring request failed")
-            handle.push(Failed(GenerationFailed(f"Scoring failed: {type(exc).__name__}")))
-            return
+        scored = await asyncio.gather(*(one(k) for k in range(len(tokens))))
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         finished = Finished(
             "stop", len(prompt_ids), len(tokens), text, tuple(tokens), tuple(scored)
@@ -421,9 +405,9 @@ class VllmEngine:
         self,
         key: str | None,
         adapter: AdapterRef | None,
-        attempt: Callable[[Server], Awaitable[None]],
-    ) -> None:
-        """Runs `attempt` on a server picked for `key`, with the adapter loaded there: a server
+        attempt: Callable[[Server], Awaitable[T]],
+    ) -> T:
+        """`attempt`'s result on a server picked for `key`, with the adapter loaded there: a server
         that fails is marked down and the next one tried; an adapter the server lost is
         loaded again, once."""
         assert self.pool is not None
@@ -437,8 +421,7 @@ class VllmEngine:
             try:
                 if adapter is not None:
                     await self._ensure_loaded(server, adapter)
-                await attempt(server)
-                return
+                return await attempt(server)
             except AdapterMissing:
                 assert adapter is not None
                 server.loaded.discard(adapter.name)
@@ -465,11 +448,11 @@ class VllmEngine:
         params: SamplingParams,
         adapter: AdapterRef | None,
         prefix_len: int,
-        out: OutputAssembler,
         handle: RequestHandle,
     ) -> None:
         model = adapter.name if adapter is not None else self.name
         stop_ids = sorted(self.eos_ids)
+        out = OutputAssembler(self.tokenizer, params, len(prompt_ids), self.eos_ids)
 
         async def attempt(server: Server) -> None:
             # After a failure mid-generation, go on from the tokens already produced; not
