@@ -91,13 +91,13 @@ def run(dtype: str, refs: list[AdapterRef], rounds: int, prefill_rounds: int, co
     step = torch.randint(100, 20000, (ROWS, 1), generator=torch.Generator().manual_seed(1))
 
     def decode(pattern: list[str]) -> torch.Tensor:
-        with torch.inference_mode(), cache.rows(pattern, device):
+        with torch.inference_mode(), cache.rows(pattern, device, step.shape[1]):
             out = model(input_ids=step, past_key_values=kv, use_cache=True, logits_to_keep=1)
         kv.crop(-1)  # back to the prompt's cache for the next step
         return out.logits
 
     def prefill(pattern: list[str]) -> torch.Tensor:
-        with torch.inference_mode(), cache.rows(pattern, device):
+        with torch.inference_mode(), cache.rows(pattern, device, ids.shape[1]):
             return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
 
     paths = ["grouped", "stacked"]

@@ -207,12 +207,13 @@ class AdapterCache:
         self._stacks: dict[LoraLinear, LoraStack] = {}
 
     @contextlib.contextmanager
-    def rows(self, labels: list[str], device: torch.device) -> Iterator[None]:
+    def rows(self, labels: list[str], device: torch.device, positions: int) -> Iterator[None]:
         """Within this block, a forward of the base model applies labels[i]'s LoRA weights
-        to row i (BASE: none)."""
+        to row i (BASE: none); `positions`: tokens per row in that forward (1: a decode step),
+        which, with the adapters in the batch, picks the LoRA path once for every layer."""
         use_peft = not self._variant_labels.isdisjoint(labels)
         plan = plan_rows(labels, device, use_peft)
-        if not use_peft and self._stacks and self._stacked(plan):
+        if not use_peft and self._stacks and self._stacked(plan, positions):
             mask = slot_mask(labels, self.slots, self.stack_rank, self.dtype, device)
             plan = RowPlan(plan.labels, plan.groups, use_peft, mask)
         self._plan = plan
@@ -221,9 +222,9 @@ class AdapterCache:
         finally:
             self._plan = None
 
-    def _stacked(self, plan: RowPlan) -> bool:
+    def _stacked(self, plan: RowPlan, positions: int) -> bool:
         if self.lora_path == "auto":
-            return len(plan.groups) >= 2
+            return len(plan.groups) >= 2 and positions <= STACKED_MAX_POSITIONS
         return self.lora_path == "stacked"
 
     def _layer_forward(self, module: LoraLayer, original: Callable) -> Callable:
@@ -234,10 +235,7 @@ class AdapterCache:
             if kwargs or plan.use_peft or not isinstance(module, LoraLinear):
                 return original(x, *args, adapter_names=plan.labels, **kwargs)
             stack = self._stacks.get(module) if plan.mask is not None else None
-            if stack is not None and (
-                self.lora_path == "stacked"
-                or (x.dim() == 3 and x.shape[1] <= STACKED_MAX_POSITIONS)
-            ):
+            if stack is not None:
                 return stacked_lora_forward(module, stack, x, plan, *args)
             return grouped_lora_forward(module, x, plan, *args)
 

@@ -446,7 +446,9 @@ class Scheduler:
         if len(set(labels)) > 1:
             stats.mixed_forwards += 1
         rows = (
-            self.adapters.rows(labels, self.device) if self.adapters.has_adapters else nullcontext()
+            self.adapters.rows(labels, self.device, ids.shape[1])
+            if self.adapters.has_adapters
+            else nullcontext()
         )
         with rows:
             return self.model(

@@ -42,7 +42,7 @@ def test_grouped_rows_match_peft(make_engine, adapter_refs, monkeypatch, pattern
 
     monkeypatch.setattr(adapters_module, "grouped_lora_forward", spy)
     with torch.inference_mode():
-        with engine.adapters.rows(labels, torch.device("cpu")):
+        with engine.adapters.rows(labels, torch.device("cpu"), ids.shape[1]):
             ours = engine.model(input_ids=ids).logits
         assert calls, "the engine's own LoRA path did not run"
         expected = engine.adapters.peft(input_ids=ids, adapter_names=labels).logits
@@ -100,11 +100,11 @@ def test_stacked_rows_match_grouped_and_peft(
     stacked = _spy(monkeypatch, "stacked_lora_forward")
     with torch.inference_mode():
         engine.adapters.lora_path = "stacked"
-        with engine.adapters.rows(labels, torch.device("cpu")):
+        with engine.adapters.rows(labels, torch.device("cpu"), ids.shape[1]):
             ours = engine.model(input_ids=ids).logits
         assert stacked, "the stacked path did not run"
         engine.adapters.lora_path = "grouped"
-        with engine.adapters.rows(labels, torch.device("cpu")):
+        with engine.adapters.rows(labels, torch.device("cpu"), ids.shape[1]):
             grouped = engine.model(input_ids=ids).logits
         alone = _each_row_alone(engine, ids, labels)
     assert torch.allclose(ours, grouped, atol=1e-4), float((ours - grouped).abs().max())
@@ -124,7 +124,10 @@ def test_auto_stacks_decode_steps_of_several_adapters_only(
     for labels, positions, expected in cases:
         stacked.clear()
         ids = torch.randint(3, 200, (len(labels), positions))
-        with torch.inference_mode(), engine.adapters.rows(labels, torch.device("cpu")):
+        with (
+            torch.inference_mode(),
+            engine.adapters.rows(labels, torch.device("cpu"), ids.shape[1]),
+        ):
             engine.model(input_ids=ids)
         assert bool(stacked) == expected, (labels, positions)
 
@@ -151,7 +154,7 @@ def test_stacks_follow_loads_and_evictions(make_engine, adapter_refs) -> None:
     ids = torch.randint(3, 200, (3, 1), generator=torch.Generator().manual_seed(3))
     cache.lora_path = "stacked"
     with torch.inference_mode():
-        with cache.rows(pattern, torch.device("cpu")):
+        with cache.rows(pattern, torch.device("cpu"), ids.shape[1]):
             ours = engine.model(input_ids=ids).logits
         expected = cache.peft(input_ids=ids, adapter_names=pattern).logits
     assert torch.allclose(ours, expected, atol=1e-5)
@@ -171,7 +174,7 @@ def test_stacked_rows_in_a_bf16_model_match_grouped(
     with torch.inference_mode():
         for path in ("stacked", "grouped"):
             cache.lora_path = path
-            with cache.rows(labels, loaded.device):
+            with cache.rows(labels, loaded.device, ids.shape[1]):
                 out[path] = loaded.model(input_ids=ids).logits.float()
         base = cache.peft(input_ids=ids, adapter_names=[BASE] * len(labels)).logits.float()
     diff = (out["stacked"] - out["grouped"]).abs().max()
