@@ -14,6 +14,7 @@ import threading
 import torch
 
 from app.engine.adapters import AdapterCache, AdapterRef, adapter_dtype, peft_label
+from app.engine.attention import use_decode_attention
 from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineOverloaded, InvalidInput
@@ -49,6 +50,7 @@ class Engine:
         self.dtype = loaded.dtype
         check_supported(self.model.config)
         contiguous_output_inputs(self.model)
+        use_decode_attention(self.model)
         self.context_window = context_window(self.model)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.adapters = AdapterCache(
