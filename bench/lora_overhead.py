@@ -8,7 +8,8 @@ base, ...: each goes first in half the rounds), so drift in the machine's load f
 the ratio is taken per round and its median printed. Every round after the first runs with the
 adapters loaded (a server that serves adapters has them resident); round 1's base phase runs
 before any adapter was loaded. Generated tokens are printed per phase: adapters that stop
-their answers sooner would move tokens/s without any change in the engine.
+their answers sooner would move tokens/s without any change in the engine, which is why the
+default questions (--answers long) ask for answers longer than max_tokens.
 
     .venv/bin/python bench/lora_overhead.py --dtypes bfloat16,float32 --rounds 3
 """
@@ -27,22 +28,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serve import QUESTIONS, make_adapters  # noqa: E402
+from bench.serve import LONG_QUESTIONS, QUESTIONS, make_adapters  # noqa: E402
 from bench.server import Server  # noqa: E402
 from bench.vllm_compare import via_adaptd  # noqa: E402
 
 
-def workloads(base: str, adapters: list[str], requests: int) -> dict[str, list[dict]]:
-    out = {}
-    for label, models in (("base", [base]), ("mixed", [base, *adapters])):
-        out[label] = [
-            {
-                "model": models[i % len(models)],
-                "question": QUESTIONS[(i // len(models)) % len(QUESTIONS)],
-            }
-            for i in range(requests)
-        ]
-    return out
+def workloads(
+    base: str, adapters: list[str], requests: int, pool: list[str]
+) -> dict[str, list[dict]]:
+    # The same questions in the same order in both: only the model a request names differs.
+    # Consecutive requests ask different questions: identical prompts in flight together
+    # would finish together in the base-only workload (same greedy answer) and batch better
+    # than the mixed one for a reason that has nothing to do with LoRA.
+    models = [base, *adapters]
+    questions = [pool[i % len(pool)] for i in range(requests)]
+    return {
+        "base": [{"model": base, "question": q} for q in questions],
+        "mixed": [
+            {"model": models[i % len(models)], "question": q} for i, q in enumerate(questions)
+        ],
+    }
 
 
 def main() -> None:
@@ -52,6 +57,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--answers",
+        choices=["short", "long"],
+        default="long",
+        help="long: questions whose answers run to max_tokens, so both workloads generate "
+        "nearly the same tokens",
+    )
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the service")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="adaptd-lora-overhead-"))
@@ -70,6 +82,7 @@ def main() -> None:
     base = model_name(settings.base_model)
     print(
         f"requests={args.requests} clients={args.clients} max_tokens={args.max_tokens} "
+        f"answers={args.answers} "
         f"rounds={args.rounds} threads={args.threads or 'default'} cpus={os.cpu_count()} "
         f"load={os.getloadavg()[0]:.2f}",
         flush=True,
@@ -83,7 +96,8 @@ def main() -> None:
             with Server(env, data_dir) as server:
                 if not work:  # the first server has made the database
                     adapters = list(make_adapters(data_dir, settings.base_model))
-                    work = workloads(base, adapters, args.requests)
+                    pool = LONG_QUESTIONS if args.answers == "long" else QUESTIONS
+                    work = workloads(base, adapters, args.requests, pool)
                 ratios, token_ratios = [], []
                 for r in range(args.rounds):
                     got = {}

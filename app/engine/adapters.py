@@ -140,13 +140,23 @@ def stacked_lora_forward(
     """`grouped_lora_forward`'s result with two matmuls for all rows and adapters at once."""
     assert plan.mask is not None
     result = module.base_layer(x, *args)
-    h = x if x.dtype == stack.a.dtype else x.to(stack.a.dtype)
-    h = h @ stack.a  # (rows, ..., slots * rank): every adapter's activations
+    # Plain 2-D matmuls on (rows x positions, features): at a decode step's shapes a 3-D
+    # matmul's batching costs more than its arithmetic (bench/lora_paths.py).
+    flat = x.reshape(-1, x.shape[-1])
+    h = torch.mm(flat if flat.dtype == stack.a.dtype else flat.to(stack.a.dtype), stack.a)
     # Keep each row's own adapter's activations only (the mask broadcasts over positions).
-    h.mul_(plan.mask.view(plan.mask.shape[0], *([1] * (h.dim() - 2)), plan.mask.shape[1]))
-    update = h @ stack.b
-    result += update if update.dtype == result.dtype else update.to(result.dtype)
+    rows = plan.mask.shape[0]
+    h.view(rows, -1, h.shape[-1]).mul_(plan.mask.unsqueeze(1))
+    add_update(result.view(-1, result.shape[-1]), h, stack.b)
     return result
+
+
+def add_update(out: torch.Tensor, h: torch.Tensor, b: torch.Tensor, scale: float = 1.0) -> None:
+    """out += scale * (h @ b), in place; `out` may hold a lower precision than h and b."""
+    if out.dtype == h.dtype:
+        out.addmm_(h, b, alpha=scale)
+    else:
+        out.add_(torch.mm(h, b).to(out.dtype), alpha=scale)
 
 
 def grouped_lora_forward(
@@ -157,17 +167,22 @@ def grouped_lora_forward(
     for label, rows in plan.groups:
         if label not in module.lora_A:  # this adapter does not target this layer
             continue
-        lora_a, lora_b = module.lora_A[label], module.lora_B[label]
+        a, b = module.lora_A[label].weight, module.lora_B[label].weight  # (r, in), (out, r)
         part = x[rows] if isinstance(rows, slice) else x.index_select(0, rows)
-        if part.dtype != lora_a.weight.dtype:  # peft may keep adapters in float32
-            part = part.to(lora_a.weight.dtype)
-        update = lora_b(lora_a(part))  # eval mode: dropout is off
-        if update.dtype != result.dtype:
-            update = update.to(result.dtype)
+        part = part.reshape(-1, part.shape[-1])
+        if part.dtype != a.dtype:  # adapters may be held in float32 (`adapter_dtype`)
+            part = part.to(a.dtype)
+        h = torch.mm(part, a.t())  # eval mode: dropout is off
         scale = module.scaling[label]
+        bias = module.lora_B[label].bias  # lora_bias=True adapters have one
+        if bias is not None:
+            h = torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)  # bias as one more column
+            b = torch.cat([b, bias.unsqueeze(1)], dim=1)
         if isinstance(rows, slice):
-            result[rows].add_(update, alpha=scale)
+            # A slice of whole rows of a contiguous result: a view, updated in place.
+            add_update(result[rows].view(-1, result.shape[-1]), h, b.t(), scale)
         else:
+            update = torch.mm(h, b.t()).to(result.dtype).view(-1, *result.shape[1:])
             result.index_add_(0, rows, update, alpha=scale)
     return result
 

@@ -1,13 +1,13 @@
 """Attention for the built-in engine on CPU: two plain matmuls at decode steps, SDPA otherwise.
 
-At a decode step (one query per row) PyTorch's CPU SDPA kernel costs about 1 ms per layer for
-16 rows of 64 cached tokens on the default model, a third of the whole step, though the
-arithmetic is tiny. The same attention as two batched matmuls (each key/value head's query
-heads together, so keys and values are never repeated) and a softmax in fp32 costs a
-fraction of that (bench/attention.py). Prefill keeps SDPA, whose fused kernel pays there.
-Registered with transformers as an attention implementation; the mask is SDPA's (boolean,
-True where a row may attend, or None when every position may).
-"""
+At a decode step (one query per row) PyTorch's CPU SDPA takes its fused kernel when no row is
+padded, and that kernel cost 30 % of a 16-row bf16 step of the default model (profiled here),
+though the arithmetic is tiny. The same attention as two batched matmuls (the query heads that
+share a key/value head together, so keys and values are never repeated) with the softmax in
+fp32 made the whole step 1.35x faster in bf16 without padding, 1.05-1.10x with it, 1.02-1.04x
+in fp32 and the same at one row (bench/attention.py). Prefill keeps SDPA, whose fused kernel
+pays there. Registered with transformers as an attention implementation; the mask is SDPA's
+(boolean, True where a row may attend, or None when every position may)"""
 
 from typing import Any
 

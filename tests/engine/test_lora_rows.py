@@ -180,3 +180,36 @@ def test_stacked_rows_in_a_bf16_model_match_grouped(
     diff = (out["stacked"] - out["grouped"]).abs().max()
     # Within bf16 rounding, and far below what the adapters change.
     assert diff < 0.1 * (out["grouped"] - base)[:4].abs().max(), float(diff)
+
+
+@pytest.mark.parametrize("pattern", [[0, 0, None], [0, None, 0]])  # slice, then index rows
+def test_adapter_with_bias_on_b_matches_peft(
+    make_engine, sharp_model_dir, tmp_path, pattern
+) -> None:
+    """lora_bias adapters: B's bias is part of the update (those layers get no stack)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from app.engine.adapters import AdapterRef
+
+    base = AutoModelForCausalLM.from_pretrained(sharp_model_dir)
+    torch.manual_seed(7)
+    config = LoraConfig(r=4, target_modules=["q_proj"], lora_bias=True, init_lora_weights=False)
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name and name.endswith("bias"):
+                param.normal_(0, 0.5)
+    model.save_pretrained(str(tmp_path / "biased"))
+    engine = make_engine(start=False)
+    ref = AdapterRef(name="ft:tiny:biased:job", path=tmp_path / "biased")
+    assert engine.adapters.ensure(ref)
+    assert not engine.adapters._stacks
+    labels = [BASE if i is None else peft_label(ref.name) for i in pattern]
+    ids = torch.randint(3, 200, (3, 5), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        with engine.adapters.rows(labels, torch.device("cpu"), ids.shape[1]):
+            ours = engine.model(input_ids=ids).logits
+        alone = _each_row_alone(engine, ids, labels)
+    for i, row in enumerate(alone):
+        assert torch.allclose(ours[i], row, atol=1e-4), f"row {i}"
