@@ -32,6 +32,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -275,13 +276,10 @@ def run_dtype(args: argparse.Namespace, config: TrainConfig) -> None:
     )
     rates = {}
     for mode in ("fp32", "bf16 autocast"):
-        context = (
-            torch.autocast("cpu", dtype=torch.bfloat16)
-            if mode != "fp32"
-            else torch.autocast("cpu", enabled=False)
-        )
-        with context:
-            tps, secs, loss, (model, tok) = worker_path(train_rows, config)
+        # The trainer's own option: autocast entered per step (one context around the whole
+        # loop keeps the first step's weights cached, and the adapter never learns).
+        autocast = torch.bfloat16 if mode != "fp32" else None
+        tps, secs, loss, (model, tok) = worker_path(train_rows, replace(config, autocast=autocast))
         rates[mode] = tps
         print(f"train {mode}: {tps:.1f} tokens/s, {secs:.1f} s, final loss {loss:.4f}")
         fp32 = accuracy(model, tok, test_rows)

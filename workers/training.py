@@ -6,6 +6,7 @@ app.engine.prompts, the same functions the server uses, so training and serving 
 every prompt identically; the loss covers only assistant tokens (weight 1).
 """
 
+import contextlib
 import math
 import os
 import random
@@ -59,6 +60,9 @@ class TrainConfig:
     # A saved adapter folder to start from (training on top of an adapter): its weights and
     # LoRA shape replace a fresh initialisation.
     init_adapter: str | None = None
+    # Forward passes under torch.autocast to this dtype (None: the weights' own dtype). The
+    # weights, gradients and optimiser state stay as loaded.
+    autocast: torch.dtype | None = None
 
 
 @dataclass
@@ -457,6 +461,7 @@ def train_objective(
     `on_checkpoint`, same config and data), training goes on from the epoch after it.
     """
     peft_model = wrap_lora(model, config)
+    device = next(model.parameters()).device
     objective.prepare(peft_model)
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -506,7 +511,11 @@ def train_objective(
             if should_continue is not None and not should_continue():
                 raise TrainingStopped(step)
             started = time.perf_counter()
-            loss, batch_tokens, extra = objective.step_loss(peft_model, batch_ids)
+            # Autocast entered per step, never around the loop: autocast caches its
+            # low-precision copies of the weights until the context exits, so one context
+            # around all steps would keep running the LoRA weights of the first step.
+            with autocast_for(config, device):
+                loss, batch_tokens, extra = objective.step_loss(peft_model, batch_ids)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -596,6 +605,14 @@ def train_objective(
         selected=selected,
         stopped_early=stopped_early,
     )
+
+
+def autocast_for(
+    config: TrainConfig, device: torch.device
+) -> "torch.autocast | contextlib.nullcontext[None]":
+    if config.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=config.autocast)
 
 
 def _trainable(model: PeftModel) -> dict[str, torch.Tensor]:

@@ -326,3 +326,27 @@ def test_resumed_training_goes_on_from_the_epoch_and_matches_an_unbroken_run(
     )
     c = _lora(done.model)
     assert all(torch.equal(a[k], c[k]) for k in a) and done.selected == unbroken.selected
+
+
+def test_bf16_autocast_trains_as_fp32_does(tiny_model_dir: Path, tmp_path: Path):
+    """Autocast per step: a context around the whole loop would keep autocast's cached bf16
+    copies of the first step's LoRA weights (B is zero then), and the loss would not move."""
+    losses = {}
+    for autocast in (None, torch.bfloat16):
+        loaded = load_base_model(str(tiny_model_dir), tmp_path, "cpu")
+        # One example, repeated: the tiny model can learn it by heart in a few steps.
+        exs = [tokenize_chat(loaded.tokenizer, chat_rows(1)[0]["messages"], 256)] * 8
+        config = TrainConfig(
+            n_epochs=4, batch_size=4, learning_rate=1e-2, r=4, dropout=0.0, autocast=autocast
+        )
+        seen = []
+        result = train_lora(
+            loaded.model, loaded.tokenizer, exs, config, report=seen.append, log_every=1
+        )
+        losses[autocast] = [m.train_loss for m in seen]
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    fp32, bf16 = losses[None], losses[torch.bfloat16]
+    assert fp32[-1] < fp32[0] - 0.3  # the adapter learned
+    assert bf16[-1] < bf16[0] - 0.3, bf16
+    for a, b in zip(fp32, bf16, strict=True):  # and learned the same, within bf16 rounding
+        assert b == pytest.approx(a, rel=0.02)
