@@ -278,7 +278,7 @@ def run_dtype(args: argparse.Namespace, config: TrainConfig) -> None:
     for mode in ("fp32", "bf16 autocast"):
         # The trainer's own option: autocast entered per step (one context around the whole
         # loop keeps the first step's weights cached, and the adapter never learns).
-        autocast = torch.bfloat16 if mode != "fp32" else None
+        autocast = "bfloat16" if mode != "fp32" else None
         tps, secs, loss, (model, tok) = worker_path(train_rows, replace(config, autocast=autocast))
         rates[mode] = tps
         print(f"train {mode}: {tps:.1f} tokens/s, {secs:.1f} s, final loss {loss:.4f}")

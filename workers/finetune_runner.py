@@ -16,13 +16,13 @@ import os
 import shutil
 import socket
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
-from app.engine.loader import context_window, load_base_model, model_name
+from app.engine.loader import context_window, load_base_model, model_name, training_autocast
 from app.files import service as files
 from app.files.models import File
 from app.finetune import lifecycle, parents
@@ -286,8 +286,11 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     config = config_from_hyperparameters(
         hp, claim.seed, window, str(parent.path) if parent is not None else None
     )
+    config = replace(config, autocast=training_autocast(settings.train_autocast, loaded.device))
     if parent is not None:
         lifecycle.event(claim.job_id, f"Starting from the weights of {parent.name}")
+    if config.autocast is not None:
+        lifecycle.event(claim.job_id, "Forward passes run under bf16 autocast (TRAIN_AUTOCAST)")
     objective = _objective(claim.method, loaded, split, hp, window)
     valid = objective.valid
     lifecycle.event(claim.job_id, split.note)

@@ -60,9 +60,10 @@ class TrainConfig:
     # A saved adapter folder to start from (training on top of an adapter): its weights and
     # LoRA shape replace a fresh initialisation.
     init_adapter: str | None = None
-    # Forward passes under torch.autocast to this dtype (None: the weights' own dtype). The
-    # weights, gradients and optimiser state stay as loaded.
-    autocast: torch.dtype | None = None
+    # Forward passes under torch.autocast to this dtype, by name ("bfloat16"; None: the
+    # weights' own dtype). The weights, gradients and optimiser state stay as loaded. A name,
+    # not a torch.dtype: the config is written out as JSON with the adapter.
+    autocast: str | None = None
 
 
 @dataclass
@@ -612,7 +613,7 @@ def autocast_for(
 ) -> "torch.autocast | contextlib.nullcontext[None]":
     if config.autocast is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=config.autocast)
+    return torch.autocast(device.type, dtype=getattr(torch, config.autocast))
 
 
 def _trainable(model: PeftModel) -> dict[str, torch.Tensor]:

@@ -88,6 +88,18 @@ def resolve_dtype(
     return torch.float32
 
 
+def training_autocast(
+    setting: str, device: torch.device, flags: frozenset[str] | None = None
+) -> str | None:
+    """TRAIN_AUTOCAST: the dtype training's forward passes autocast to, by name, None for
+    none. Only on CPU: on CUDA training loads bf16 weights already (`dtype_for`)."""
+    if device.type != "cpu" or setting == "off":
+        return None
+    if setting == "bfloat16" or resolve_dtype("auto", device, flags) == torch.bfloat16:
+        return "bfloat16"
+    return None
+
+
 def model_name(base_model: str) -> str:
     """The public name of a base model, as listed by /v1/models and used in `ft:` names."""
     if base_model == DEFAULT_BASE_MODEL:

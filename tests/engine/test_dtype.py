@@ -9,7 +9,7 @@ import torch
 from app.engine.adapters import AdapterCache, adapter_dtype
 from app.engine.engine import Engine, EngineConfig
 from app.engine.factory import build_engine
-from app.engine.loader import cpu_flags, load_base_model, resolve_dtype
+from app.engine.loader import cpu_flags, load_base_model, resolve_dtype, training_autocast
 from app.settings import Settings
 from tests.engine.helpers import Job, few_shot_job, reference_greedy, run_alone, run_together
 
@@ -44,6 +44,15 @@ def test_auto_on_cuda_is_bf16_and_named_dtypes_win() -> None:
     assert resolve_dtype("auto", torch.device("mps"), SAPPHIRE_RAPIDS) == torch.float32
     with pytest.raises(ValueError):
         resolve_dtype("float16", CPU, SAPPHIRE_RAPIDS)
+
+
+def test_training_autocast_only_on_cpu_and_where_asked() -> None:
+    assert training_autocast("off", CPU, SAPPHIRE_RAPIDS) is None
+    assert training_autocast("auto", CPU, SAPPHIRE_RAPIDS) == "bfloat16"
+    assert training_autocast("auto", CPU, AVX2_ONLY) is None
+    assert training_autocast("bfloat16", CPU, AVX2_ONLY) == "bfloat16"
+    # CUDA trains in bf16 weights already: no autocast on top.
+    assert training_autocast("bfloat16", torch.device("cuda"), SAPPHIRE_RAPIDS) is None
 
 
 def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
@@ -82,6 +91,9 @@ def test_dtype_setting_is_validated() -> None:
     assert Settings(dtype="bfloat16").dtype == "bfloat16"
     with pytest.raises(ValueError):
         Settings(dtype="float16")
+    assert Settings(train_autocast="bfloat16").train_autocast == "bfloat16"
+    with pytest.raises(ValueError):
+        Settings(train_autocast="float16")
 
 
 @pytest.fixture

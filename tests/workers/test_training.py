@@ -332,7 +332,7 @@ def test_bf16_autocast_trains_as_fp32_does(tiny_model_dir: Path, tmp_path: Path)
     """Autocast per step: a context around the whole loop would keep autocast's cached bf16
     copies of the first step's LoRA weights (B is zero then), and the loss would not move."""
     losses = {}
-    for autocast in (None, torch.bfloat16):
+    for autocast in (None, "bfloat16"):
         loaded = load_base_model(str(tiny_model_dir), tmp_path, "cpu")
         # One example, repeated: the tiny model can learn it by heart in a few steps.
         exs = [tokenize_chat(loaded.tokenizer, chat_rows(1)[0]["messages"], 256)] * 8
@@ -345,7 +345,7 @@ def test_bf16_autocast_trains_as_fp32_does(tiny_model_dir: Path, tmp_path: Path)
         )
         losses[autocast] = [m.train_loss for m in seen]
         assert all(p.dtype == torch.float32 for p in result.model.parameters())
-    fp32, bf16 = losses[None], losses[torch.bfloat16]
+    fp32, bf16 = losses[None], losses["bfloat16"]
     assert fp32[-1] < fp32[0] - 0.3  # the adapter learned
     assert bf16[-1] < bf16[0] - 0.3, bf16
     for a, b in zip(fp32, bf16, strict=True):  # and learned the same, within bf16 rounding
