@@ -22,14 +22,13 @@ import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.serve import LONG_QUESTIONS, QUESTIONS, make_adapters  # noqa: E402
-from bench.server import Server  # noqa: E402
+from bench.server import Server, temporary_data_dir  # noqa: E402
 from bench.vllm_compare import via_adaptd  # noqa: E402
 
 
@@ -66,15 +65,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the service")
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="adaptd-lora-overhead-"))
-    os.environ.update(
-        {
-            "DATA_DIR": str(data_dir),
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "MAX_BATCH_SIZE": str(args.clients),
-        }
-    )
-    os.environ.pop("DATABASE_URL", None)
+    data_dir = temporary_data_dir("adaptd-lora-overhead-", args.clients)
     from app.engine.loader import model_name
     from app.settings import get_settings
 

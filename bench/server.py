@@ -14,6 +14,21 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def temporary_data_dir(prefix: str, max_batch_size: int) -> Path:
+    """A fresh data folder for this process and the services it starts (SQLite in it, no
+    rate limit, batches as wide as the benchmark's clients), set in the environment."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.update(
+        {
+            "DATA_DIR": str(data_dir),
+            "RATE_LIMIT_PER_MINUTE": "0",
+            "MAX_BATCH_SIZE": str(max_batch_size),
+        }
+    )
+    os.environ.pop("DATABASE_URL", None)
+    return data_dir
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

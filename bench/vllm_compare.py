@@ -18,14 +18,13 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 from bench.serve import LONG_QUESTIONS, N_ADAPTERS, QUESTIONS, make_adapters, summary
-from bench.server import Server, free_port
+from bench.server import Server, free_port, temporary_data_dir
 
 
 async def closed_loop_run(one, items: list, clients: int) -> dict:  # noqa: ANN001
@@ -99,15 +98,7 @@ async def vllm_direct(
 
 
 def run(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="adaptd-vllm-bench-"))
-    os.environ.update(
-        {
-            "DATA_DIR": str(data_dir),
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "MAX_BATCH_SIZE": str(args.clients),
-        }
-    )
-    os.environ.pop("DATABASE_URL", None)
+    data_dir = temporary_data_dir("adaptd-vllm-bench-", args.clients)
     try:
         _run(args, data_dir)
     finally:
