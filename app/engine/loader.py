@@ -53,7 +53,8 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 def dtype_for(device: torch.device) -> torch.dtype:
-    """Training's dtype (the worker trains in full precision on CPU)."""
+    """Training's weights' dtype: fp32 on CPU (its forward passes may autocast to bf16,
+    `training_autocast`), bf16 on CUDA."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
