@@ -27,9 +27,10 @@ class Settings(BaseSettings):
     # The built-in engine's weights, adapters and caches: auto is bf16 on CUDA and on CPUs
     # with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    # Training's forward passes on CPU: "bfloat16" runs them under bf16 autocast (weights,
-    # gradients and optimiser stay fp32), "auto" does so on CPUs with native bf16, "off"
-    # keeps fp32. On CUDA the training weights are bf16 already and this is ignored.
+    # Supervised training's forward passes on CPU: "bfloat16" runs them under bf16 autocast
+    # (weights, gradients and optimiser stay fp32), "auto" does so on CPUs with native bf16,
+    # "off" keeps fp32. DPO stays fp32 (not measured under autocast). On CUDA the training
+    # weights are bf16 already and this is ignored.
     train_autocast: Literal["auto", "off", "bfloat16"] = "auto"
 
     port: int = 8000

@@ -286,7 +286,11 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     config = config_from_hyperparameters(
         hp, claim.seed, window, str(parent.path) if parent is not None else None
     )
-    config = replace(config, autocast=training_autocast(settings.train_autocast, loaded.device))
+    # SFT only: DPO's loss is a small difference of summed log-probabilities, and its
+    # accuracy under autocast has not been measured (docs/benchmarks.md).
+    if claim.method != "dpo":
+        autocast = training_autocast(settings.train_autocast, loaded.device)
+        config = replace(config, autocast=autocast)
     if parent is not None:
         lifecycle.event(claim.job_id, f"Starting from the weights of {parent.name}")
     if config.autocast is not None:

@@ -57,6 +57,9 @@ def test_dpo_job_trains_serves_and_can_be_trained_on(
     assert manifest["method"] == "dpo" and manifest["hyperparameters"]["beta"] == 0.5
     assert manifest["parent"] is None and manifest["validation"]["source"] == "none"
 
+    # DPO stays fp32 whatever TRAIN_AUTOCAST says (it applies to supervised jobs only).
+    assert not any("autocast" in e.message for e in _events(openai_client, job.id))
+
     # Served at once, like any adapter.
     reply = openai_client.chat.completions.create(
         model=name,

@@ -6,8 +6,10 @@ import time
 
 import httpx
 import pytest
+import torch
 from openai import NotFoundError, OpenAI
 
+from app.engine.loader import training_autocast
 from tests.charts.curves import curve_point_counts
 from tests.conftest import ADMIN_KEY
 from tests.files.data import QA, chat_rows, jsonl
@@ -107,6 +109,9 @@ def test_train_then_serve_the_adapter_at_once(openai_client, start_worker, setti
     assert curve_point_counts(picture) == [150, 150]
     infos = [e.message for e in events if e.type == "message"]
     assert "Fine-tuning job started" in infos
+    # TRAIN_AUTOCAST=auto: supervised training autocasts to bf16 where this CPU has native bf16.
+    autocast = training_autocast("auto", torch.device("cpu")) is not None
+    assert any("bf16 autocast" in m for m in infos) == autocast
     assert infos[-2:] == [
         f"New fine-tuned model created: {name}",
         "The job has successfully completed",
