@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
-from app.engine.attention import NAME, use_decode_attention  # noqa: E402
-from app.engine.engine import contiguous_output_inputs  # noqa: E402
+from app.engine.attention import NAME  # noqa: E402
+from app.engine.engine import prepare_for_serving  # noqa: E402
 from app.engine.loader import load_base_model  # noqa: E402
 from app.settings import get_settings  # noqa: E402
 
@@ -37,8 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = get_settings()
     model = load_base_model(settings.base_model, settings.model_cache, "cpu", args.dtype).model
-    contiguous_output_inputs(model)
-    use_decode_attention(model)
+    prepare_for_serving(model)
     print(f"dtype={args.dtype} threads={args.threads} load={os.getloadavg()[0]:.2f}", flush=True)
     gen = torch.Generator().manual_seed(0)
     for rows, context, padded in SHAPES:

@@ -34,8 +34,7 @@ from app.engine.adapters import (  # noqa: E402
     adapter_dtype,
     peft_label,
 )
-from app.engine.attention import use_decode_attention  # noqa: E402
-from app.engine.engine import contiguous_output_inputs  # noqa: E402
+from app.engine.engine import prepare_for_serving  # noqa: E402
 from app.engine.loader import load_base_model, resolve_source  # noqa: E402
 from app.settings import get_settings  # noqa: E402
 
@@ -78,8 +77,7 @@ def run(dtype: str, refs: list[AdapterRef], rounds: int, prefill_rounds: int, co
     model, device = loaded.model, loaded.device
     # What the engine does to the model: without the contiguous output-layer input, a bf16
     # prefill's output layer alone takes seconds once peft has frozen the weights.
-    contiguous_output_inputs(model)
-    use_decode_attention(model)
+    prepare_for_serving(model)
     # Every adapter stays loaded: the stacks hold them all, the batches use the first three.
     cache = AdapterCache(model, len(refs), adapter_dtype(device, loaded.dtype))
     for ref in refs:

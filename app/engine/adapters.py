@@ -175,14 +175,17 @@ def grouped_lora_forward(
         h = torch.mm(part, a.t())  # eval mode: dropout is off
         scale = module.scaling[label]
         bias = module.lora_B[label].bias  # lora_bias=True adapters have one
-        if bias is not None:
-            h = torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)  # bias as one more column
-            b = torch.cat([b, bias.unsqueeze(1)], dim=1)
         if isinstance(rows, slice):
             # A slice of whole rows of a contiguous result: a view, updated in place.
-            add_update(result[rows].view(-1, result.shape[-1]), h, b.t(), scale)
+            target = result[rows].view(-1, result.shape[-1])
+            add_update(target, h, b.t(), scale)
+            if bias is not None:
+                target.add_(bias.to(target.dtype), alpha=scale)
         else:
-            update = torch.mm(h, b.t()).to(result.dtype).view(-1, *result.shape[1:])
+            update = torch.mm(h, b.t())
+            if bias is not None:
+                update += bias
+            update = update.to(result.dtype).view(-1, *result.shape[1:])
             result.index_add_(0, rows, update, alpha=scale)
     return result
 

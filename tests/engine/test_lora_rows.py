@@ -3,9 +3,18 @@ every row, whether an adapter's rows are contiguous (a slice) or scattered (an i
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
 
 import app.engine.adapters as adapters_module
-from app.engine.adapters import BASE, AdapterCache, adapter_dtype, peft_label, plan_rows
+from app.engine.adapters import (
+    BASE,
+    AdapterCache,
+    AdapterRef,
+    adapter_dtype,
+    peft_label,
+    plan_rows,
+)
 from app.engine.loader import load_base_model
 
 
@@ -187,11 +196,6 @@ def test_adapter_with_bias_on_b_matches_peft(
     make_engine, sharp_model_dir, tmp_path, pattern
 ) -> None:
     """lora_bias adapters: B's bias is part of the update (those layers get no stack)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from app.engine.adapters import AdapterRef
-
     base = AutoModelForCausalLM.from_pretrained(sharp_model_dir)
     torch.manual_seed(7)
     config = LoraConfig(r=4, target_modules=["q_proj"], lora_bias=True, init_lora_weights=False)
