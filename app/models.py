@@ -4,6 +4,7 @@ from app.aliases.models import Alias, AliasCounter, AliasVersion
 from app.audit import recorder as _audit_recorder  # noqa: F401 - audits every session's flushes
 from app.audit.models import AuditEvent
 from app.auth.models import ApiKey
+from app.console.models import ConsoleSignIn
 from app.db import Base
 from app.evals.models import EvalEvent, Evaluation
 from app.files.models import File
@@ -18,6 +19,7 @@ __all__ = [
     "AliasVersion",
     "ApiKey",
     "AuditEvent",
+    "ConsoleSignIn",
     "Base",
     "EvalEvent",
     "Evaluation",

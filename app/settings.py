@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Prompt tokens one engine step may prefill; a longer prompt is prefilled a chunk per
     # step between the running rows' decode steps (0: every prompt in one forward).
     prefill_chunk: int = 512
+    # A stream looks its API key up again this often (seconds), and ends once the key is
+    # revoked, expired or rotated out.
+    stream_key_recheck_s: float = 5.0
 
     # Which engine serves inference: the built-in one, or vLLM servers (app/engine/vllm/).
     engine: Literal["local", "vllm"] = "local"

@@ -1,9 +1,11 @@
 """API keys: generation, hashing, authentication, scopes, the key lifecycle (list, revoke,
 rotate, expiry) and the bootstrap admin key.
 
-Who may manage which keys: a key with the `admin` scope manages the keys of its own tenant;
-only a *platform* admin (the bootstrap key, or a platform key it created) reaches other
-tenants or creates platform keys. Keys outside an actor's reach answer as not found.
+Who may manage which keys: a key with the `admin` scope manages the non-platform keys of its
+own tenant; only a *platform* admin (the bootstrap key, or a platform key it created) sees,
+rotates or revokes platform keys, reaches other tenants or creates platform keys. Keys
+outside an actor's reach answer as not found, and each such refusal is audited
+(`key.denied`), committed even though the request fails.
 """
 
 import hashlib
@@ -15,10 +17,12 @@ from typing import Literal, get_args
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditEvent
 from app.auth.models import ApiKey
 from app.db import utcnow
 from app.errors import AuthenticationError, BadRequest, Conflict, NotFound, PermissionDenied
 from app.ids import new_id
+from app.observability.context import request_id
 
 ADMIN_TENANT = "default"
 BOOTSTRAP_NAME = "bootstrap admin"
@@ -39,6 +43,8 @@ class Principal:
     key_id: str
     scopes: frozenset[str] = frozenset(SCOPES)
     platform: bool = False
+    # The hash of the secret presented (a rotated key has two good ones for a while).
+    secret_hash: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -75,19 +81,44 @@ def authenticate(session: Session, key: str) -> Principal:
         select(ApiKey).where(or_(ApiKey.key_hash == digest, ApiKey.previous_key_hash == digest))
     )
     now = utcnow()
+    _check_secret(row, digest, now)
+    assert row is not None
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        _touch(session, row.id, now)
+    return principal_of(row, digest)
+
+
+def principal_of(row: ApiKey, secret_hash: str) -> Principal:
+    return Principal(
+        tenant=row.tenant,
+        key_id=row.id,
+        scopes=frozenset(row.scopes),
+        platform=row.platform,
+        secret_hash=secret_hash,
+    )
+
+
+def _check_secret(row: ApiKey | None, digest: str, now: datetime) -> None:
+    """Raise AuthenticationError unless the secret hashing to `digest` is good now for `row`
+    (its current secret, or its previous one within the grace period of a rotation)."""
     if row is None or row.revoked_at is not None:
         raise AuthenticationError("Incorrect API key provided.")
     if row.key_hash != digest and (
-        row.previous_valid_until is None or row.previous_valid_until <= now
+        row.previous_key_hash != digest
+        or row.previous_valid_until is None
+        or row.previous_valid_until <= now
     ):
         raise AuthenticationError("Incorrect API key provided: this key was rotated.")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthenticationError("This API key has expired.", code="expired_api_key")
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        _touch(session, row.id, now)
-    return Principal(
-        tenant=row.tenant, key_id=row.id, scopes=frozenset(row.scopes), platform=row.platform
-    )
+
+
+def recheck(session: Session, principal: Principal) -> None:
+    """Raise AuthenticationError if the secret `principal` was authenticated with is no
+    longer good (revoked, expired, rotated out): for work that outlives its request's check,
+    such as a long stream."""
+    row = session.get(ApiKey, principal.key_id)
+    _check_secret(row, principal.secret_hash or "", utcnow())
 
 
 def _touch(session: Session, key_id: str, now: datetime) -> None:
@@ -162,10 +193,12 @@ def create_key_as(
     """create_key on behalf of an admin key, within what that key may reach."""
     tenant = tenant or actor.tenant
     if not actor.platform and tenant != actor.tenant:
+        _audit_denial(session, actor, tenant, "-", "create")
         raise PermissionDenied(
             "A tenant admin key can create keys for its own tenant only.", param="tenant"
         )
     if platform and not actor.platform:
+        _audit_denial(session, actor, tenant, "-", "create_platform")
         raise PermissionDenied(
             "Only a platform admin key can create platform keys.", param="platform"
         )
@@ -185,7 +218,35 @@ def create_key_as(
 
 
 def _visible(actor: Principal):  # noqa: ANN202
-    return None if actor.platform else ApiKey.tenant == actor.tenant
+    """The keys an actor may see: all for a platform admin; else its tenant's, less the
+    platform keys (whose secret would reach every tenant)."""
+    if actor.platform:
+        return None
+    return (ApiKey.tenant == actor.tenant) & ApiKey.platform.is_(False)
+
+
+def _may_see(actor: Principal, row: ApiKey) -> bool:
+    """_visible for one loaded row."""
+    return actor.platform or (row.tenant == actor.tenant and not row.platform)
+
+
+def _audit_denial(
+    session: Session, actor: Principal, tenant: str, key_id: str, attempted: str
+) -> None:
+    """Record a refused key operation. Its own commit: the request fails, the row stays."""
+    session.rollback()
+    session.add(
+        AuditEvent(
+            tenant=tenant,
+            actor_key_id=actor.key_id,
+            action="key.denied",
+            object_type="api_key",
+            object_id=key_id,
+            request_id=request_id(),
+            details={"attempted": attempted, "actor_tenant": actor.tenant},
+        )
+    )
+    session.commit()
 
 
 def list_keys(
@@ -207,7 +268,7 @@ def list_keys(
     if not include_revoked:
         query = query.where(ApiKey.revoked_at.is_(None))
     if after is not None:
-        anchor = get_key(session, actor, after)
+        anchor = get_key(session, actor, after, attempted="list")
         query = query.where(
             or_(
                 ApiKey.created_at > anchor.created_at,
@@ -218,12 +279,13 @@ def list_keys(
     return rows[:limit], len(rows) > limit
 
 
-def get_key(session: Session, actor: Principal, key_id: str) -> ApiKey:
-    query = select(ApiKey).where(ApiKey.id == key_id)
-    scope = _visible(actor)
-    if scope is not None:
-        query = query.where(scope)
-    row = session.scalar(query)
+def get_key(session: Session, actor: Principal, key_id: str, *, attempted: str = "read") -> ApiKey:
+    """The key `key_id` if the actor may see it; else NotFound (and, for a key that exists
+    outside its reach, an audited denial of `attempted`)."""
+    row = session.get(ApiKey, key_id)
+    if row is not None and not _may_see(actor, row):
+        _audit_denial(session, actor, row.tenant, row.id, attempted)
+        row = None
     if row is None:
         raise NotFound(f"No API key with id '{key_id}'.", param="key_id")
     return row
@@ -240,7 +302,7 @@ def _refuse_bootstrap(row: ApiKey, action: str) -> None:
 
 def revoke_key(session: Session, actor: Principal, key_id: str) -> ApiKey:
     """Revoke a key: every process refuses it from its next request. Idempotent."""
-    row = get_key(session, actor, key_id)
+    row = get_key(session, actor, key_id, attempted="revoke")
     _refuse_bootstrap(row, "revoked")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
@@ -253,7 +315,7 @@ def rotate_key(
 ) -> tuple[ApiKey, str]:
     """A new secret for the same key (id, tenant, scopes kept); the old secret keeps working
     for `grace_period_s` seconds (none by default). A second rotation ends the first's grace."""
-    row = get_key(session, actor, key_id)
+    row = get_key(session, actor, key_id, attempted="rotate")
     _refuse_bootstrap(row, "rotated")
     if row.revoked_at is not None:
         raise Conflict(f"API key '{key_id}' is revoked; create a new one.", code="key_revoked")

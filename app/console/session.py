@@ -2,7 +2,9 @@
 
 The cookie holds `<key id>.<expiry>.<nonce>.<signature>`; the signature is an HMAC over those
 and the key's stored hash, so the key itself is never stored in the browser, and revoking
-the key ends every session made with it. The CSRF token is an HMAC of the session's nonce
+or rotating the key ends every session made with it. Each session also has a row
+(`console_sessions`, keyed by its nonce) that signing out deletes, so a copy of the cookie
+dies with the session. The CSRF token is an HMAC of the session's nonce
 (a double-submit token the server can check without storing anything); the sign-in form
 gets one tied to a short-lived pre-session cookie instead.
 """
@@ -14,14 +16,18 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
 from fastapi import Request, Response
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiKey
-from app.auth.service import Principal, key_status
+from app.auth.service import Principal, key_status, principal_of
+from app.console.models import ConsoleSignIn
+from app.db import utcnow
 from app.settings import get_settings
 
 SESSION_COOKIE = "adaptd_console"
@@ -47,6 +53,7 @@ class ConsoleSession:
     key_name: str
     key_prefix: str
     csrf_token: str
+    nonce: str
 
 
 def _read_or_create_secret(path: Path) -> bytes:
@@ -95,16 +102,25 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, ttl
 
 
 # -- the session ---------------------------------------------------------------------------
-def start_session(request: Request, response: Response, key: ApiKey) -> None:
-    expiry = str(int(time.time()) + SESSION_TTL_S)
+def start_session(request: Request, response: Response, key: ApiKey, db: Session) -> None:
+    expires = int(time.time()) + SESSION_TTL_S
+    expiry = str(expires)
     nonce = secrets.token_urlsafe(16)
+    now = utcnow()
+    db.execute(delete(ConsoleSignIn).where(ConsoleSignIn.expires_at <= now))  # old ones
+    db.add(
+        ConsoleSignIn(nonce=nonce, key_id=key.id, expires_at=now + timedelta(seconds=SESSION_TTL_S))
+    )
+    db.commit()
     signature = _mac("session", key.id, expiry, nonce, key.key_hash)
     value = ".".join((key.id, expiry, nonce, signature))
     _set_cookie(request, response, SESSION_COOKIE, value, SESSION_TTL_S)
     response.delete_cookie(LOGIN_COOKIE, path="/console")
 
 
-def end_session(response: Response) -> None:
+def end_session(response: Response, console: ConsoleSession, db: Session) -> None:
+    db.execute(delete(ConsoleSignIn).where(ConsoleSignIn.nonce == console.nonce))
+    db.commit()
     response.delete_cookie(SESSION_COOKIE, path="/console")
 
 
@@ -121,14 +137,15 @@ def read_session(request: Request, session: Session) -> ConsoleSession:
         raise SignInRequired
     if not hmac.compare_digest(signature, _mac("session", key.id, expiry, nonce, key.key_hash)):
         raise SignInRequired
-    principal = Principal(
-        tenant=key.tenant, key_id=key.id, scopes=frozenset(key.scopes), platform=key.platform
-    )
+    live = session.get(ConsoleSignIn, nonce)
+    if live is None or live.key_id != key.id:  # signed out
+        raise SignInRequired
     return ConsoleSession(
-        principal=principal,
+        principal=principal_of(key, key.key_hash),
         key_name=key.name,
         key_prefix=key.prefix,
         csrf_token=_mac("csrf", nonce),
+        nonce=nonce,
     )
 
 

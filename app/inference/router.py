@@ -10,10 +10,12 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.auth.dependencies import TenantDep
+from app.auth.service import Principal
 from app.db import SessionDep
 from app.engine.engine import Engine
 from app.inference.dependencies import EngineDep
 from app.inference.disconnect import cancel_on_disconnect
+from app.inference.key_recheck import while_key_is_good
 from app.inference.models_list import list_models, retrieve_model
 from app.inference.prompting import PreparedPrompt, prepare_chat, prepare_completion
 from app.inference.serving_chat import create_chat_completion
@@ -22,6 +24,7 @@ from app.protocol.chat import ChatCompletion, ChatCompletionRequest
 from app.protocol.completions import Completion, CompletionRequest
 from app.protocol.models import ModelCard, ModelList
 from app.routing.resolve import Variant, resolve
+from app.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
@@ -36,13 +39,17 @@ def _variant_headers(variant: Variant) -> dict[str, str]:
 
 
 def _respond(
-    result: BaseModel | AsyncIterator[str], variant: Variant, response: Response
+    result: BaseModel | AsyncIterator[str],
+    variant: Variant,
+    response: Response,
+    principal: Principal,
 ) -> BaseModel | StreamingResponse:
     headers = _variant_headers(variant)
     if isinstance(result, BaseModel):
         response.headers.update(headers)
         return result
-    return StreamingResponse(result, media_type="text/event-stream", headers=headers)
+    stream = while_key_is_good(result, principal, get_settings().stream_key_recheck_s)
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 # The database lookup and the prompt building (Jinja, example embeddings, tokenising) run in
@@ -97,7 +104,7 @@ async def chat_completions(
     result = await cancel_on_disconnect(
         request, create_chat_completion(engine, variant, req, prepared)
     )
-    return _respond(result, variant, response)
+    return _respond(result, variant, response, principal)
 
 
 @router.post("/completions", response_model=Completion)
@@ -114,4 +121,4 @@ async def completions(
         _completion_prompts, session, principal.tenant, engine, req
     )
     result = await cancel_on_disconnect(request, create_completion(engine, variant, req, prompts))
-    return _respond(result, variant, response)
+    return _respond(result, variant, response, principal)

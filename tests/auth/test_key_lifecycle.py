@@ -365,3 +365,55 @@ def test_revocation_holds_at_once_in_another_api_process(client) -> None:
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     finally:
         api.kill()
+
+
+@pytest.mark.parametrize("tenant", ["default", "a"])
+def test_tenant_admin_cannot_see_rotate_or_revoke_a_platform_key_of_its_tenant(
+    client, tenant
+) -> None:
+    """A tenant admin holding a platform key's secret would reach every tenant: the key is out
+    of its reach (404 as for another tenant's), and each attempt is in the audit trail."""
+    platform = new_key(client, tenant=tenant, scopes=ALL_SCOPES, platform=True)
+    admin = new_key(client, tenant=tenant, scopes=ALL_SCOPES)
+    h = {"Authorization": f"Bearer {admin['key']}"}
+    attempts = [
+        ("rotate", client.post(f"/v1/admin/keys/{platform['id']}/rotate", headers=h)),
+        (
+            "rotate",
+            client.post(
+                f"/v1/admin/keys/{platform['id']}/rotate", headers=h, json={"grace_period_s": 600}
+            ),
+        ),
+        ("revoke", client.delete(f"/v1/admin/keys/{platform['id']}", headers=h)),
+        ("read", client.get(f"/v1/admin/keys/{platform['id']}", headers=h)),
+        ("list", client.get("/v1/admin/keys", headers=h, params={"after": platform["id"]})),
+    ]
+    for _, r in attempts:
+        assert r.status_code == 404 and r.json()["error"]["param"] == "key_id", r.text
+    listed = client.get("/v1/admin/keys", headers=h, params={"include_revoked": True}).json()
+    assert platform["id"] not in {k["id"] for k in listed["data"]}
+    # The platform key is untouched: its secret still works and still reaches every tenant.
+    p = {"Authorization": f"Bearer {platform['key']}"}
+    assert client.get("/v1/admin/keys", headers=p, params={"tenant": "b"}).status_code == 200
+    # Every refusal is audited, for the platform admin to see.
+    events = client.get("/v1/admin/audit", params={"action": "key.denied", "limit": 100}).json()[
+        "data"
+    ]
+    mine = [e for e in events if e["actor_key_id"] == admin["id"]]
+    assert sorted(e["details"]["attempted"] for e in mine) == sorted(a for a, _ in attempts)
+    assert {e["object_id"] for e in mine} == {platform["id"]}
+
+
+def test_refused_cross_tenant_and_platform_creations_are_audited(client) -> None:
+    admin = new_key(client, tenant="a", scopes=ALL_SCOPES)
+    h = {"Authorization": f"Bearer {admin['key']}"}
+    assert client.post("/v1/admin/keys", headers=h, json={"tenant": "b"}).status_code == 403
+    r = client.post("/v1/admin/keys", headers=h, json={"platform": True, "scopes": ALL_SCOPES})
+    assert r.status_code == 403
+    events = client.get("/v1/admin/audit", params={"action": "key.denied", "limit": 100}).json()[
+        "data"
+    ]
+    attempted = sorted(
+        e["details"]["attempted"] for e in events if e["actor_key_id"] == admin["id"]
+    )
+    assert attempted == ["create", "create_platform"]

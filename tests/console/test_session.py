@@ -82,3 +82,64 @@ def test_script_calls_need_the_token(browser_like: TestClient) -> None:
     assert r.status_code == 403
     browser_like.cookies.clear()
     assert browser_like.post("/console/playground/stream", json=body).status_code == 401
+
+
+def _csrf(client: TestClient) -> str:
+    page = client.get("/console/", headers={"accept": "text/html"}).text
+    return page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(
+    browser_like: TestClient, tenant_key
+) -> None:
+    _sign_in(browser_like, tenant_key)
+    copy = browser_like.cookies["adaptd_console"]
+    r = browser_like.post(
+        "/console/logout", data={"csrf_token": _csrf(browser_like)}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    browser_like.cookies.set("adaptd_console", copy, path="/console")
+    assert not _signed_in(browser_like)
+    _sign_in(browser_like, tenant_key)  # a new sign-in is a new session
+    assert _signed_in(browser_like)
+
+
+def test_a_secret_in_its_rotation_grace_period_cannot_sign_in(
+    browser_like: TestClient, client
+) -> None:
+    made = client.post("/v1/admin/keys", json={"tenant": "acme"}).json()
+    rotated = client.post(
+        f"/v1/admin/keys/{made['id']}/rotate", json={"grace_period_s": 3600}
+    ).json()
+    # The old secret still serves the API during its grace period...
+    old = {"Authorization": f"Bearer {made['key']}"}
+    assert client.get("/v1/models", headers=old).status_code == 200
+    # ...but opens no console session (one would be bound to the new secret for 8 hours).
+    form = browser_like.get("/console/login").text
+    token = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    r = browser_like.post("/console/login", data={"api_key": made["key"], "csrf_token": token})
+    assert r.status_code == 401 and "rotated" in r.text
+    assert not _signed_in(browser_like)
+    _sign_in(browser_like, rotated["key"])
+    assert _signed_in(browser_like)
+
+
+@pytest.mark.parametrize("action", ["rotate", "revoke"])
+def test_tenant_admin_cannot_rotate_or_revoke_a_platform_key_in_the_console(
+    browser_like: TestClient, client, action
+) -> None:
+    scopes = ["inference", "manage", "admin"]
+    platform = client.post(
+        "/v1/admin/keys", json={"tenant": "acme", "scopes": scopes, "platform": True}
+    ).json()
+    admin = client.post("/v1/admin/keys", json={"tenant": "acme", "scopes": scopes}).json()
+    _sign_in(browser_like, admin["key"])
+    assert platform["id"] not in browser_like.get("/console/keys").text
+    r = browser_like.post(
+        f"/console/keys/{platform['id']}/{action}",
+        data={"csrf_token": _csrf(browser_like)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 404
+    p = {"Authorization": f"Bearer {platform['key']}"}
+    assert client.get("/v1/admin/keys", headers=p).status_code == 200  # untouched

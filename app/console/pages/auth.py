@@ -39,18 +39,23 @@ def login(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     console_session.check_login_csrf(request, csrf_token)
-    principal = auth_service.lookup(session, api_key.strip()) if api_key.strip() else None
+    secret = api_key.strip()
+    principal = auth_service.lookup(session, secret) if secret else None
     if principal is None:
         return _login_page(request, "That key is not valid (or was revoked).", 401)
     key = session.get(ApiKey, principal.key_id)
     assert key is not None
+    if key.key_hash != principal.secret_hash:
+        # A secret in its rotation grace period serves running clients; a new session would
+        # be bound to the new secret, outliving the old one's grace.
+        return _login_page(request, "That secret was rotated out: sign in with the new one.", 401)
     response = redirect(landing_page(principal.scopes))
-    console_session.start_session(request, response, key)
+    console_session.start_session(request, response, key, session)
     return response
 
 
 @router.post("/logout")
-def logout(_: FormConsoleDep) -> Response:
+def logout(console: FormConsoleDep, session: SessionDep) -> Response:
     response = redirect("/login")
-    console_session.end_session(response)
+    console_session.end_session(response, console, session)
     return response
