@@ -189,9 +189,26 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: NotFound, 405: BadRequest, 401: AuthenticationError}.get(
-            exc.status_code, APIError
-        )
+        # FastAPI turns any failure while reading the body into a bare 400: our own size
+        # cap (PayloadTooLarge raised by the receive wrapper) and a JSON decoder that gave up
+        # (too deep for its recursion limit) are told apart by what caused it.
+        cause = exc.__cause__
+        if isinstance(cause, APIError):
+            return error_response(cause)
+        if exc.status_code == 400 and cause is not None:
+            return error_response(
+                BadRequest(
+                    f"The request body could not be parsed as JSON ({type(cause).__name__}).",
+                    code="invalid_json",
+                )
+            )
+        kind = {
+            400: BadRequest,
+            401: AuthenticationError,
+            404: NotFound,
+            405: BadRequest,
+            413: PayloadTooLarge,
+        }.get(exc.status_code, APIError)
         err = kind(str(exc.detail))
         err.status_code = exc.status_code
         return error_response(err)

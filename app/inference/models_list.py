@@ -52,7 +52,9 @@ def retrieve_model(session: Session, tenant: str, model: str, base_name: str) ->
         return ModelCard(id=model, created=0, owned_by="adaptd", kind="base")
     if variant.kind == "adapter":
         row = AdapterRepository(session, tenant).by_name(model)
-        return _card(model, row.created_at if row else None, tenant, "adapter")
+        card = _card(model, row.created_at if row else None, tenant, "adapter")
+        card.parent = row.parent if row else None  # as the list shows it
+        return card
     assert variant.template is not None
     template = TemplateRepository(session, tenant).by_name(variant.template.name)
     return _card(model, template.created_at if template else None, tenant, "template")

@@ -43,9 +43,23 @@ def accepted_id(headers: Headers) -> str:
 
 
 def route_template(scope: Scope) -> str:
+    """The matched route's path template, with the prefix it was included under.
+
+    FastAPI includes a router under a prefix without copying its routes, so a console page's
+    route says `/keys/{key_id}` while it serves `/console/keys/...`: the prefix is the part of
+    the path before the shortest tail the route's own pattern matches."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    pattern = getattr(route, "path_regex", None)
+    path = scope.get("path", "")
+    if pattern is None or pattern.match(path):
+        return template
+    for i, char in enumerate(path):
+        if char == "/" and pattern.match(path[i:]):
+            return path[:i] + template
+    return template
 
 
 class RequestObserver:

@@ -62,9 +62,15 @@ def test_retrieve_every_kind_with_the_openai_client(client, live_server, variant
         assert card.id == name and card.object == "model" and card.owned_by == owner, name
         assert card.model_extra["kind"] == kind, name
         assert card.created > 0 or kind == "base"
-    # Every listed model can be retrieved.
+    # Every listed model can be retrieved, with the same card (an adapter's parent too).
+    with get_sessionmaker()() as s:
+        s.query(Adapter).filter_by(name=variants["checkpoint"]).update(
+            {"parent": variants["adapter"]}
+        )
+        s.commit()
     for listed in oai.models.list():
-        assert oai.models.retrieve(listed.id).id == listed.id
+        assert oai.models.retrieve(listed.id).model_dump() == listed.model_dump(), listed.id
+    assert oai.models.retrieve(variants["checkpoint"]).model_extra["parent"] == variants["adapter"]
 
 
 def test_unknown_and_foreign_models_are_404(client, live_server, variants) -> None:

@@ -73,5 +73,13 @@ def test_one_json_line_per_request_without_text_or_keys(client, request_lines) -
 def test_route_is_the_template_not_the_path(client, request_lines) -> None:
     client.get("/v1/files/file-abc")
     client.get("/no/such/thing")
+    # Console pages are included under /console, and their lines say so.
+    client.get("/console/jobs/ftjob-abc", headers={"accept": "text/html"}, follow_redirects=False)
+    client.get("/console/login")
     routes = [line["route"] for line in request_lines.parsed()]
-    assert routes == ["/v1/files/{file_id}", "unmatched"]
+    assert routes == [
+        "/v1/files/{file_id}",
+        "unmatched",
+        "/console/jobs/{job_id}",
+        "/console/login",
+    ]
