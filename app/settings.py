@@ -74,8 +74,16 @@ class Settings(BaseSettings):
     # Limits for untrusted input.
     max_tokens_cap: int = 4096
     # Token positions one generation request may occupy in the engine: over all its sequences
-    # (prompts x n), prompt tokens plus max_tokens. Bigger asks are refused with a 400.
+    # (prompts x n), prompt tokens plus max_tokens, and its label rows (a prompt plus a label
+    # each). Bigger asks are refused with a 400.
     max_request_tokens: int = 65536
+    # Label scores (`choice` with logprobs) run one forced row per label and prompt; its
+    # rows count toward MAX_REQUEST_TOKENS. Label tokens one request may score (labels x
+    # their tokens x prompts; a prompt's n choices share its scores): 400 above.
+    max_label_tokens: int = 1024
+    # A request's label rows in the engine at once: the rest go in as these finish, behind
+    # other requests' work, so a long label list never fills the queue or the batch.
+    label_rows_in_flight: int = 8
     max_body_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
     rate_limit_per_minute: int = 1200  # per API key; 0 disables the limit

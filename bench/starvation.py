@@ -8,6 +8,12 @@ One run per PREFILL_CHUNK value given (0: every prompt prefilled in one forward,
 chunked prefill), each on a fresh service with the default model:
 
     .venv/bin/python bench/starvation.py --chunks 512,0
+
+Label rows (`label_run`): another tenant's 2-token request, idle and then while one client
+sends 240-label `choice` requests with logprobs back to back, once per LABEL_ROWS_IN_FLIGHT
+value given (240: every label row queued at once, as before):
+
+    .venv/bin/python bench/starvation.py --chunks "" --label-windows 8,240
 """
 
 import argparse
@@ -152,16 +158,110 @@ def one_run(chunk: int, prompt: str, idle_samples: int) -> dict:
         return out
 
 
+# 240 labels (under MAX_LABEL_TOKENS for the default model's tokenizer); with n=8 the
+# request's rows all fit the default queue (256) when every label row goes in at once.
+LABELS = [f"c{i}" for i in range(240)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def latency_summary(samples: list[float]) -> dict:
+    if not samples:
+        return {"n": 0}
+    return {
+        "n": len(samples),
+        "p50_ms": round(percentile(samples, 0.5) * 1000, 1),
+        "p95_ms": round(percentile(samples, 0.95) * 1000, 1),
+        "max_ms": round(max(samples) * 1000, 1),
+    }
+
+
+def label_run(rows_in_flight: int, samples: int) -> dict:
+    """Another tenant's 2-token request, on the idle service and then while one client sends
+    the probe's kind of label request over and over (240 `choice` labels with logprobs, n=8:
+    240 label rows each), with LABEL_ROWS_IN_FLIGHT at `rows_in_flight` (240 or more: every
+    label row queued at once, as before the label rows went in a few at a time)."""
+    env = {"LABEL_ROWS_IN_FLIGHT": str(rows_in_flight), "RATE_LIMIT_PER_MINUTE": "0"}
+    with Server(env) as server:
+        admin = httpx.Client(base_url=server.url, headers=server.headers, timeout=1800)
+        model = admin.get("/v1/models").json()["data"][0]["id"]
+        other_key = admin.post("/v1/admin/keys", json={"tenant": "other", "name": "bench"})
+        other = httpx.Client(
+            base_url=server.url,
+            headers={"Authorization": f"Bearer {other_key.json()['key']}"},
+            timeout=1800,
+        )
+        short = {**SHORT, "model": model}
+        labelled = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Which category is this review in?"}],
+            "max_tokens": 2,
+            "n": 8,
+            "logprobs": True,
+            "structured_outputs": {"choice": LABELS},
+        }
+        timed(other, "POST", "/v1/chat/completions", short)  # warm-up
+        idle = [timed(other, "POST", "/v1/chat/completions", short) for _ in range(samples)]
+
+        stop = threading.Event()
+        label_requests: list[tuple[float, int, str]] = []
+
+        def label_client() -> None:
+            with httpx.Client(base_url=server.url, headers=server.headers, timeout=1800) as c:
+                while not stop.is_set():
+                    label_requests.append(timed(c, "POST", "/v1/chat/completions", labelled))
+
+        thread = threading.Thread(target=label_client)
+        thread.start()
+        time.sleep(1.0)  # its first request is in the engine
+        loaded = [timed(other, "POST", "/v1/chat/completions", short) for _ in range(samples)]
+        stop.set()
+        thread.join()
+
+        def served(results: list[tuple[float, int, str]]) -> list[float]:
+            return [s for s, status, _ in results if status == 200]
+
+        out: dict = {"label_rows_in_flight": rows_in_flight}
+        out["other_idle"] = latency_summary(served(idle))
+        out["other_loaded"] = latency_summary(served(loaded))
+        out["other_refused"] = [code for _, status, code in loaded if status != 200]
+        if out["other_loaded"]["n"] and out["other_idle"]["n"]:
+            ratio = out["other_loaded"]["p95_ms"] / out["other_idle"]["p95_ms"]
+            out["p95_ratio"] = round(ratio, 1)
+        out["label_requests"] = {
+            "n": len(label_requests),
+            "statuses": sorted({status for _, status, _ in label_requests}),
+            "median_s": round(statistics.median(s for s, _, _ in label_requests), 1),
+        }
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", default="512,0", help="PREFILL_CHUNK values, one run each")
     parser.add_argument("--prompt-tokens", type=int, default=8000)
     parser.add_argument("--idle-samples", type=int, default=7)
+    parser.add_argument(
+        "--label-windows",
+        default="",
+        help="LABEL_ROWS_IN_FLIGHT values, one label-row run each (e.g. 8,240); empty: none",
+    )
+    parser.add_argument("--label-samples", type=int, default=10)
     args = parser.parse_args()
-    prompt = long_prompt(args.prompt_tokens)
-    print(f"long prompt: ~{args.prompt_tokens} tokens; short request: 2 tokens, chat, greedy")
-    for chunk in [int(c) for c in args.chunks.split(",")]:
+    chunks = [int(c) for c in args.chunks.split(",") if c]
+    if chunks:
+        prompt = long_prompt(args.prompt_tokens)
+        print(f"long prompt: ~{args.prompt_tokens} tokens; short request: 2 tokens, chat, greedy")
+    for chunk in chunks:
         print(json.dumps(one_run(chunk, prompt, args.idle_samples)), flush=True)
+    windows = [int(w) for w in args.label_windows.split(",") if w]
+    if windows:
+        print(f"label rows: {len(LABELS)} labels, logprobs, n=8; other tenant: 2 tokens, chat")
+    for window in windows:
+        print(json.dumps(label_run(window, args.label_samples)), flush=True)
 
 
 if __name__ == "__main__":

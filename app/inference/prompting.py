@@ -7,6 +7,7 @@ from app.engine.engine import Engine
 from app.engine.prompts import encode, render_chat
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, ContextLengthExceeded
+from app.inference.labels import LabelPlan
 from app.inference.structured import effective_constraint
 from app.protocol.chat import ChatCompletionRequest
 from app.protocol.common import GenerationRequest
@@ -89,9 +90,10 @@ def _from_template(
     )
 
 
-def check_request_size(sequences: list[tuple[int, int]]) -> None:
+def check_request_size(sequences: list[tuple[int, int]], labels: LabelPlan | None = None) -> None:
     """`sequences`: (prompt tokens, max_tokens) of each sequence the request would run (every
-    prompt, n times). One request may not hold more of the engine than MAX_REQUEST_TOKENS."""
+    prompt, n times); `labels`: its label rows, each a prompt plus a label. One request may
+    not hold more of the engine than MAX_REQUEST_TOKENS."""
     limit = get_settings().max_request_tokens
     total = sum(prompt + completion for prompt, completion in sequences)
     if total > limit:
@@ -100,6 +102,19 @@ def check_request_size(sequences: list[tuple[int, int]]) -> None:
             f"plus max_tokens), above this server's limit of {limit} per request. Ask for "
             "fewer max_tokens, a smaller n or fewer prompts.",
             param="max_tokens",
+            code="request_too_large",
+        )
+    if labels is None:
+        return
+    scoring = sum(prompt + label for prompt, label in labels.sequences())
+    if total + scoring > limit:
+        raise BadRequest(
+            f"This request asks for up to {total + scoring} tokens: {total} for its "
+            f"{len(sequences)} sequences of prompt plus max_tokens and {scoring} for its "
+            f"{len(labels.rows)} label scores (one prompt plus one label each), above this "
+            f"server's limit of {limit} per request. Send fewer labels or prompts, or leave "
+            "out logprobs (the labels then only constrain the answer).",
+            param=labels.param,
             code="request_too_large",
         )
 

@@ -8,14 +8,14 @@ from dataclasses import replace
 
 from pydantic import BaseModel
 
-from app.engine.protocol import InferenceEngine
 from app.engine.requests import Delta, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
 from app.errors import engine_api_error
 from app.ids import new_id
+from app.inference.labels import LabelPlan
+from app.inference.rows import RequestRows
 from app.observability.context import note_first_token, note_usage, note_variant
 from app.protocol.common import Usage
-from app.routing.resolve import Variant
 
 
 def finish_reason(reason: str) -> str:
@@ -30,25 +30,14 @@ def seeded(params: SamplingParams, index: int) -> SamplingParams:
 
 
 def submit_all(
-    engine: InferenceEngine,
-    variant: Variant,
-    jobs: list[tuple[list[int], SamplingParams]],
-    prefix_len: int = 0,
+    rows: RequestRows, jobs: list[tuple[list[int], SamplingParams]], prefix_len: int = 0
 ) -> list[RequestHandle]:
     """`prefix_len`: leading tokens every job shares with the variant's fixed template prefix
-    (the engine reuses their key/value cache)."""
+    (the engine reuses their key/value cache). A refusal part-way leaves the rows already
+    submitted in `rows`, which the request cancels as it ends."""
+    variant = rows.variant
     note_variant(variant.model, variant.kind, variant.alias)
-    handles: list[RequestHandle] = []
-    try:
-        for prompt_ids, params in jobs:
-            handles.append(
-                engine.submit(prompt_ids, params, variant.adapter, prefix_len=prefix_len)
-            )
-    except Exception:
-        for h in handles:
-            h.cancel()
-        raise
-    return handles
+    return [rows.submit(prompt_ids, params, prefix_len=prefix_len) for prompt_ids, params in jobs]
 
 
 async def collect(handles: list[RequestHandle]) -> list[Finished]:
@@ -60,8 +49,13 @@ async def collect(handles: list[RequestHandle]) -> list[Finished]:
             note_first_token(h.first_token_at)
 
 
-def usage_of(results: list[Finished], prompt_tokens: int) -> Usage:
+def usage_of(results: list[Finished], prompt_tokens: int, labels: LabelPlan | None = None) -> Usage:
+    """The answers' tokens, plus the label rows' (each its prompt and its label's tokens):
+    everything the request ran through the engine."""
     completion = sum(r.completion_tokens for r in results)
+    if labels is not None:
+        prompt_tokens += labels.prompt_tokens
+        completion += labels.label_tokens
     note_usage(prompt_tokens, completion)  # for the request's log line and metrics
     return Usage(
         prompt_tokens=prompt_tokens,
@@ -114,6 +108,7 @@ async def stream_sse(
     make_chunk: Callable[[int, str | None, str | None, tuple[TokenLogprob, ...]], BaseModel],
     make_usage_chunk: Callable[[Usage], BaseModel] | None,
     prompt_tokens: int,
+    labels: LabelPlan | None = None,
 ) -> AsyncIterator[str]:
     results: list[Finished] = []
     async for index, event in merged_events(handles):
@@ -127,7 +122,7 @@ async def stream_sse(
             break
     for h in handles:
         note_first_token(h.first_token_at)
-    usage = usage_of(results, prompt_tokens)
+    usage = usage_of(results, prompt_tokens, labels)
     if make_usage_chunk is not None and len(results) == len(handles):
         yield sse(make_usage_chunk(usage))
     yield "data: [DONE]\n\n"

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from app.engine.engine import Engine
 from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
+from app.inference.labels import LabelPlan, plan_labels, score_labels
 from app.inference.logprobs import chat_logprobs
 from app.inference.prompting import PreparedPrompt, check_request_size, max_tokens_for
-from app.inference.structured import label_logprobs
+from app.inference.rows import RequestRows
 from app.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -25,34 +26,35 @@ from app.routing.resolve import Variant
 async def create_chat_completion(
     engine: Engine, variant: Variant, req: ChatCompletionRequest, prepared: PreparedPrompt
 ) -> ChatCompletion | AsyncIterator[str]:
-    """Submits the n choices at once, so a full queue refuses before any response starts;
-    then the whole response, or for `stream` the SSE lines."""
+    """Submits the n choices at once, and the first of the label rows, so a full queue refuses
+    before any response starts; then the whole response, or for `stream` the SSE lines.
+    Every row it submits is cancelled when it ends (`RequestRows`)."""
     max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
     params = req.to_sampling_params(
         prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
     )
-    check_request_size([(len(prepared.token_ids), max_tokens)] * req.n)
-    handles = service.submit_all(
-        engine,
-        variant,
-        [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)],
-        prefix_len=prepared.prefix_len,
+    plan = plan_labels(
+        engine, prepared.constraint, params.logprobs, [(prepared.token_ids, prepared.prefix_len)]
     )
-    scored = await label_logprobs(
-        engine,
-        variant,
-        prepared.constraint,
-        params.logprobs,
-        [(prepared.token_ids, prepared.prefix_len)],
-        handles,
-    )
-    labels = scored[0] if scored else None
-    rid, created = service.response_id("chatcmpl-")
-    prompt_tokens = len(prepared.token_ids)
-    if req.stream:
-        return _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels)
-
-    results = await service.collect(handles)
+    check_request_size([(len(prepared.token_ids), max_tokens)] * req.n, plan)
+    rows = RequestRows(engine, variant)
+    try:
+        handles = service.submit_all(
+            rows,
+            [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)],
+            prefix_len=prepared.prefix_len,
+        )
+        scored = await score_labels(rows, plan) if plan is not None else None
+        labels = scored[0] if scored else None
+        rid, created = service.response_id("chatcmpl-")
+        prompt_tokens = len(prepared.token_ids)
+        if req.stream:
+            return rows.stream(
+                _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels, plan)
+            )
+        results = await service.collect(handles)
+    finally:
+        rows.release()
     return ChatCompletion(
         id=rid,
         created=created,
@@ -69,7 +71,7 @@ async def create_chat_completion(
             )
             for i, r in enumerate(results)
         ],
-        usage=service.usage_of(results, prompt_tokens),
+        usage=service.usage_of(results, prompt_tokens, plan),
         examples_used=prepared.examples_used,
     )
 
@@ -83,6 +85,7 @@ async def _stream(
     created: int,
     prompt_tokens: int,
     labels: dict[str, float] | None,
+    plan: LabelPlan | None,
 ) -> AsyncIterator[str]:
     def chunk(
         index: int, text: str | None, finish: str | None, logprobs: tuple[TokenLogprob, ...]
@@ -111,6 +114,6 @@ async def _stream(
         yield service.sse(first)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     async for line in service.stream_sse(
-        handles, chunk, usage_chunk if include_usage else None, prompt_tokens
+        handles, chunk, usage_chunk if include_usage else None, prompt_tokens, plan
     ):
         yield line

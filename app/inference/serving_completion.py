@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from app.engine.engine import Engine
 from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
+from app.inference.labels import LabelPlan, plan_labels, score_labels
 from app.inference.logprobs import completion_logprobs
 from app.inference.prompting import PreparedPrompt, check_request_size, max_tokens_for
-from app.inference.structured import label_logprobs
+from app.inference.rows import RequestRows
 from app.protocol.common import Usage
 from app.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from app.routing.resolve import Variant
@@ -17,8 +18,9 @@ from app.routing.resolve import Variant
 async def create_completion(
     engine: Engine, variant: Variant, req: CompletionRequest, prompts: list[PreparedPrompt]
 ) -> Completion | AsyncIterator[str]:
-    """Submits n choices per prompt at once, so a full queue refuses before any response
-    starts; then the whole response, or for `stream` the SSE lines."""
+    """Submits n choices per prompt at once, and the first of the label rows, so a full queue
+    refuses before any response starts; then the whole response, or for `stream` the SSE
+    lines. Every row it submits is cancelled when it ends (`RequestRows`)."""
     jobs = []
     for prepared in prompts:
         max_tokens = max_tokens_for(engine, req, len(prepared.token_ids), prepared.defaults)
@@ -26,26 +28,28 @@ async def create_completion(
             prepared.defaults, max_tokens=max_tokens, constraint=prepared.constraint
         )
         jobs.extend((prepared.token_ids, service.seeded(params, i)) for i in range(req.n))
-    check_request_size([(len(ids), params.max_tokens) for ids, params in jobs])
-    # A template's prefix is the same for every prompt of the request.
-    handles = service.submit_all(
-        engine, variant, jobs, prefix_len=min(p.prefix_len for p in prompts)
-    )
-    rid, created = service.response_id("cmpl-")
-    prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n
-    # Per prompt: each label's log-probability (choice i answers prompt i // n).
-    labels = await label_logprobs(
+    # Label scores, per prompt (choice i answers prompt i // n).
+    plan = plan_labels(
         engine,
-        variant,
         prompts[0].constraint,
         req.requested_logprobs(),
         [(p.token_ids, p.prefix_len) for p in prompts],
-        handles,
     )
-    if req.stream:
-        return _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels)
-
-    results = await service.collect(handles)
+    check_request_size([(len(ids), params.max_tokens) for ids, params in jobs], plan)
+    rows = RequestRows(engine, variant)
+    try:
+        # A template's prefix is the same for every prompt of the request.
+        handles = service.submit_all(rows, jobs, prefix_len=min(p.prefix_len for p in prompts))
+        labels = await score_labels(rows, plan) if plan is not None else None
+        rid, created = service.response_id("cmpl-")
+        prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n
+        if req.stream:
+            return rows.stream(
+                _stream(engine, variant, req, handles, rid, created, prompt_tokens, labels, plan)
+            )
+        results = await service.collect(handles)
+    finally:
+        rows.release()
     echoed = [req.prompts()[i // req.n] if req.echo else "" for i in range(len(results))]
     texts = [e + r.text for e, r in zip(echoed, results, strict=True)]
     return Completion(
@@ -68,7 +72,7 @@ async def create_completion(
             )
             for i, r in enumerate(results)
         ],
-        usage=service.usage_of(results, prompt_tokens),
+        usage=service.usage_of(results, prompt_tokens, plan),
         examples_used=prompts[0].examples_used,
     )
 
@@ -82,6 +86,7 @@ def _stream(
     created: int,
     prompt_tokens: int,
     labels: list[dict[str, float]] | None,
+    plan: LabelPlan | None,
 ) -> AsyncIterator[str]:
     streamed = [0] * len(handles)  # characters sent so far per choice: the text offsets
 
@@ -102,4 +107,6 @@ def _stream(
         return Completion(id=rid, created=created, model=variant.model, choices=[], usage=usage)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return service.stream_sse(handles, chunk, usage_chunk if include_usage else None, prompt_tokens)
+    return service.stream_sse(
+        handles, chunk, usage_chunk if include_usage else None, prompt_tokens, plan
+    )

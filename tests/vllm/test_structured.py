@@ -162,6 +162,31 @@ def test_label_logprobs(client) -> None:  # noqa: ANN001
     ).json()["choices"]
     assert [set(c["label_logprobs"]) for c in completions] == [set(LABELS)] * 2
     assert completions[0]["label_logprobs"] != completions[1]["label_logprobs"]
+    # The label rows count in usage alike on both engines: each its prompt and its label.
+    tokenizer = client.app.state.engine.tokenizer
+    label_tokens = sum(len(tokenizer.encode(x, add_special_tokens=False)) for x in LABELS)
+    usage = r.json()["usage"]
+    prompt = len(chat_ids(client.app.state.engine, REVIEW[0]["content"]))
+    assert usage["prompt_tokens"] == prompt * (1 + len(LABELS))
+    answer = len(choice["logprobs"]["content"])
+    assert usage["completion_tokens"] == answer + label_tokens
+
+
+def test_label_work_over_the_bound_is_refused_alike(client) -> None:  # noqa: ANN001
+    """16 prompts x 100 labels: a 400 before anything reaches the engine, on both engines."""
+    r = client.post(
+        "/v1/completions",
+        json={
+            "model": DEFAULT_BASE_MODEL,
+            "prompt": [f"Review {i}. Sentiment:" for i in range(16)],
+            "max_tokens": 1,
+            "logprobs": 0,
+            "structured_outputs": {"choice": [f"label {i}" for i in range(100)]},
+        },
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("too_many_label_tokens", "structured_outputs.choice")
 
 
 def chat_ids(engine, text: str) -> list[int]:  # noqa: ANN001
