@@ -4,16 +4,23 @@ A streamed response notices a gone client when a write fails (or Starlette's dis
 listener fires), and the stream's generator cancels its engine rows. A whole (non-streamed)
 answer writes nothing until it is complete, so without this a client that gave up would keep
 its rows generating to the end, ahead of everyone queued behind them.
+
+Prompt building runs in the threadpool, where no task can be cancelled:
+`run_until_disconnected` gives its template renders a cancel flag that a disconnect sets, and
+each render stops at its next budget charge (app/templates/sandbox.py).
 """
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import TypeVar
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import APIError
+from app.templates.sandbox import TemplateRefused, cancelled_by
 
 T = TypeVar("T")
 
@@ -35,9 +42,12 @@ async def _until_disconnected(request: Request) -> None:
             return
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`; if the client disconnects first, cancel it (cancelling the awaiting task
-    cancels the engine handles: RequestHandle.result and service.collect see to that)."""
+async def cancel_on_disconnect(
+    request: Request, work: Awaitable[T], on_disconnect: Callable[[], None] | None = None
+) -> T:
+    """Await `work`; if the client disconnects first, call `on_disconnect` and cancel it
+    (cancelling the awaiting task cancels the engine handles: RequestHandle.result and
+    service.collect see to that)."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.create_task(_until_disconnected(request))
     try:
@@ -50,7 +60,21 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     gone = watcher.done() and not watcher.cancelled() and watcher.exception() is None
     if task.done() or not gone:
         return await task
+    if on_disconnect is not None:
+        on_disconnect()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    # Whatever the work ends with now (a render stopped by its flag) has nobody to go to.
+    with contextlib.suppress(asyncio.CancelledError, APIError, TemplateRefused):
         await task
     raise ClientClosedRequest("The client closed the connection before the answer was ready.")
+
+
+async def run_until_disconnected(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in the threadpool, its template renders cancelled if the client leaves."""
+    flag = threading.Event()
+
+    def call() -> T:
+        with cancelled_by(flag):
+            return fn(*args)
+
+    return await cancel_on_disconnect(request, run_in_threadpool(call), on_disconnect=flag.set)

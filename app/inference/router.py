@@ -4,7 +4,6 @@ prompt building happen here; serving_chat / serving_completion shape the respons
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -14,7 +13,7 @@ from app.auth.service import Principal
 from app.db import SessionDep
 from app.engine.engine import Engine
 from app.inference.dependencies import EngineDep
-from app.inference.disconnect import cancel_on_disconnect
+from app.inference.disconnect import cancel_on_disconnect, run_until_disconnected
 from app.inference.key_recheck import while_key_is_good
 from app.inference.models_list import list_models, retrieve_model
 from app.inference.prompting import PreparedPrompt, prepare_chat, prepare_completion
@@ -53,7 +52,8 @@ def _respond(
 
 
 # The database lookup and the prompt building (Jinja, example embeddings, tokenising) run in
-# the threadpool, so neither holds up the event loop that streams every other response.
+# the threadpool, so neither holds up the event loop that streams every other response; a
+# client that leaves meanwhile stops its template renders.
 def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Variant:
     variant = resolve(session, tenant, model, engine.name)
     session.close()  # generation can take a while: give the connection back now
@@ -97,8 +97,8 @@ async def chat_completions(
     response: Response,
 ):
     req.check_supported()
-    variant, prepared = await run_in_threadpool(
-        _chat_prompt, session, principal.tenant, engine, req
+    variant, prepared = await run_until_disconnected(
+        request, _chat_prompt, session, principal.tenant, engine, req
     )
     # A whole answer's client may give up while it generates: its rows stop then too.
     result = await cancel_on_disconnect(
@@ -117,8 +117,8 @@ async def completions(
     response: Response,
 ):
     req.check_supported()
-    variant, prompts = await run_in_threadpool(
-        _completion_prompts, session, principal.tenant, engine, req
+    variant, prompts = await run_until_disconnected(
+        request, _completion_prompts, session, principal.tenant, engine, req
     )
     result = await cancel_on_disconnect(request, create_completion(engine, variant, req, prompts))
     return _respond(result, variant, response, principal)

@@ -9,8 +9,12 @@ On top of Jinja's ImmutableSandboxedEnvironment this module:
 - allows attributes only from a whitelist of read-only str/dict/list methods and `loop.*`;
 - refuses `import`, `include`, `extends`, `block` and names such as `config`, `os`, `self`
   when a template is compiled, before anything runs;
-- counts every loop iteration (recursive `loop(...)` calls included), call and arithmetic
-  operation against a per-render budget;
+- counts every loop iteration (recursive `loop(...)` calls included), call, filter, test,
+  comparison and arithmetic operation against a per-render budget, each charged by the size
+  of what it handles (`x in big`, `a == b`, `big.count(x)`, `big|sort`, `big[1:]`: about one
+  unit per item and per 64 characters), so a render's CPU is bounded whatever the request's
+  variables hold; and checks, at each charge, a cancel flag that the inference routes set
+  when the client disconnects (`cancelled_by`);
 - sizes every value before it is built: `*`, `+`, `~`, `join`, `tojson`, `indent`,
   `replace`, `string`, printing a list and joining captured output compute their result's
   length (or an upper bound) from their operands first and refuse before allocating, and
@@ -24,9 +28,11 @@ Every refusal is a `TemplateRefused` naming the problem; the service turns it in
 import contextvars
 import math
 import operator
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, MappingView
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import (
     StrictUndefined,
@@ -48,7 +54,8 @@ MAX_SOURCE_CHARS = 16_000  # one template's text
 MAX_VALUE_CHARS = 200_000  # any string or list a template builds
 MAX_OUTPUT_CHARS = 400_000  # one rendering
 MAX_RANGE = 1_000  # items a single range() may yield
-MAX_OPERATIONS = 50_000  # loop iterations + calls + arithmetic, per rendering
+MAX_OPERATIONS = 50_000  # budget units per rendering: see RenderBudget
+CHARS_PER_UNIT = 64  # characters an operation handles for one budget unit (items: 1 each)
 MAX_INT_BITS = 4_096  # integers a template computes
 MAX_BUILT_CHARS = 2_000_000  # characters all the values one rendering builds hold, together
 MAX_JSON_INDENT = 16  # tojson(indent=N): each nesting level adds N characters per item
@@ -155,6 +162,12 @@ SAFE_FILTERS = [
 ]
 
 
+# Filters that look at one item or the length only: one unit, whatever their operand's size.
+CONSTANT_TIME_FILTERS = frozenset({"length", "count", "first", "last", "d", "default"})
+# Filters that sort their operand: about log2(n) comparisons per item, charged as n/4 of them.
+SORTING_FILTERS = frozenset({"sort", "dictsort", "groupby"})
+
+
 class TemplateRefused(Exception):
     """The template text is unsafe, invalid, or exceeded a limit while rendering."""
 
@@ -164,19 +177,34 @@ class TemplateRefused(Exception):
         self.code = code
 
 
-class _Budget:
-    def __init__(self) -> None:
+class RenderBudget:
+    """What one rendering may spend, in units: each loop iteration, call, filter, test and
+    arithmetic operation costs 1, plus 1 per item and per CHARS_PER_UNIT characters of the
+    values it handles (see `Size.cost`); comparisons cost only the latter, so comparing
+    scalars and short strings stays free. A unit is a few microseconds of CPU at most, so the
+    budget bounds a render's time. `cancel`, when set, stops the render at its next charge."""
+
+    def __init__(self, cancel: threading.Event | None = None) -> None:
         self.operations = 0
         self.built = 0
+        self.cancel = cancel
+
+    def left(self) -> int:
+        return MAX_OPERATIONS - self.operations
 
     def charge(self, n: int = 1) -> None:
-        self.operations += n
-        if self.operations > MAX_OPERATIONS:
+        if self.cancel is not None and self.cancel.is_set():
+            raise TemplateRefused(
+                "Template rendering stopped: the client went away.", code="render_cancelled"
+            )
+        if self.operations + n > MAX_OPERATIONS:  # what was spent stays what it was
             raise TemplateRefused(
                 f"Template rendering exceeded {MAX_OPERATIONS} operations (loops, calls, "
-                "arithmetic); simplify the template.",
+                "arithmetic, and the items and characters they handle); simplify the "
+                "template or send smaller variables.",
                 code="template_too_expensive",
             )
+        self.operations += n
 
     def build(self, chars: int) -> None:
         self.built += chars
@@ -188,25 +216,32 @@ class _Budget:
             )
 
 
-_budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("template_budget")
+_budget: contextvars.ContextVar[RenderBudget] = contextvars.ContextVar("template_budget")
+_cancel: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "template_cancel", default=None
+)
 
 
-def _current() -> _Budget:
+@contextmanager
+def cancelled_by(flag: threading.Event) -> Iterator[None]:
+    """Renders started inside this block stop (render_cancelled) once `flag` is set."""
+    token = _cancel.set(flag)
+    try:
+        yield
+    finally:
+        _cancel.reset(token)
+
+
+def _current() -> RenderBudget:
     budget = _budget.get(None)
     if budget is None:  # rendering outside render(): still bounded, by a fresh budget
-        budget = _Budget()
+        budget = RenderBudget(_cancel.get())
         _budget.set(budget)
     return budget
 
 
 def _charge(n: int = 1) -> None:
     _current().charge(n)
-
-
-def _built(value: Any) -> Any:
-    """Count a newly built value against the rendering's total (after a size check)."""
-    _current().build(max(_weight(value), 1))
-    return value
 
 
 def _too_large(what: str) -> TemplateRefused:
@@ -216,9 +251,24 @@ def _too_large(what: str) -> TemplateRefused:
 
 
 # -- sizes before building -----------------------------------------------------------------
-# Upper bounds on the length of a value's text, computed from the value without building
-# the text. Each walk stops as soon as it passes `limit`, so sizing a huge value is cheap.
+# One walk sizes a value without building its text: an upper bound on the length of its text
+# (what limits and the built-characters total use) and how many items it holds (what handling
+# it costs). The walk stops as soon as it passes its limits, so sizing a huge value is cheap
+# and costs no more than what it is charged.
 OTHER_CHARS = 200  # repr of a loop, macro or other template object
+VIEW_CHARS = 13  # "dict_values(" and ")" around a dict view's list
+_CONTAINERS = (dict, list, tuple, set, frozenset, MappingView)
+UNLIMITED = 1 << 62
+
+
+class Size(NamedTuple):
+    chars: int  # an upper bound on the length of the value's text (counted up to a limit)
+    items: int  # values held inside its lists, tuples, sets, dicts and dict views, nested
+
+    @property
+    def cost(self) -> int:
+        """Budget units to handle the value once (scalars and short strings: 0)."""
+        return self.items + self.chars // CHARS_PER_UNIT
 
 
 def _int_chars(n: int) -> int:
@@ -256,40 +306,60 @@ def _scalar_chars(value: Any, in_json: bool) -> int:
     return OTHER_CHARS
 
 
-def _nested_chars(value: Any, limit: int, in_json: bool, indent: int = 0) -> int:
-    """An upper bound on len(str(value)) (in_json: on len(tojson(value, indent)))."""
-    total = 0
+def measure(
+    value: Any,
+    max_chars: int = MAX_VALUE_CHARS,
+    max_items: int = UNLIMITED,
+    *,
+    in_json: bool = False,
+    indent: int = 0,
+) -> Size:
+    """The size of str(value) (in_json: of tojson(value, indent)) and the items it holds,
+    counted until either passes its limit."""
+    if isinstance(value, str) and not in_json:
+        return Size(len(value), 0)  # str(s) is s
+    chars = items = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        # Each item inside a container: a separator and, indented, a newline and its indent.
-        per_item = 2 + (1 + (depth + 1) * indent if indent else 0)
-        if isinstance(item, dict):
-            total += 2 + len(item) * (per_item + 2) + (1 + depth * indent)
-            if total > limit:
-                return total
-            for key, val in item.items():
-                stack.append((key, depth + 1))
-                stack.append((val, depth + 1))
-        elif isinstance(item, list | tuple | set | frozenset):
-            total += 2 + len(item) * per_item + (1 + depth * indent)
-            if total > limit:
-                return total
-            stack.extend((x, depth + 1) for x in item)
+        kind = type(item)
+        if kind is int:  # the common leaves first, by exact type: sizing runs per item
+            chars += item.bit_length() * 31 // 100 + 2
+        elif kind is str or kind is float or kind is bool or item is None:
+            chars += _scalar_chars(item, in_json)
+        elif kind is dict or kind is list or isinstance(item, _CONTAINERS):
+            # Each item inside: a separator and, indented, a newline and its indent; a dict
+            # view prints as "dict_items([...])".
+            per_item = 2 + (1 + (depth + 1) * indent if indent else 0)
+            is_dict = isinstance(item, dict)
+            chars += 2 + len(item) * (per_item + (2 if is_dict else 0)) + (1 + depth * indent)
+            chars += VIEW_CHARS if isinstance(item, MappingView) else 0
+            items += 2 * len(item) if is_dict else len(item)
+            if chars > max_chars or items > max_items:
+                break
+            inner = depth + 1
+            if is_dict:
+                for key, val in item.items():
+                    stack.append((key, inner))
+                    stack.append((val, inner))
+            else:
+                stack.extend([(x, inner) for x in item])
+            continue
         else:
-            total += _scalar_chars(item, in_json)
-            if total > limit:
-                return total
-    return total
+            chars += _scalar_chars(item, in_json)
+        if chars > max_chars:
+            break
+    return Size(chars, items)
 
 
-def _text_chars(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
-    """An upper bound on len(str(value)), counted up to just past `limit`."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, bool) or value is None or isinstance(value, int | float):
-        return _scalar_chars(value, in_json=False)
-    return _nested_chars(value, limit, in_json=False)
+def _measure_all(values: Iterable[Any], max_chars: int, max_items: int) -> Size:
+    chars = items = 0
+    for value in values:
+        size = measure(value, max_chars - chars, max_items - items)
+        chars, items = chars + size.chars, items + size.items
+        if chars > max_chars or items > max_items:
+            break
+    return Size(chars, items)
 
 
 def _ensure_fits(chars: int, what: str) -> None:
@@ -297,37 +367,46 @@ def _ensure_fits(chars: int, what: str) -> None:
         raise _too_large(what)
 
 
-def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
-    """About how many characters `value` becomes as text; stops counting past `limit`."""
-    total = 0
-    stack = [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, list | tuple | set | frozenset):
-            total += len(item) + 1
-            if len(item) > limit:
-                break
-            stack.extend(item)
-        elif isinstance(item, dict):
-            total += len(item) + 1
-            if len(item) > limit:
-                break
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        else:
-            total += 1
-    return total
+def _pay(
+    operands: Iterable[Any], base: int = 1, capped: bool = False, sorting: bool = False
+) -> None:
+    """Charge an operation on `operands`: `base` + what handling them costs (`sorting`:
+    times log2(items)/4). `capped`: they are also refused past MAX_VALUE_CHARS together, as
+    the arguments of calls and filters are. Sizing stops where the budget would, so sizing
+    a value costs no more than the operation is charged."""
+    budget = _current()
+    left = max(budget.left(), 0)
+    max_chars = (left + 1) * CHARS_PER_UNIT
+    size = _measure_all(operands, min(max_chars, MAX_VALUE_CHARS) if capped else max_chars, left)
+    factor = max(1, size.items.bit_length() // 4) if sorting else 1
+    budget.charge(base + size.cost * factor)
+    if capped and size.chars > MAX_VALUE_CHARS:
+        raise TemplateRefused(
+            f"Template operands exceed {MAX_VALUE_CHARS} characters.", code="template_too_large"
+        )
 
 
-def _check_size(value: Any) -> Any:
-    if _weight(value) > MAX_VALUE_CHARS:
+def _built(value: Any) -> Any:
+    """Refuse a newly built value past MAX_VALUE_CHARS; count it against the rendering's
+    total; and hand out a lazy result (map, select...) charged per item as it is read."""
+    if isinstance(value, Iterator):
+        return _charged(value)
+    if isinstance(value, MappingView | range):
+        return value  # d.items(), range(n): lazy views, nothing copied
+    chars = measure(value).chars
+    if chars > MAX_VALUE_CHARS:
         raise TemplateRefused(
             f"Template built a value larger than {MAX_VALUE_CHARS} characters.",
             code="template_too_large",
         )
+    _current().build(max(chars, 1))
     return value
+
+
+def _charged(items: Iterable[Any]) -> Iterator[Any]:
+    for item in items:
+        _charge()
+        yield item
 
 
 def _finalize(value: Any) -> Any:
@@ -345,22 +424,13 @@ def _finalize(value: Any) -> Any:
             stack.extend(item.values())
     if isinstance(value, str):
         _current().build(1)  # no new text; one more reference held by captured output
-        return _check_size(value)
-    chars = _text_chars(value)
-    _ensure_fits(chars, "Printing this value")
-    _current().build(max(chars, 1))
+        _ensure_fits(len(value), "Printing this value")
+        return value
+    size = measure(value)
+    _ensure_fits(size.chars, "Printing this value")
+    _charge(size.items)  # str() of a container visits every item
+    _current().build(max(size.chars, 1))
     return value
-
-
-def _check_all(values: Iterable[Any]) -> None:
-    total = 0
-    for v in values:
-        total += _weight(v, MAX_VALUE_CHARS - total)
-        if total > MAX_VALUE_CHARS:
-            raise TemplateRefused(
-                f"Template operands exceed {MAX_VALUE_CHARS} characters.",
-                code="template_too_large",
-            )
 
 
 def _checked_join(parts: Iterable[Any]) -> str:
@@ -368,7 +438,7 @@ def _checked_join(parts: Iterable[Any]) -> str:
     parts = list(parts)
     total = 0
     for part in parts:
-        total += _text_chars(part, MAX_VALUE_CHARS - total)
+        total += measure(part, MAX_VALUE_CHARS - total).chars
         _ensure_fits(total, "Captured output")
     _current().build(total)
     return "".join(parts)
@@ -436,17 +506,62 @@ def _no_percent_format(left: Any, right: Any) -> Any:
     return operator.mod(left, right)
 
 
-def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _charge()
-        _check_all([*args, *kwargs.values()])
-        return _built(_check_size(fn(*args, **kwargs)))
+def _operands(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list:
+    # A pass_context / pass_environment function's first argument is Jinja's, not a value.
+    skip = 1 if hasattr(fn, "jinja_pass_arg") else 0
+    return [*args[skip:], *kwargs.values()]
 
+
+def _keep_jinja_marker(wrapper: Callable[..., Any], fn: Callable[..., Any], name: str) -> None:
     # Keep Jinja's pass_context / pass_environment markers so arguments line up.
     if hasattr(fn, "jinja_pass_arg"):
         wrapper.jinja_pass_arg = fn.jinja_pass_arg  # type: ignore[attr-defined]
     wrapper.__name__ = name
+
+
+def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if name in CONSTANT_TIME_FILTERS:
+            _charge()
+        else:
+            _pay(_operands(fn, args, kwargs), capped=True, sorting=name in SORTING_FILTERS)
+        return _built(fn(*args, **kwargs))
+
+    _keep_jinja_marker(wrapper, fn, name)
     return wrapper
+
+
+def _charged_test(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A test (`x is in(big)`, `a is eq(b)`) costs what a comparison does: its operands."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _pay(_operands(fn, args, kwargs), base=0)
+        return fn(*args, **kwargs)
+
+    _keep_jinja_marker(wrapper, fn, name)
+    return wrapper
+
+
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gteq": operator.ge,
+    "lt": operator.lt,
+    "lteq": operator.le,
+    "in": lambda left, right: left in right,
+    "notin": lambda left, right: left not in right,
+}
+
+
+def _compared(op: str, left: Any, right: Any) -> list[Any]:
+    """The operands a comparison may walk: a dict or set lookup hashes the key only; two
+    strings compare their lengths first, then at most the shorter one."""
+    if op in ("in", "notin") and isinstance(right, dict | set | frozenset | KeysView | ItemsView):
+        return [left]
+    if op in ("eq", "ne") and isinstance(left, str) and isinstance(right, str):
+        return [left if len(left) <= len(right) else right]
+    return [left, right]
 
 
 class _GuardExtension(Extension):
@@ -455,21 +570,43 @@ class _GuardExtension(Extension):
     identifier = "adaptd.guard"
 
     def iterate(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        for item in iterable:
+        return _charged(iterable)
+
+    def compare(self, left: Any, *operations: Any) -> Any:
+        """`a == b`, `x in y`, `a < b < c`: each comparison charged by its operands (all of
+        a chain's operands are evaluated first)."""
+        result: Any = True
+        for op, right in zip(operations[::2], operations[1::2], strict=True):
+            _pay(_compared(op, left, right), base=0)
+            result = COMPARISONS[op](left, right)
+            if not result:
+                return result
+            left = right
+        return result
+
+    def slice(self, value: Any, start: Any, stop: Any, step: Any) -> Any:
+        """`value[a:b:c]` copies what it selects: charged by the copy's length first."""
+        cut = slice(start, stop, step)
+        if isinstance(value, str | list | tuple):
+            copied = len(range(*cut.indices(len(value))))
+            _charge(1 + (copied // CHARS_PER_UNIT if isinstance(value, str) else copied))
+        else:
             _charge()
-            yield item
+        return _built(self.environment.getitem(value, cut))
 
     def concat(self, *parts: Any) -> str:
         total = 0
         for part in parts:
-            total += _text_chars(part, MAX_VALUE_CHARS - total)
+            total += measure(part, MAX_VALUE_CHARS - total).chars
             _ensure_fits(total, "The '~' operator")
+        _charge(1 + total // CHARS_PER_UNIT)
         _current().build(total)
         return "".join(str(p) for p in parts)
 
 
 class _Rewrite(NodeTransformer):
-    """Routes every `for` iterable and every `~` through the guard extension."""
+    """Routes every `for` iterable, `~`, comparison and slice through the guard extension
+    (Jinja compiles comparisons and slices to plain Python, which the sandbox never sees)."""
 
     def _guard(self, method: str) -> nodes.ExtensionAttribute:
         return nodes.ExtensionAttribute(_GuardExtension.identifier, method)
@@ -482,6 +619,21 @@ class _Rewrite(NodeTransformer):
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
         return nodes.Call(self._guard("concat"), list(node.nodes), [], None, None)
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
+        self.generic_visit(node)
+        args: list[nodes.Expr] = [node.expr]
+        for operand in node.ops:
+            args += [nodes.Const(operand.op), operand.expr]
+        return nodes.Call(self._guard("compare"), args, [], None, None)
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
+        self.generic_visit(node)
+        if not isinstance(node.arg, nodes.Slice):
+            return node
+        bounds = [node.arg.start, node.arg.stop, node.arg.step]
+        args = [node.node, *(b if b is not None else nodes.Const(None) for b in bounds)]
+        return nodes.Call(self._guard("slice"), args, [], None, None)
 
 
 class SafeEnvironment(ImmutableSandboxedEnvironment):
@@ -508,6 +660,7 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
         self.filters["tojson"] = _bounded_filter("tojson", _bounded_tojson)
         self.filters["string"] = _bounded_filter("string", _bounded_string)
         self.filters["sum"] = _bounded_filter("sum", _bounded_sum)
+        self.tests = {name: _charged_test(name, fn) for name, fn in self.tests.items()}
         self.binop_table = {
             **self.binop_table,
             "*": _checked_mul,
@@ -540,18 +693,22 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
         return None  # str.format takes width arguments that allocate: never offered
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _charge()
-        _check_all([*args, *kwargs.values()])
+        guard = __self.extensions[_GuardExtension.identifier]
+        if getattr(__obj, "__self__", None) is guard:
+            return __context.call(__obj, *args, **kwargs)  # the guards charge themselves
+        _pay([*args, *kwargs.values()], capped=True)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str | list | tuple):  # big.count(x), text.find(y): O(len)
+            _pay([owner], base=0)
         if isinstance(__obj, LoopContext) and args:
             # `loop(items)` in a recursive for: its items pass the same per-iteration
             # charge as a plain loop's (the compiled recursion bypasses the For rewrite).
-            guard = __self.extensions[_GuardExtension.identifier]
             args = (guard.iterate(args[0]), *args[1:])  # type: ignore[attr-defined]
-        return _built(_check_size(super().call(__context, __obj, *args, **kwargs)))
+        return _built(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        _charge()
-        return _built(_check_size(self.binop_table[operator](left, right)))
+        _pay([left, right])  # numbers cost 1; `+` and `*` on sequences copy them
+        return _built(self.binop_table[operator](left, right))
 
     def call_unop(self, context: Any, operator: str, arg: Any) -> Any:
         _charge()
@@ -574,7 +731,7 @@ def _bounded_replace(s: Any, old: str, new: str, count: int | None = None) -> st
 def _bounded_indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
     if isinstance(width, int) and width > 64 or isinstance(width, str) and len(width) > 64:
         raise TemplateRefused("indent width is limited to 64.", code="template_too_large")
-    _ensure_fits(_text_chars(s), "indent")
+    _ensure_fits(measure(s).chars, "indent")
     s = str(s)
     pad = len(width) if isinstance(width, str) else max(int(width), 0)
     _ensure_fits(len(s) + (s.count("\n") + 1) * pad, "indent")
@@ -595,12 +752,12 @@ def _bounded_join(
 ) -> str:
     """join, with the result's length (separators + each item's text) known first."""
     items = _mapped(eval_ctx.environment, value, attribute)
-    sep_chars = _text_chars(d)
+    sep_chars = measure(d).chars
     _ensure_fits(sep_chars, "join")
     total = sep_chars * max(len(items) - 1, 0)
     _ensure_fits(total, "join")
     for item in items:
-        total += _text_chars(item, MAX_VALUE_CHARS - total)
+        total += measure(item, MAX_VALUE_CHARS - total).chars
         _ensure_fits(total, "join")
     return jinja_filters.sync_do_join(eval_ctx, items, d)
 
@@ -618,12 +775,12 @@ def _bounded_tojson(eval_ctx: Any, value: Any, indent: int | str | None = None) 
                 f"tojson indent is limited to {MAX_JSON_INDENT}.", code="template_too_large"
             )
         width = max(width, 0)
-    _ensure_fits(_nested_chars(value, MAX_VALUE_CHARS, in_json=True, indent=width), "tojson")
+    _ensure_fits(measure(value, in_json=True, indent=width).chars, "tojson")
     return jinja_filters.do_tojson(eval_ctx, value, indent)
 
 
 def _bounded_string(value: Any) -> str:
-    _ensure_fits(_text_chars(value), "string")
+    _ensure_fits(measure(value).chars, "string")
     return jinja_filters.soft_str(value)
 
 
@@ -703,10 +860,12 @@ class MissingVariable(TemplateRefused):
         self.name = name
 
 
-def render(source: str, variables: dict[str, Any]) -> str:
-    """Render within the budget and output cap; every failure is a TemplateRefused."""
+def render(source: str, variables: dict[str, Any], budget: RenderBudget | None = None) -> str:
+    """Render within the budget and output cap; every failure is a TemplateRefused. The
+    budget is a fresh one, cancelled by the flag of an enclosing `cancelled_by`, unless
+    given."""
     template = compile_template(source)
-    token = _budget.set(_Budget())
+    token = _budget.set(budget if budget is not None else RenderBudget(_cancel.get()))
     try:
         out: list[str] = []
         size = 0

@@ -1,7 +1,12 @@
 """The sandbox sizes what a template builds before building it, and charges recursive loops
-like plain ones: a refused render leaves the process no bigger than before (issue 17)."""
+like plain ones: a refused render leaves the process no bigger than before (issue 17).
+Operations cost what they handle, and a render stops when its client leaves (hardening
+issue, item 8)."""
 
-from collections.abc import Callable
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.inference.disconnect import ClientClosedRequest, run_until_disconnected
 from app.templates import sandbox
 from tests.templates.util import create, error_of
 
@@ -85,7 +91,7 @@ def test_big_builds_are_refused_before_they_allocate(source: str, variables: dic
         ("{{ d|tojson(indent=99) }}", {"d": [1]}, "template_too_large"),
         ("{{ d|tojson }}", {"d": ["<" * 40_000]}, "template_too_large"),  # <-escapes: 6x
         ("{{ (range(1000)|map('string')|list * 200)|join(',') }}", {}, "template_too_large"),
-        ("{{ ([range(50)|list] * 999)|sum(start=[])|length }}", {}, "template_too_expensive"),
+        ("{{ ([range(50)|list] * 800)|sum(start=[])|length }}", {}, "template_too_expensive"),
     ],
 )
 def test_sizes_are_known_before_building(source: str, variables: dict, code: str) -> None:
@@ -183,6 +189,131 @@ JSON_VALUES = st.recursive(
 @given(value=JSON_VALUES, indent=st.sampled_from([None, 0, 1, 4, 16]))
 def test_size_bounds_are_never_below_the_real_size(value: Any, indent: int | None) -> None:
     """The sizes computed before building are upper bounds of what gets built."""
-    assert sandbox._text_chars(value, 10**9) >= len(str(value))
+    assert sandbox.measure(value, 10**9).chars >= len(str(value))
     built = sandbox._env.from_string("{{ v|tojson(indent=i) }}").render(v=value, i=indent)
-    assert sandbox._nested_chars(value, 10**9, in_json=True, indent=indent or 0) >= len(built)
+    assert sandbox.measure(value, 10**9, in_json=True, indent=indent or 0).chars >= len(built)
+
+
+# -- operations on big values cost what they handle (hardening issue, item 8) ---------------
+# A 1,000-item value (or 64,000 characters): each operation on it costs at least 1,000 of the
+# 50,000 budget units. Charged 1 per operation, a million-item request variable would have
+# allowed 50,000 tests at ~8 ms each: minutes of CPU in one render.
+N = 1_000
+BIG = {
+    "big": list(range(N)),
+    "same": list(range(N)),
+    "words": [f"w{i}" for i in range(N)],
+    "text": "ab" * (32 * N),  # 64,000 characters: 1,000 units at 64 characters a unit
+    "table": {f"k{i}": i for i in range(N)},
+    "table2": {f"k{i}": i for i in range(N)},
+}
+COSTLY_OPERATIONS = [
+    pytest.param("{% if -1 in big %}{% endif %}", id="in"),
+    pytest.param("{% if -1 not in big %}{% endif %}", id="not-in"),
+    pytest.param("{% if -1 is in(big) %}{% endif %}", id="in-test"),
+    pytest.param("{% if big == same %}{% endif %}", id="eq"),
+    pytest.param("{% if big is eq(same) %}{% endif %}", id="eq-test"),
+    pytest.param("{% if big < same %}{% endif %}", id="lt"),
+    pytest.param("{% if table == table2 %}{% endif %}", id="dict-eq"),
+    pytest.param("{% if 'x' in text %}{% endif %}", id="in-string"),
+    pytest.param("{{ big.count(-1) }}", id="count"),
+    pytest.param("{{ big.index(999) }}", id="index"),
+    pytest.param("{{ text.count('x') }}", id="str-count"),
+    pytest.param("{{ text.find('x') }}", id="str-find"),
+    pytest.param("{{ big|sum }}", id="sum"),
+    pytest.param("{{ words|join(',')|length }}", id="join"),
+    pytest.param("{{ words|sort|first }}", id="sort"),
+    pytest.param("{{ words|unique|list|length }}", id="unique"),
+    pytest.param("{{ big|reverse|first }}", id="reverse"),
+    pytest.param("{{ big|max }}", id="max"),
+    pytest.param("{{ big|length }}{{ big[1:]|length }}", id="slice"),
+    pytest.param("{{ [-1]|select('in', big)|list }}", id="select-in"),
+]
+
+
+def repeated(operation: str, times: int) -> str:
+    return f"{{% for i in range({times}) %}}{operation}{{% endfor %}}"
+
+
+@pytest.mark.parametrize("operation", COSTLY_OPERATIONS)
+def test_operations_on_big_values_are_charged_by_their_size(operation: str) -> None:
+    budget = sandbox.RenderBudget()
+    sandbox.render(repeated(operation, 1), BIG, budget=budget)
+    # About one unit per item handled: at least N, and a small multiple of it at most
+    # (both sides of `==`; a dict's keys and values; sorting's log factor).
+    assert N <= budget.operations <= 5 * N, budget.operations
+    sandbox.render(repeated(operation, 10), BIG)  # a few on a big value still fit
+    err = refused(repeated(operation, sandbox.MAX_OPERATIONS // N + 1), BIG)
+    assert err.code == "template_too_expensive", err.message
+
+
+def test_a_million_item_request_variable_is_refused_at_its_first_operation() -> None:
+    source = "{% for i in range(1000) %}{% if i in big %}{{ i }}{% endif %}{% endfor %}"
+    big = list(range(1_000_000))
+    budget = sandbox.RenderBudget()
+    with pytest.raises(sandbox.TemplateRefused) as exc:
+        sandbox.render(source, {"big": big}, budget=budget)
+    assert exc.value.code == "template_too_expensive"
+    assert budget.operations <= 3, "refused at its first test, before running it"
+
+
+def test_small_values_cost_what_they_did() -> None:
+    """Scalars and short strings add nothing to an operation: a 1,000 x 40 loop of
+    comparisons still fits, as it did."""
+    source = (
+        "{% for i in range(1000) %}{% for j in range(40) %}{% if i == j and tone in "
+        "'neutral' %}x{% endif %}{% endfor %}{% endfor %}"
+    )
+    assert sandbox.render(source, {"tone": "neutral"}) == "x" * 40
+
+
+# -- a render stops when its client leaves -----------------------------------------------------
+class SetAfter(threading.Event):
+    """A cancel flag that reads as set from its `after`-th check on, as if the client had
+    left while the render ran."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.checks = after, 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks >= self.after or super().is_set()
+
+
+def test_a_render_stops_at_its_next_charge_once_the_cancel_flag_is_set() -> None:
+    flag = SetAfter(100)
+    source = "{% for i in range(1000) %}{% for j in range(10) %}.{% endfor %}{% endfor %}"
+    budget = sandbox.RenderBudget(cancel=flag)
+    with pytest.raises(sandbox.TemplateRefused) as exc:
+        sandbox.render(source, {}, budget=budget)
+    assert exc.value.code == "render_cancelled"
+    assert budget.operations < 1_000  # of the 11,000 the whole render costs
+    # Without the flag set, the same render completes.
+    assert len(sandbox.render(source, {}, budget=sandbox.RenderBudget(cancel=threading.Event())))
+
+
+def test_a_render_set_going_by_a_request_stops_when_its_client_disconnects() -> None:
+    """The inference routes build prompts through run_until_disconnected: the disconnect
+    sets the render's cancel flag, the render stops, and the request ends as a 499."""
+    started = threading.Event()
+    yielded = [0]
+
+    class Disconnected:  # a request whose client has gone once the render has started
+        async def receive(self) -> dict[str, str]:
+            await asyncio.to_thread(started.wait, 30)
+            return {"type": "http.disconnect"}
+
+    def items() -> Iterator[int]:
+        started.set()
+        for i in range(1000):  # each item is one charge: the flag is read each time
+            time.sleep(0.001)
+            yielded[0] += 1
+            yield i
+
+    source = "{% for i in range(50) %}{% for x in items() %}{% endfor %}{% endfor %}"
+    with pytest.raises(ClientClosedRequest):
+        asyncio.run(
+            run_until_disconnected(Disconnected(), sandbox.render, source, {"items": items})
+        )
+    assert yielded[0] < 50 * 1000, "the render ran to its end"
