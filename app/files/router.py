@@ -33,7 +33,7 @@ def upload_file(
     row = service.create_file(
         session,
         principal.tenant,
-        data=file.file.read(),
+        upload=file.file,  # spooled to disk by the form parser; read from there in pieces
         filename=file.filename,
         purpose=purpose,
         files_dir=settings.files_dir,
