@@ -242,8 +242,17 @@ def delete_file(
     _remove_files(files_dir, row.storage_path)
 
 
-def content_path(row: File, files_dir: Path) -> Path:
-    return files_dir / row.storage_path
+def open_content(session: Session, tenant: str, file_id: str, files_dir: Path) -> BinaryIO:
+    """The stored bytes of a file, opened: once open they stay readable to the end even if
+    the file is deleted meanwhile. A DELETE that lands between the lookup and the open is
+    the same 404 as one that landed before the lookup."""
+    row = get_file(session, tenant, file_id)
+    try:
+        return (files_dir / row.storage_path).open("rb")
+    except FileNotFoundError:
+        raise NotFound(
+            f"No such file: '{file_id}'.", param="file_id", code="file_not_found"
+        ) from None
 
 
 def read_examples(row: File, files_dir: Path) -> list[dict[str, Any]]:
