@@ -10,7 +10,13 @@ text}; every problem gets its line number and a stable code, like SFT files.
 
 from typing import Any
 
-from app.files.validation import EMPTY_CONTENT, Problem, checked_message, content_text
+from app.files.validation import (
+    EMPTY_CONTENT,
+    Problem,
+    Problems,
+    checked_message,
+    content_text,
+)
 
 # Codes, documented in README "Fine-tuning".
 MISSING_INPUT = "missing_input"
@@ -25,7 +31,7 @@ def is_preference_line(obj: dict[str, Any]) -> bool:
     return any(key in obj for key in ("input", *OUTPUT_KEYS))
 
 
-def _input_messages(line: int, obj: dict[str, Any], problems: list[Problem]) -> list | None:
+def _input_messages(line: int, obj: dict[str, Any], problems: Problems) -> list | None:
     source = obj.get("input")
     messages = source.get("messages") if isinstance(source, dict) else None
     if not isinstance(messages, list) or not messages:
@@ -53,7 +59,7 @@ def _input_messages(line: int, obj: dict[str, Any], problems: list[Problem]) -> 
     return out if ok else None
 
 
-def _output(line: int, obj: dict[str, Any], key: str, problems: list[Problem]) -> str | None:
+def _output(line: int, obj: dict[str, Any], key: str, problems: Problems) -> str | None:
     value = obj.get(key)
     if (
         not isinstance(value, list)
@@ -72,7 +78,7 @@ def _output(line: int, obj: dict[str, Any], key: str, problems: list[Problem]) -
     return text
 
 
-def preference_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> dict | None:
+def preference_example(line: int, obj: dict[str, Any], problems: Problems) -> dict | None:
     messages = _input_messages(line, obj, problems)
     preferred = _output(line, obj, "preferred_output", problems)
     non_preferred = _output(line, obj, "non_preferred_output", problems)

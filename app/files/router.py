@@ -1,10 +1,12 @@
 """/v1/files: OpenAI-compatible upload, list, retrieve, content, delete."""
 
-from typing import Annotated, Literal
+import os
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from fastapi import File as FileField
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.auth.dependencies import TenantDep
@@ -18,6 +20,7 @@ from app.protocol.forms import single_form_fields
 from app.settings import get_settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
+CONTENT_CHUNK = 1 << 16  # bytes sent at a time from a stored file
 
 
 @router.post("", response_model=FileRead, dependencies=[Depends(single_form_fields)])
@@ -33,7 +36,7 @@ def upload_file(
     row = service.create_file(
         session,
         principal.tenant,
-        data=file.file.read(),
+        upload=file.file,  # spooled to disk by the form parser; read from there in pieces
         filename=file.filename,
         purpose=purpose,
         files_dir=settings.files_dir,
@@ -70,13 +73,26 @@ def retrieve_file(file_id: str, principal: TenantDep, session: SessionDep) -> Fi
     return service.to_read(service.get_file(session, principal.tenant, file_id))
 
 
-@router.get("/{file_id}/content", response_class=FileResponse)
-def file_content(file_id: str, principal: TenantDep, session: SessionDep) -> FileResponse:
-    row = service.get_file(session, principal.tenant, file_id)
-    return FileResponse(
-        service.content_path(row, get_settings().files_dir),
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def file_content(file_id: str, principal: TenantDep, session: SessionDep) -> StreamingResponse:
+    # Opened here, read while streaming: a DELETE racing this answers 404 or lets the
+    # whole content through (an open file stays readable), never a half-read error.
+    fh = service.open_content(session, principal.tenant, file_id, get_settings().files_dir)
+    return StreamingResponse(
+        _chunks(fh),
         media_type="application/octet-stream",
+        headers={"content-length": str(os.fstat(fh.fileno()).st_size)},
     )
+
+
+def _chunks(fh: BinaryIO) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(CONTENT_CHUNK):
+            yield chunk
 
 
 @router.delete("/{file_id}", response_model=FileDeleted)

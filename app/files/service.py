@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,12 @@ from app.errors import BadRequest, Conflict, NotFound
 from app.files.models import File
 from app.files.repository import FileRepository
 from app.files.schemas import FileRead
-from app.files.validation import MAX_REPORTED_ERRORS, TokenCounter, parse_dataset
+from app.files.validation import (
+    MAX_REPORTED_ERRORS,
+    ParsedDataset,
+    TokenCounter,
+    parse_dataset,
+)
 from app.ids import new_id
 
 PURPOSES = {"fine-tune": 10, "evals": 1}  # purpose -> fewest examples accepted
@@ -40,11 +46,17 @@ def safe_filename(name: str | None) -> str:
     return (cleaned or "upload")[:255]
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
+COPY_CHUNK = 1 << 20  # bytes copied at a time from the upload to its stored file
+
+
+@contextlib.contextmanager
+def _atomic_file(target: Path) -> Iterator[BinaryIO]:
+    """A new file written under a temporary name, renamed to `target` once complete (and
+    removed instead if the block raises)."""
     fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -54,11 +66,80 @@ def _write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
+def _copy_hashed(source: BinaryIO, out: BinaryIO) -> tuple[int, str]:
+    """Copies `source` from its start in chunks; its size and SHA-256."""
+    source.seek(0)
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(COPY_CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _invalid(parsed: ParsedDataset) -> InvalidFile:
+    first = "; ".join(f"line {p.line}: {p.code}" if p.line else p.code for p in parsed.problems[:5])
+    return InvalidFile(
+        f"The file has {parsed.problem_count} problem(s) and was not stored: {first}"
+        + (" ..." if parsed.problem_count > 5 else ""),
+        param="file",
+        details=[p.as_dict() for p in parsed.problems[:MAX_REPORTED_ERRORS]],
+    )
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    parsed: ParsedDataset
+    size: int
+    sha256: str
+
+
+def store_upload(
+    upload: BinaryIO,
+    name: str,
+    file_id: str,
+    *,
+    files_dir: Path,
+    min_examples: int,
+    max_bytes: int,
+    context_window: int,
+    count_tokens: TokenCounter | None,
+) -> StoredUpload:
+    """Validates `upload` (a seekable binary file) as it is read, writing each normalised
+    example straight to the examples file, then copies the bytes as uploaded: the memory
+    this takes does not grow with the file. Both files exist under `file_id` only if the
+    upload is valid (else InvalidFile, and nothing is left behind)."""
+    try:
+        with _atomic_file(files_dir / f"{file_id}{EXAMPLES_SUFFIX}") as examples:
+
+            def write(example: dict[str, Any]) -> None:
+                examples.write(json.dumps(example, ensure_ascii=False).encode() + b"\n")
+
+            parsed = parse_dataset(
+                upload,
+                name,
+                max_bytes=max_bytes,
+                min_examples=min_examples,
+                context_window=context_window,
+                count_tokens=count_tokens,
+                sink=write,
+            )
+            if parsed.problem_count:
+                raise _invalid(parsed)
+            with _atomic_file(files_dir / file_id) as stored:
+                size, sha256 = _copy_hashed(upload, stored)
+    except BaseException:
+        _remove_files(files_dir, file_id)
+        raise
+    return StoredUpload(parsed, size, sha256)
+
+
 def create_file(
     session: Session,
     tenant: str,
     *,
-    data: bytes,
+    upload: BinaryIO,
     filename: str | None,
     purpose: str,
     files_dir: Path,
@@ -73,42 +154,28 @@ def create_file(
             code="invalid_purpose",
         )
     name = safe_filename(filename)
-    parsed = parse_dataset(
-        data,
+    file_id = new_id("file-")
+    files_dir.mkdir(parents=True, exist_ok=True)
+    stored = store_upload(
+        upload,
         name,
-        max_bytes=max_bytes,
+        file_id,
+        files_dir=files_dir,
         min_examples=PURPOSES[purpose],
+        max_bytes=max_bytes,
         context_window=context_window,
         count_tokens=count_tokens,
     )
-    if parsed.problems:
-        shown = parsed.problems[:MAX_REPORTED_ERRORS]
-        first = "; ".join(
-            f"line {p.line}: {p.code}" if p.line else p.code for p in parsed.problems[:5]
-        )
-        raise InvalidFile(
-            f"The file has {len(parsed.problems)} problem(s) and was not stored: {first}"
-            + (" ..." if len(parsed.problems) > 5 else ""),
-            param="file",
-            details=[p.as_dict() for p in shown],
-        )
-    file_id = new_id("file-")
-    files_dir.mkdir(parents=True, exist_ok=True)
-    normalised = "".join(
-        json.dumps({k: v for k, v in e.items() if k != "line"}, ensure_ascii=False) + "\n"
-        for e in parsed.examples
-    ).encode()
-    _write_atomic(files_dir / file_id, data)
-    _write_atomic(files_dir / f"{file_id}{EXAMPLES_SUFFIX}", normalised)
+    parsed = stored.parsed
     row = File(
         id=file_id,
         tenant=tenant,
         filename=name,
         purpose=purpose,
-        bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=stored.size,
+        sha256=stored.sha256,
         format=parsed.format,
-        num_examples=len(parsed.examples),
+        num_examples=parsed.num_examples,
         storage_path=file_id,
         stats={"total_tokens": parsed.total_tokens, "max_tokens": parsed.max_tokens},
     )
@@ -175,8 +242,17 @@ def delete_file(
     _remove_files(files_dir, row.storage_path)
 
 
-def content_path(row: File, files_dir: Path) -> Path:
-    return files_dir / row.storage_path
+def open_content(session: Session, tenant: str, file_id: str, files_dir: Path) -> BinaryIO:
+    """The stored bytes of a file, opened: once open they stay readable to the end even if
+    the file is deleted meanwhile. A DELETE that lands between the lookup and the open is
+    the same 404 as one that landed before the lookup."""
+    row = get_file(session, tenant, file_id)
+    try:
+        return (files_dir / row.storage_path).open("rb")
+    except FileNotFoundError:
+        raise NotFound(
+            f"No such file: '{file_id}'.", param="file_id", code="file_not_found"
+        ) from None
 
 
 def read_examples(row: File, files_dir: Path) -> list[dict[str, Any]]:

@@ -4,14 +4,20 @@ Accepted: OpenAI chat JSONL ({"messages": [...]}, optional `weight` 0/1 on assis
 prompt/completion JSONL, and CSV with input/output (or text/label) columns. Every example is
 normalised to chat messages, the one form the trainer reads. Every problem is reported with
 its 1-based line number (None for whole-file problems) and a stable code.
+
+The file is read line by line (lines end at `\n` only: a JSON string may hold U+2028 or
+U+0085 as they are), each example is handed on as soon as it is checked, and only the first
+MAX_REPORTED_ERRORS problems are kept (the rest are counted): the memory one upload needs
+does not grow with its number of lines or problems.
 """
 
+import codecs
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from app.protocol.values import surrogate_at
 
@@ -19,6 +25,7 @@ ROLES = {"system", "user", "assistant"}
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 CSV_COLUMN_PAIRS = [("input", "output"), ("text", "label"), ("prompt", "completion")]
 MAX_REPORTED_ERRORS = 100
+READ_CHUNK = 1 << 20  # bytes read at a time by the UTF-8 check
 
 MAX_JSON_DEPTH = 64  # objects and lists within one JSONL line
 
@@ -50,17 +57,38 @@ class Problem:
         return {"line": self.line, "code": self.code, "message": self.message}
 
 
+class Problems:
+    """Every problem counted, the first `keep` kept: a file of a million bad lines costs a
+    counter, not a million objects. Problems arrive in line order (whole-file ones last),
+    so the kept ones are the first in the report."""
+
+    def __init__(self, keep: int = MAX_REPORTED_ERRORS) -> None:
+        self.keep = keep
+        self.kept: list[Problem] = []
+        self.count = 0
+
+    def append(self, problem: Problem) -> None:
+        self.count += 1
+        if len(self.kept) < self.keep:
+            self.kept.append(problem)
+
+
 @dataclass
 class ParsedDataset:
     format: str  # chat | prompt_completion | csv | preference
-    examples: list[dict[str, Any]] = field(default_factory=list)  # {"messages": [...]}
-    problems: list[Problem] = field(default_factory=list)
+    # {"messages": [...]}, only when parse_dataset was given no sink to hand them to.
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_REPORTED_ERRORS
+    problem_count: int = 0  # all of them
+    num_examples: int = 0
     total_tokens: int = 0
     max_tokens: int = 0
 
 
 # Counts the tokens of one normalised example as the trainer will see it.
 TokenCounter = Callable[[list[dict[str, Any]]], int]
+# Takes each valid example, as it is checked (e.g. writes it to the examples file).
+ExampleSink = Callable[[dict[str, Any]], None]
 
 
 def content_text(content: Any) -> str | None:
@@ -75,9 +103,7 @@ def content_text(content: Any) -> str | None:
     return None
 
 
-def checked_message(
-    line: int, where: str, msg: Any, problems: list[Problem]
-) -> dict[str, Any] | None:
+def checked_message(line: int, where: str, msg: Any, problems: Problems) -> dict[str, Any] | None:
     """One chat message as {"role", "content"} (the role's alias resolved, the text of its
     parts joined), or None with its problem recorded: not an object, an unknown role, or
     empty content. Shared by chat files and the inputs of preference files."""
@@ -101,7 +127,7 @@ def checked_message(
     return {"role": role, "content": text}
 
 
-def _chat_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> dict | None:
+def _chat_example(line: int, obj: dict[str, Any], problems: Problems) -> dict | None:
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         problems.append(
@@ -141,7 +167,7 @@ def _chat_example(line: int, obj: dict[str, Any], problems: list[Problem]) -> di
 
 
 def _pair_example(
-    line: int, prompt: Any, completion: Any, names: tuple[str, str], problems: list[Problem]
+    line: int, prompt: Any, completion: Any, names: tuple[str, str], problems: Problems
 ) -> dict | None:
     bad = [
         n
@@ -188,46 +214,90 @@ def _too_deep() -> str:
     return f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep"
 
 
-def _parse_jsonl(text: str, result: ParsedDataset) -> None:
+class _Run:
+    """One validation: where problems are counted and valid examples go, record by record."""
+
+    def __init__(
+        self,
+        result: ParsedDataset,
+        *,
+        context_window: int,
+        count_tokens: TokenCounter | None,
+        sink: ExampleSink | None,
+    ) -> None:
+        self.result = result
+        self.problems = Problems()
+        self.context_window = context_window
+        self.count_tokens = count_tokens
+        self.sink = sink
+        self.records = 0  # lines (CSV rows) that made an example or a problem
+
+    def done(self, number: int, example: dict[str, Any] | None, problems_before: int) -> None:
+        """One record checked: counted, and its example (if it made one) measured, passed on."""
+        if example is None:
+            self.records += int(self.problems.count > problems_before)
+            return
+        self.records += 1
+        if self.count_tokens is not None:
+            from app.files.preference_validation import token_view
+
+            n = self.count_tokens(
+                token_view(example) if "preferred" in example else example["messages"]
+            )
+            self.result.total_tokens += n
+            self.result.max_tokens = max(self.result.max_tokens, n)
+            if n > self.context_window:
+                self.problems.append(
+                    Problem(
+                        number,
+                        TOO_LONG,
+                        f"{n} tokens; the model's context window is {self.context_window}",
+                    )
+                )
+        self.result.num_examples += 1
+        if self.sink is not None:
+            self.sink(example)
+        else:
+            self.result.examples.append(example)
+
+
+def _jsonl_example(number: int, raw: str, problems: Problems, kinds: set[str]) -> dict | None:
     # Imported here: the preference module builds on this one's helpers.
     from app.files.preference_validation import is_preference_line, preference_example
 
+    obj, problem = load_json_line(number, raw)
+    if problem is not None:
+        problems.append(problem)
+        return None
+    if not isinstance(obj, dict):
+        problems.append(Problem(number, INVALID_JSON, "each line must be an object"))
+        return None
+    if is_preference_line(obj):
+        kinds.add("preference")
+        return preference_example(number, obj, problems)
+    if "messages" in obj:
+        kinds.add("chat")
+        return _chat_example(number, obj, problems)
+    if "prompt" in obj or "completion" in obj:
+        kinds.add("prompt_completion")
+        names = ("prompt", "completion")
+        return _pair_example(number, obj.get("prompt"), obj.get("completion"), names, problems)
+    problems.append(
+        Problem(number, MISSING_MESSAGES, "expected 'messages' or 'prompt'/'completion'")
+    )
+    return None
+
+
+def _parse_jsonl(lines: Iterator[str], run: _Run) -> None:
+    problems = run.problems
     kinds: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        obj, problem = load_json_line(number, raw)
-        if problem is not None:
-            result.problems.append(problem)
-            continue
-        if not isinstance(obj, dict):
-            result.problems.append(Problem(number, INVALID_JSON, "each line must be an object"))
-            continue
-        if is_preference_line(obj):
-            kinds.add("preference")
-            example = preference_example(number, obj, result.problems)
-        elif "messages" in obj:
-            kinds.add("chat")
-            example = _chat_example(number, obj, result.problems)
-        elif "prompt" in obj or "completion" in obj:
-            kinds.add("prompt_completion")
-            example = _pair_example(
-                number,
-                obj.get("prompt"),
-                obj.get("completion"),
-                ("prompt", "completion"),
-                result.problems,
-            )
-        else:
-            result.problems.append(
-                Problem(number, MISSING_MESSAGES, "expected 'messages' or 'prompt'/'completion'")
-            )
-            continue
-        if example is not None:
-            example["line"] = number
-            result.examples.append(example)
+        before = problems.count
+        run.done(number, _jsonl_example(number, raw, problems, kinds), before)
     if "preference" in kinds and len(kinds) > 1:
-        result.problems.append(
+        problems.append(
             Problem(
                 None,
                 MIXED_FORMATS,
@@ -236,23 +306,24 @@ def _parse_jsonl(text: str, result: ParsedDataset) -> None:
             )
         )
     if kinds == {"preference"}:
-        result.format = "preference"
+        run.result.format = "preference"
     else:
-        result.format = "prompt_completion" if kinds == {"prompt_completion"} else "chat"
+        run.result.format = "prompt_completion" if kinds == {"prompt_completion"} else "chat"
 
 
-def _parse_csv(text: str, result: ParsedDataset) -> None:
-    result.format = "csv"
-    reader = csv.reader(io.StringIO(text))
+def _parse_csv(lines: Iterator[str], run: _Run) -> None:
+    problems = run.problems
+    run.result.format = "csv"
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except (StopIteration, csv.Error):
-        result.problems.append(Problem(1, BAD_CSV_HEADER, "missing header row"))
+        problems.append(Problem(1, BAD_CSV_HEADER, "missing header row"))
         return
     columns = [h.strip().lower() for h in header]
     pair = next((p for p in CSV_COLUMN_PAIRS if p[0] in columns and p[1] in columns), None)
     if pair is None:
-        result.problems.append(
+        problems.append(
             Problem(
                 1,
                 BAD_CSV_HEADER,
@@ -263,102 +334,113 @@ def _parse_csv(text: str, result: ParsedDataset) -> None:
     first, second = columns.index(pair[0]), columns.index(pair[1])
     while True:
         number = reader.line_num + 1
+        before = problems.count
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            result.problems.append(Problem(number, BAD_CSV_ROW, f"unreadable CSV row: {exc}"))
+            problems.append(Problem(number, BAD_CSV_ROW, f"unreadable CSV row: {exc}"))
+            run.done(number, None, before)
             break
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(columns):
-            result.problems.append(
+            problems.append(
                 Problem(number, BAD_CSV_ROW, f"expected {len(columns)} cells, got {len(row)}")
             )
+            run.done(number, None, before)
             continue
-        example = _pair_example(number, row[first], row[second], pair, result.problems)
-        if example is not None:
-            example["line"] = number
-            result.examples.append(example)
+        example = _pair_example(number, row[first], row[second], pair, problems)
+        run.done(number, example, before)
 
 
-def _decode(data: bytes, problems: list[Problem]) -> str | None:
+def _check_utf8(source: BinaryIO, problems: Problems) -> bool:
+    """Whether the whole file is UTF-8; if not, a problem for each line that is not. Read in
+    chunks: one pass, no copy of the file, whatever its lines."""
+    source.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        return data.decode("utf-8-sig")
+        while chunk := source.read(READ_CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+        return True
     except UnicodeDecodeError:
         pass
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    source.seek(0)
+    for number, raw in enumerate(source, start=1):
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             problems.append(
                 Problem(number, INVALID_ENCODING, f"not UTF-8 (byte {exc.start} of the line)")
             )
-            if len(problems) >= MAX_REPORTED_ERRORS:
-                break
-    return None
+    return False
 
 
-def looks_like_csv(filename: str, text: str) -> bool:
+def _text_lines(source: BinaryIO) -> Iterator[str]:
+    """The lines of a file already checked as UTF-8, read one at a time from its start; a
+    line ends at `\\n` only (not at the other separators str.splitlines knows, which JSON
+    strings may hold as they are); a byte order mark at the start is dropped."""
+    source.seek(0)
+    for number, raw in enumerate(source):
+        line = raw.decode("utf-8")
+        yield line.removeprefix("\ufeff") if number == 0 else line
+
+
+def looks_like_csv(filename: str, first_line: str) -> bool:
+    """CSV by its name, else by its first non-blank line (JSONL's starts with `{`)."""
     if filename.lower().endswith(".csv"):
         return True
     if filename.lower().endswith((".jsonl", ".json", ".ndjson")):
         return False
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    return not first.lstrip().startswith("{")
+    return not first_line.lstrip().startswith("{")
+
+
+def _size(source: BinaryIO) -> int:
+    source.seek(0, io.SEEK_END)
+    return source.tell()
 
 
 def parse_dataset(
-    data: bytes,
+    data: bytes | BinaryIO,
     filename: str,
     *,
     max_bytes: int,
     min_examples: int,
     context_window: int,
     count_tokens: TokenCounter | None = None,
+    sink: ExampleSink | None = None,
 ) -> ParsedDataset:
-    """Parse `data` into chat examples and list every problem found (empty list: valid)."""
+    """Parse `data` (bytes, or a seekable binary file read from its start) into chat
+    examples, handed to `sink` as they are checked (else kept in `.examples`), and report
+    its problems (`problem_count` 0: valid)."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
     result = ParsedDataset(format="unknown")
-    if len(data) > max_bytes:
-        result.problems.append(
-            Problem(None, FILE_TOO_LARGE, f"{len(data)} bytes; the limit is {max_bytes}")
+    run = _Run(result, context_window=context_window, count_tokens=count_tokens, sink=sink)
+    size = _size(source)
+    if size > max_bytes:
+        run.problems.append(
+            Problem(None, FILE_TOO_LARGE, f"{size} bytes; the limit is {max_bytes}")
         )
-        return result
-    text = _decode(data, result.problems)
-    if text is None:
-        return result
-    if not text.strip():
-        result.problems.append(Problem(None, EMPTY_FILE, "the file is empty"))
-        return result
-    if looks_like_csv(filename, text):
-        _parse_csv(text, result)
-    else:
-        _parse_jsonl(text, result)
-    from app.files.preference_validation import token_view
-
-    if count_tokens is not None:
-        for example in result.examples:
-            n = count_tokens(
-                token_view(example) if result.format == "preference" else example["messages"]
-            )
-            result.total_tokens += n
-            result.max_tokens = max(result.max_tokens, n)
-            if n > context_window:
-                result.problems.append(
-                    Problem(
-                        example["line"],
-                        TOO_LONG,
-                        f"{n} tokens; the model's context window is {context_window}",
-                    )
-                )
-    records = {e["line"] for e in result.examples} | {
-        p.line for p in result.problems if p.line is not None
-    }
-    header_bad = any(p.code == BAD_CSV_HEADER for p in result.problems)
-    if len(records) < min_examples and not header_bad:
-        result.problems.append(
-            Problem(None, TOO_FEW_EXAMPLES, f"{len(records)} examples; at least {min_examples}")
-        )
-    result.problems.sort(key=lambda p: (p.line is None, p.line or 0))
+    elif _check_utf8(source, run.problems):
+        _parse(source, filename, run, min_examples)
+    result.problems = run.problems.kept
+    result.problem_count = run.problems.count
     return result
+
+
+def _parse(source: BinaryIO, filename: str, run: _Run, min_examples: int) -> None:
+    first = next((line for line in _text_lines(source) if line.strip()), None)
+    if first is None:
+        run.problems.append(Problem(None, EMPTY_FILE, "the file is empty"))
+        return
+    if looks_like_csv(filename, first):
+        _parse_csv(_text_lines(source), run)
+    else:
+        _parse_jsonl(_text_lines(source), run)
+    header_bad = any(p.code == BAD_CSV_HEADER for p in run.problems.kept)
+    if run.records < min_examples and not header_bad:
+        run.problems.append(
+            Problem(None, TOO_FEW_EXAMPLES, f"{run.records} examples; at least {min_examples}")
+        )

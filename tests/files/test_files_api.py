@@ -117,3 +117,35 @@ def test_error_envelope_lists_many_problems(client):
     assert "30 problem" in err["message"] and "line 1: invalid_json" in err["message"]
     assert [d["line"] for d in err["details"]] == list(range(1, 31))
     assert json.dumps(err)  # plain JSON
+
+
+def test_content_racing_its_delete_is_404_or_whole(client, settings_env, monkeypatch):
+    """GET /content and DELETE of one file at once: the DELETE removing the bytes right
+    after the lookup answers 404; removing them once they are open lets them all through."""
+    from app.files import service
+
+    data = jsonl(chat_rows(12))
+    first, second = (upload(client, data).json()["id"] for _ in range(2))
+    lookup = service.get_file
+
+    def deleted_after_lookup(session, tenant, file_id, param="file_id"):
+        row = lookup(session, tenant, file_id, param)
+        service._remove_files(settings_env.files_dir, file_id)
+        return row
+
+    monkeypatch.setattr(service, "get_file", deleted_after_lookup)
+    r = client.get(f"/v1/files/{first}/content")
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == "file_not_found"
+    monkeypatch.setattr(service, "get_file", lookup)
+    open_content = service.open_content
+
+    def deleted_once_open(session, tenant, file_id, files_dir):
+        fh = open_content(session, tenant, file_id, files_dir)
+        service._remove_files(files_dir, file_id)
+        return fh
+
+    monkeypatch.setattr(service, "open_content", deleted_once_open)
+    r = client.get(f"/v1/files/{second}/content")
+    assert r.status_code == 200 and r.content == data
+    assert not (settings_env.files_dir / second).exists()

@@ -1,5 +1,7 @@
 """One test per validation code: the 400 names the line and the code."""
 
+import json
+
 import pytest
 
 from tests.files.data import chat_rows, jsonl, upload
@@ -110,3 +112,30 @@ def test_every_problem_is_listed_in_line_order(client):
     problems = _problems(client, b"".join(lines))
     assert len(problems) == 25
     assert [p["line"] for p in problems] == list(range(1, 26))
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_unicode_line_separators_inside_json_strings(client, settings_env, separator):
+    """Lines end at \\n (or \\r\\n) only; other separators are text inside a JSON string."""
+    rows = chat_rows(12)
+    text = f"one{separator}two"
+    rows[2]["messages"][0]["content"] = text
+    good = "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode()
+    r = upload(client, good)
+    assert r.status_code == 200, r.text
+    assert r.json()["num_examples"] == 12
+
+    from app.db import get_sessionmaker
+    from app.files import service
+    from app.files.models import File
+
+    with get_sessionmaker()() as session:
+        row = session.get(File, r.json()["id"])
+        examples = service.read_examples(row, settings_env.files_dir)
+    assert examples[2]["messages"][0]["content"] == text
+
+    # The lines after it keep their numbers.
+    bad = good.replace(json.dumps(rows[4]).encode(), b'{"messages": [')
+    r = upload(client, bad)
+    assert r.status_code == 400
+    assert [(p["line"], p["code"]) for p in r.json()["error"]["details"]] == [(5, "invalid_json")]

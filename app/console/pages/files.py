@@ -1,5 +1,6 @@
 """Files: upload (a file with problems shows its report), list, delete."""
 
+import io
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -66,13 +67,14 @@ async def upload(
 ) -> Response:
     settings = get_settings()
     tokenizer, window = tokenizer_and_window(request)
-    data = await file.read() if file is not None else b""
+    # The form parser spooled the file to disk; it is validated from there in pieces.
+    upload = file.file if file is not None else io.BytesIO()
 
     def store() -> str:
         row = files.create_file(
             session,
             console.principal.tenant,
-            data=data,
+            upload=upload,
             filename=file.filename if file is not None else None,
             purpose=purpose,
             files_dir=settings.files_dir,
