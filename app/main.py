@@ -5,7 +5,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import health
 from app.aliases.router import router as aliases_router
@@ -32,6 +32,7 @@ from app.observability.router import router as metrics_router
 from app.observability.router import serve_on_port
 from app.observability.task_ids import install_request_ids
 from app.protocol.errors import ERROR_RESPONSES
+from app.protocol.params import check_request_text
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
 from app.shutdown import GracefulShutdown
@@ -85,7 +86,14 @@ def create_app(engine: InferenceEngine | None = None, settings: Settings | None 
         if engine is None and getattr(app.state, "engine", None) is not None:
             app.state.engine.stop()
 
-    app = FastAPI(title="adaptd", version="0.1.0", lifespan=lifespan, responses=ERROR_RESPONSES)
+    app = FastAPI(
+        title="adaptd",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        # No NUL or lone surrogate in a path, query or form (JSON bodies: RequestModel).
+        dependencies=[Depends(check_request_text)],
+    )
     install_error_handlers(app)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.add_middleware(

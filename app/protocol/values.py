@@ -12,8 +12,12 @@ names the field instead of an error deep inside a query or the engine:
   past 64 bits).
 - `RequestModel`: the base of every request body; before its fields are validated it walks
   the raw body (keys and values, whatever the fields' types, `Any` included) and refuses a
-  lone surrogate with `code: invalid_text` and `param` = the path to it.
-- `check_text(value, param)`: the same walk, for data that arrives another way (JSONL).
+  lone surrogate, or a NUL character (U+0000: PostgreSQL's text columns cannot hold it,
+  psycopg refuses it in any query, while SQLite stores it; refused on both, so the two
+  deployments answer alike), with `code: invalid_text` and `param` = the path to it.
+- `check_text(value, param)`: the same walk, for data that arrives another way (path and
+  query parameters, form fields: app/protocol/params.py); `text_problem(text)` says what is
+  wrong with one string, for messages of their own (a JSONL line's problem).
 """
 
 import re
@@ -42,6 +46,8 @@ def _as_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What no text column stores on both databases: NUL, and lone UTF-16 surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def db_int(text: str) -> int | None:
@@ -63,31 +69,53 @@ def surrogate_at(text: str) -> int | None:
     return found.start() if found is not None else None
 
 
+def unstorable_at(text: str) -> int | None:
+    """Where `text` holds a NUL or a lone UTF-16 surrogate, or None."""
+    if text.isascii():
+        return text.find("\x00") if "\x00" in text else None
+    found = _UNSTORABLE.search(text)
+    return found.start() if found is not None else None
+
+
+def text_problem(text: str) -> str | None:
+    """What makes `text` unstorable ("a NUL character (U+0000) at character 3"), or None."""
+    at = unstorable_at(text)
+    if at is None:
+        return None
+    if text[at] == "\x00":
+        return f"a NUL character (U+0000) at character {at}"
+    return f"a lone UTF-16 surrogate (U+{ord(text[at]):04X}) at character {at}"
+
+
 def _joined(path: tuple[str | int, ...]) -> str | None:
     return ".".join(str(p) for p in path) or None
 
 
+def refuse_text(text: str, param: str | None) -> None:
+    """Raise the 400 (invalid_text) for `text` if it holds an unstorable character."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise BadRequest(
+            f"{param or 'Request'}: text must be valid Unicode without NUL characters (which "
+            f"PostgreSQL cannot store); it holds {problem}.",
+            param=param,
+            code="invalid_text",
+        )
+
+
 def check_text(value: Any, param: str | None = None) -> None:
-    """Refuse (400 invalid_text) the first string, key or value, in a JSON-like value that is
-    not valid Unicode. Iterative, so nesting depth costs nothing but time."""
+    """Refuse (400 invalid_text) the first string, key or value, in a JSON-like value that
+    holds a NUL or is not valid Unicode. Iterative, so nesting depth costs nothing but time."""
     base: tuple[str | int, ...] = (param,) if param else ()
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, base)]
     while stack:
         item, path = stack.pop()
         if isinstance(item, str):
-            at = surrogate_at(item)
-            if at is not None:
-                where = _joined(path)
-                raise BadRequest(
-                    f"{where or 'Request'}: text must be valid Unicode; it holds a lone "
-                    f"UTF-16 surrogate (U+{ord(item[at]):04X}) at character {at}.",
-                    param=where,
-                    code="invalid_text",
-                )
+            refuse_text(item, _joined(path))
         elif isinstance(item, dict):
             for key, val in item.items():
-                if isinstance(key, str) and surrogate_at(key) is not None:
-                    stack.append((key, path))
+                if isinstance(key, str) and unstorable_at(key) is not None:
+                    stack.append((key, path))  # reported at the object that holds it
                 stack.append((val, (*path, key)))
         elif isinstance(item, list | tuple):
             stack.extend((val, (*path, i)) for i, val in enumerate(item))

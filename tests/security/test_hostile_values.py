@@ -5,6 +5,7 @@ and any error nobody foresaw is the OpenAI envelope on a connection that stays u
 
 import http.client
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -238,3 +239,135 @@ def test_the_connection_stays_usable_after_an_unexpected_error(app, live_server)
         assert conn.sock is sock
     finally:
         conn.close()
+
+
+# -- NUL characters (hardening issue, item 10) ------------------------------------------------
+# PostgreSQL's text columns cannot hold U+0000 (psycopg refuses it in any parameter), so each
+# of these was a 500 on PostgreSQL while SQLite stored it. Now both refuse it at the edge,
+# identically, with the path of the field.
+NUL = "\x00"
+
+
+def nul_body_cases(client) -> list[tuple[str, str, Any, str]]:
+    base = client.app.state.engine.name
+    file_id = upload(client, jsonl(chat_rows())).json()["id"]
+    job = {"model": base, "training_file": file_id}
+    template = {"name": "t2", "instruction": "{{ input }}"}
+    return [
+        ("POST", "/v1/templates", {**template, "name": "t" + NUL}, "name"),
+        ("POST", "/v1/templates", {**template, "instruction": "{{ input }}" + NUL}, "instruction"),
+        ("POST", "/v1/templates", {**template, "system_prompt": NUL}, "system_prompt"),
+        (
+            "POST",
+            "/v1/templates",
+            {**template, "examples": [{"input": "x", "output": "y" + NUL}]},
+            "examples.0.output",
+        ),
+        (
+            "POST",
+            "/v1/templates",
+            {**template, "variables": {"tone": "a" + NUL}},
+            "variables.tone",
+        ),
+        ("POST", "/v1/templates/sentiment/versions", {"instruction": NUL}, "instruction"),
+        ("PUT", "/v1/templates/sentiment/tags/prod", {"version": 1, "x": NUL}, "x"),
+        ("POST", "/v1/aliases", {"name": "al" + NUL, "targets": [{"model": base}]}, "name"),
+        ("POST", "/v1/aliases", {"name": "al", "targets": [{"model": NUL}]}, "targets.0.model"),
+        ("POST", "/v1/fine_tuning/jobs", {**job, "suffix": "s" + NUL}, "suffix"),
+        ("POST", "/v1/fine_tuning/jobs", {**job, "metadata": {"k": NUL}}, "metadata.k"),
+        ("POST", "/v1/fine_tuning/jobs", {**job, "metadata": {NUL: "v"}}, "metadata"),
+        ("POST", "/v1/evals", {"file_id": file_id, "variants": [base, NUL]}, "variants.1"),
+        ("POST", "/v1/admin/keys", {"name": "k" + NUL}, "name"),
+        ("POST", "/v1/chat/completions", chat("al" + NUL), "model"),
+    ]
+
+
+def nul_refusal_problems(response, param: str) -> list[str]:
+    """What is wrong with `response`, for a request with NUL in the field `param`."""
+    body = response.json() if response.content else {}
+    error = (body.get("error") if isinstance(body, dict) else None) or {}
+    expected = (400, param, "invalid_text")
+    got = (response.status_code, error.get("param"), error.get("code"))
+    if got != expected or "NUL" not in error.get("message", ""):
+        return [f"{response.request.method} {response.request.url.path}: {got}"]
+    return []
+
+
+@pytest.mark.both_databases
+def test_nul_characters_in_bodies_are_refused_on_both_databases(client) -> None:
+    assert create(client).status_code == 201
+    problems: list[str] = []
+    for method, url, body, param in nul_body_cases(client):
+        r = client.request(
+            method, url, content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        problems += nul_refusal_problems(r, param)
+    assert problems == [], "\n".join(problems)
+    names = [t["name"] for t in client.get("/v1/templates").json()["data"]]
+    assert names == ["sentiment"]  # nothing else was stored
+    assert client.get("/v1/aliases").json()["data"] == []
+
+
+def upload_raw(client, filename: bytes, data: bytes):
+    """An upload whose file name is sent as is (httpx would percent-encode a NUL in it)."""
+    boundary = b"nul-boundary"
+    body = b"".join(
+        [
+            b'--%s\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n' % boundary,
+            b"fine-tune\r\n",
+            b'--%s\r\nContent-Disposition: form-data; name="file"; ' % boundary,
+            b'filename="%s"\r\nContent-Type: application/octet-stream\r\n\r\n' % filename,
+            data + b"\r\n--%s--\r\n" % boundary,
+        ]
+    )
+    content_type = "multipart/form-data; boundary=" + boundary.decode()
+    return client.post("/v1/files", content=body, headers={"content-type": content_type})
+
+
+@pytest.mark.both_databases
+def test_nul_characters_in_paths_queries_and_forms_are_refused(client) -> None:
+    assert create(client).status_code == 201
+    problems: list[str] = []
+    for url, param in [
+        ("/v1/templates/a%00b", "name"),
+        ("/v1/templates/sentiment/versions/1?x=%00", "x"),
+        ("/v1/aliases/a%00", "name"),
+        ("/v1/files?purpose=fine%00tune", "purpose"),
+        ("/v1/files?after=file-%00", "after"),
+        ("/v1/fine_tuning/jobs/ftjob-%00", "job_id"),
+        ("/v1/evals/eval-%00", "eval_id"),
+        ("/v1/models/tmpl:a%00", "model"),
+    ]:
+        problems += nul_refusal_problems(client.get(url), param)
+    r = client.put("/v1/templates/sentiment/tags/p%00", json={"version": 1})
+    problems += nul_refusal_problems(r, "tag")
+    # A form field and an uploaded file's name.
+    r = upload(client, jsonl(chat_rows()), purpose="fine-tune\x00")
+    problems += nul_refusal_problems(r, "purpose")
+    problems += nul_refusal_problems(upload_raw(client, b"a\x00.jsonl", jsonl(chat_rows())), "file")
+    assert problems == [], "\n".join(problems)
+    assert client.get("/v1/files").json()["data"] == []  # nothing was stored
+
+
+def console_csrf(client, path: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text)
+    assert found is not None, f"no CSRF token on {path}"
+    return found.group(1)
+
+
+@pytest.mark.both_databases
+def test_nul_characters_in_console_forms_are_refused(client) -> None:
+    """The console's forms reach the same services: the same rule, shown on its error page."""
+    token = console_csrf(client, "/console/login")
+    r = client.post(
+        "/console/login",
+        data={"api_key": ADMIN_KEY, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    token = console_csrf(client, "/console/templates/new")
+    form = {"csrf_token": token, "name": "t3", "instruction": "{{ input }}\x00", "rule": "all"}
+    r = client.post("/console/templates", data=form, follow_redirects=False)
+    assert r.status_code == 400, r.text
+    assert "NUL" in r.text
+    assert client.get("/v1/templates/t3").status_code == 404  # nothing was stored
