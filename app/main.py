@@ -17,6 +17,8 @@ from app.auth.rate_limit import RateLimiter
 from app.auth.router import router as auth_router
 from app.background.reaper import Reaper
 from app.console.router import install as install_console
+from app.console.web import PREFIX as CONSOLE_PREFIX
+from app.console.web import too_large_page
 from app.db import get_sessionmaker
 from app.engine.factory import build_engine
 from app.engine.protocol import InferenceEngine
@@ -100,6 +102,8 @@ def create_app(engine: InferenceEngine | None = None, settings: Settings | None 
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        # The console's upload form is a browser's: its refusal is a page, not JSON.
+        error_pages={f"{CONSOLE_PREFIX}/files": too_large_page},
     )
     app.add_middleware(LastResort)  # any unexpected error: a 500 envelope, connection kept
     app.add_middleware(RequestObserver)  # outermost: every answer gets an id and a log line

@@ -85,7 +85,7 @@ templates.filters.update(when=_when, number=_number, as_json=_as_json, metrics=_
 
 
 def render(
-    request: Request,
+    request: Request | None,
     name: str,
     context: dict[str, Any],
     *,
@@ -104,6 +104,25 @@ def render(
 
 def redirect(path: str) -> RedirectResponse:
     return RedirectResponse(PREFIX + path, status_code=303)
+
+
+def too_large_page(limit: int) -> HTMLResponse:
+    """The 413 for a console form over the size limit (a file upload: MAX_UPLOAD_BYTES),
+    answered by the size-limit middleware before the body is read, so before any route or
+    session: a page without the menu."""
+    size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit} bytes"
+    response = render(
+        None,  # the templates never read the request
+        "error.html",
+        {
+            "status": 413,
+            "message": f"This is larger than this server takes: the limit is {size}.",
+            "back": ("/files", "Back to Files"),
+        },
+        status_code=413,
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 def _wants_html(request: Request) -> bool:

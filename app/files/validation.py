@@ -28,6 +28,9 @@ MAX_REPORTED_ERRORS = 100
 READ_CHUNK = 1 << 20  # bytes read at a time by the UTF-8 check
 
 MAX_JSON_DEPTH = 64  # objects and lists within one JSONL line
+# Values (objects, lists, and what commas separate) in one JSONL line; an example with more
+# is far past any context window, and each parsed value costs tens of bytes.
+MAX_JSON_ITEMS = 100_000
 
 # Codes, documented in README "Fine-tuning".
 INVALID_ENCODING = "invalid_encoding"
@@ -182,32 +185,74 @@ def _pair_example(
 
 
 def load_json_line(number: int, raw: str) -> tuple[Any, Problem | None]:
-    """One JSONL line as a value, or the problem with it: invalid JSON, nesting deeper than
-    MAX_JSON_DEPTH (50,000 levels made the parser itself overflow), or text that is not valid
-    Unicode (a lone UTF-16 surrogate, which no tokenizer or database accepts)."""
+    """One JSONL line as a value, or the problem with it: invalid JSON, more than
+    MAX_JSON_ITEMS values (parsed, a line of 64 MiB of `{},` took gigabytes), nesting deeper
+    than MAX_JSON_DEPTH (50,000 levels made the parser itself overflow), or text that is not
+    valid Unicode (a lone UTF-16 surrogate, which no tokenizer or database accepts)."""
+    if _items_over(raw, MAX_JSON_ITEMS):
+        return None, Problem(number, INVALID_JSON, _too_many())
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
         return None, Problem(number, INVALID_JSON, f"invalid JSON: {exc.msg}")
     except RecursionError:
         return None, Problem(number, INVALID_JSON, _too_deep())
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
+    # Only objects and lists are stacked (a tuple per value would cost more than the value).
+    stack: list[tuple[Any, int]] = [(obj, 1)] if isinstance(obj, dict | list) else []
+    problem = _surrogate(number, obj) if isinstance(obj, str) else None
+    while stack and problem is None:
         item, depth = stack.pop()
-        if isinstance(item, str):
-            at = surrogate_at(item)
-            if at is not None:
-                message = f"not valid Unicode (a lone UTF-16 surrogate, U+{ord(item[at]):04X})"
-                return None, Problem(number, INVALID_ENCODING, message)
-        elif isinstance(item, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                return None, Problem(number, INVALID_JSON, _too_deep())
-            if isinstance(item, dict):
-                stack.extend((key, depth) for key in item)
-                stack.extend((value, depth + 1) for value in item.values())
-            else:
-                stack.extend((value, depth + 1) for value in item)
-    return obj, None
+        if depth > MAX_JSON_DEPTH:
+            return None, Problem(number, INVALID_JSON, _too_deep())
+        for value in (*item, *item.values()) if isinstance(item, dict) else item:
+            if isinstance(value, str):
+                problem = _surrogate(number, value)
+                if problem is not None:
+                    break
+            elif isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+    return (None, problem) if problem is not None else (obj, None)
+
+
+def _surrogate(number: int, text: str) -> Problem | None:
+    at = surrogate_at(text)
+    if at is None:
+        return None
+    message = f"not valid Unicode (a lone UTF-16 surrogate, U+{ord(text[at]):04X})"
+    return Problem(number, INVALID_ENCODING, message)
+
+
+def _items_over(raw: str, limit: int) -> bool:
+    """Whether the JSON text has more than `limit` of `{`, `[` and `,` outside its strings
+    (every value but the first of a list or object follows a comma). Linear: the common case
+    is one count of the whole line; otherwise it hops from quote to quote."""
+    if raw.count("{") + raw.count("[") + raw.count(",") <= limit:
+        return False
+    seen, start, end = 0, 0, len(raw)
+    while start < end:
+        quote = raw.find('"', start)
+        stop = end if quote < 0 else quote
+        seen += sum(raw.count(c, start, stop) for c in "{[,")
+        if seen > limit:
+            return True
+        if quote < 0:
+            return False
+        close = quote
+        while True:  # the string's closing quote: one not escaped by an odd run of `\`
+            close = raw.find('"', close + 1)
+            if close < 0:
+                return False  # unterminated: the parser says so
+            slashes = close - 1
+            while raw[slashes] == "\\":
+                slashes -= 1
+            if (close - 1 - slashes) % 2 == 0:
+                break
+        start = close + 1
+    return False
+
+
+def _too_many() -> str:
+    return f"invalid JSON: more than {MAX_JSON_ITEMS} values in one line"
 
 
 def _too_deep() -> str:

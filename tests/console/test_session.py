@@ -1,5 +1,6 @@
 """The session cookie: tampered, expired, or of a revoked key, it signs nobody in."""
 
+import json
 import time
 
 import pytest
@@ -143,3 +144,37 @@ def test_tenant_admin_cannot_rotate_or_revoke_a_platform_key_in_the_console(
     assert r.status_code == 404
     p = {"Authorization": f"Bearer {platform['key']}"}
     assert client.get("/v1/admin/keys", headers=p).status_code == 200  # untouched
+
+
+def test_an_upload_over_the_limit_is_a_page(browser_like: TestClient, settings_env) -> None:
+    """The console takes files as large as the API does (MAX_UPLOAD_BYTES, over the 4 MiB
+    body cap) and refuses larger ones with an HTML page, not the API's JSON."""
+    _sign_in(browser_like, ADMIN_KEY)
+    page = browser_like.get("/console/files").text
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    turns = [{"role": "user", "content": "Say yes."}, {"role": "assistant", "content": "yes"}]
+    row = {"messages": turns, "note": "x" * 10_000}  # a key the trainer does not read
+    data = (json.dumps(row) + "\n").encode() * 500  # about 5 MiB
+    assert settings_env.max_body_bytes < len(data) < settings_env.max_upload_bytes
+    r = browser_like.post(
+        "/console/files",
+        data={"csrf_token": token, "purpose": "fine-tune"},
+        files={"file": ("big.jsonl", data)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text[-2000:]  # stored: back to the list
+    assert browser_like.get("/v1/files", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()[
+        "data"
+    ][0]["bytes"] == len(data)
+
+    over = b"x" * (settings_env.max_upload_bytes + 1)
+    r = browser_like.post(
+        "/console/files",
+        data={"csrf_token": token, "purpose": "fine-tune"},
+        files={"file": ("huge.jsonl", over)},
+    )
+    assert r.status_code == 413
+    assert r.headers["content-type"].startswith("text/html")
+    assert f"the limit is {settings_env.max_upload_bytes / 2**20:g} MiB" in r.text
+    assert 'href="/console/files"' in r.text
+    assert r.headers["content-security-policy"]

@@ -63,3 +63,23 @@ def test_the_error_counts_every_problem(client):
     error = r.json()["error"]
     assert error["message"].startswith("The file has 250 problem(s) and was not stored")
     assert len(error["details"]) == MAX_REPORTED_ERRORS
+
+
+def test_a_line_of_too_many_values_is_refused_unparsed():
+    """Parsed, 8 MiB of `{},` in one line held hundreds of MiB; past MAX_JSON_ITEMS values
+    a line is invalid_json. Commas, brackets and escaped quotes inside strings are text."""
+    from app.files.validation import MAX_JSON_ITEMS, load_json_line
+
+    many = b'{"messages": [' + b"{}," * MAX_JSON_ITEMS + b"{}]}"
+    lines = jsonl(chat_rows(12)).splitlines(keepends=True)
+    lines[3] = many + b"\n"
+    parsed = parse_dataset(
+        b"".join(lines), "train.jsonl", max_bytes=1 << 30, min_examples=10, context_window=512
+    )
+    assert [(p.line, p.code) for p in parsed.problems] == [(4, "invalid_json")]
+    assert "values in one line" in parsed.problems[0].message
+
+    text = 'say \\"[{,\\" ' * MAX_JSON_ITEMS + "\\\\"
+    row = {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]}
+    obj, problem = load_json_line(1, json.dumps(row))
+    assert problem is None and obj == row

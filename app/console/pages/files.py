@@ -44,6 +44,7 @@ def _page(
             "purposes": PURPOSES,
             "purpose": purpose,
             "uploaded": uploaded,
+            "max_upload_mib": get_settings().max_upload_bytes / 2**20,
         },
         console=console,
         status_code=status_code,
