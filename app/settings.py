@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     max_loaded_adapters: int = 8
     prefix_cache_entries: int = 16
     # Prompt tokens one engine step may prefill; a longer prompt is prefilled a chunk per
-    # step between the running rows' decode steps (0: every prompt in one forward).
+    # step between the running rows' decode steps, at most this many tokens (fewer while
+    # other requests run: engine/chunked.ChunkPacer) (0: every prompt in one forward).
     prefill_chunk: int = 512
     # A stream looks its API key up again this often (seconds), and ends once the key is
     # revoked, expired or rotated out.

@@ -5,8 +5,14 @@ other request (running rows' next tokens, a two-token question) would wait for a
 Instead the scheduler runs at most `prefill_chunk` of its tokens per step, between the running
 batch's decode steps; the row's keys and values build up in a cache of its own and it joins
 the batch when its last chunk gives the logits of its first new token.
+
+`ChunkPacer` sizes each chunk: a whole `prefill_chunk` while the long prompts have the engine
+to themselves, and about one decode step's time while other requests are running, so those
+wait for a short chunk between their tokens instead of a full one.
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,3 +62,42 @@ class PartialPrefill:
         mask = torch.ones((1, end), dtype=torch.long, device=device)
         positions = torch.arange(start, end, device=device)[None]
         return ids, mask, positions
+
+
+# A chunk never shrinks below this, so a long prompt keeps moving whatever else runs.
+MIN_CHUNK = 32
+# Chunks stay short this long after the last other request ran: a client's next request, or
+# the next of a steady stream, should not find a full chunk under way when it comes.
+QUIET_S = 0.5
+
+
+class ChunkPacer:
+    """How many prompt tokens the next chunk runs.
+
+    A full chunk at thousands of positions takes many decode steps' time (seconds on a CPU),
+    and the scheduler runs one chunk per step: every running row's next token, and every new
+    request's prefill, would wait for it. So while other requests run (or ran in the last
+    QUIET_S), a chunk is sized from the last chunk's time per token to take about as long as
+    the last decode step: running rows then get half the engine, at worst, instead of a small
+    share of it, and the long prompts the other half."""
+
+    def __init__(self, full: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.full = full
+        self.clock = clock
+        self.step_s = 0.0  # the last decode step's time
+        self.token_s = 0.0  # the last chunk's time per token
+        self.busy_until = 0.0
+
+    def other_work(self, step_s: float | None = None) -> None:
+        """Other requests ran this step (a decode step of `step_s` seconds, or a prefill)."""
+        self.busy_until = self.clock() + QUIET_S
+        if step_s is not None:
+            self.step_s = step_s
+
+    def ran(self, tokens: int, seconds: float) -> None:
+        self.token_s = seconds / max(1, tokens)
+
+    def next_tokens(self) -> int:
+        if self.clock() >= self.busy_until or not self.step_s or not self.token_s:
+            return self.full
+        return max(min(MIN_CHUNK, self.full), min(self.full, int(self.step_s / self.token_s)))

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 
 from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
 from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
-from app.engine.chunked import PartialPrefill
+from app.engine.chunked import ChunkPacer, PartialPrefill
 from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineError, EngineShuttingDown, GenerationFailed
 from app.engine.prefix_cache import PrefixCache
@@ -154,6 +154,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.rows: list[Sequence] = []
         self.prefilling: deque[PartialPrefill] = deque()  # long prompts, oldest first
+        self.pacer = ChunkPacer(config.prefill_chunk)
         self.batch: KVBatch | None = None
         self._outbox: list[tuple[RequestHandle, Event]] = []  # sent once per step
         # Tests hook in here to see each step's logits, row by row (None: no cost).
@@ -166,7 +167,9 @@ class Scheduler:
             while self._gather():
                 self._admit()
                 if self.rows:
+                    started = time.perf_counter()
                     self._decode()
+                    self.pacer.other_work(time.perf_counter() - started)
                 # A long prompt's chunk runs last, after this step's tokens have gone out:
                 # a short answer finished now is not held back by the chunk.
                 self._flush()
@@ -250,6 +253,7 @@ class Scheduler:
             return
         if self.rows:
             self.stats.joins += len(admitted)
+        self.pacer.other_work()
         try:
             batch, logits = self._prefill(admitted)
         except Exception as exc:  # fail these requests, keep serving the running ones
@@ -375,10 +379,12 @@ class Scheduler:
             return
         partial = self.prefilling[0]
         seq = partial.seq
-        start, end = partial.next_span(self.config.prefill_chunk)
+        start, end = partial.next_span(self.pacer.next_tokens())
         try:
             ids, mask, positions = partial.inputs(start, end, self.device)
+            started = time.perf_counter()
             out = self._forward(ids, mask, positions, partial.cache, [seq.label])
+            self.pacer.ran(end - start, time.perf_counter() - started)
         except Exception as exc:  # fail this request, keep serving the others
             log.exception("chunked prefill failed")
             self.prefilling.popleft()

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.engine import Engine
-from app.engine.prompts import encode, render_chat
+from app.engine.prompts import encode, encode_raw, render_chat
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, ContextLengthExceeded
 from app.inference.labels import LabelPlan
@@ -76,7 +76,9 @@ def _prepare_completion(
             req.requested_max_tokens() or tmpl.params.get("max_tokens"),
         )
         return _from_template(built, tmpl)
-    return PreparedPrompt(encode(engine.tokenizer, prompt))
+    # A raw prompt, as on OpenAI's completions endpoint: its control-token text is read as
+    # those tokens. Chat messages and template text never are (engine/prompts.py).
+    return PreparedPrompt(encode_raw(engine.tokenizer, prompt))
 
 
 def _from_template(

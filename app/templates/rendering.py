@@ -9,6 +9,10 @@ request's conversation with its last user message replaced by the instruction re
 Completion: the same pieces as plain text blocks separated by blank lines; the request's
 block ends with a newline so the model continues with the output.
 
+Either way everything but the chat template's own markup is text: control-token text in a
+message, the system prompt, an example or a variable is read as its characters, never as the
+token (engine/prompts.literal), so a request cannot close its turn and open another.
+
 Whatever the selection rule, examples are dropped from the least relevant end until the
 prompt plus the completion budget fits the context window.
 """
@@ -20,7 +24,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from app.engine.prompts import encode, render_chat
+from app.engine.prompts import encode, literal, render_chat, shown
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest
 from app.templates import sandbox, selection
@@ -55,7 +59,7 @@ class ResolvedTemplate:
 
 @dataclass
 class BuiltPrompt:
-    text: str
+    text: str  # as shown (engine/prompts.shown): token_ids are what the model gets
     token_ids: list[int]
     examples: list[int]  # indices into the version's examples, in prompt order
     prefix_len: int  # leading tokens shared by every request of this version
@@ -183,7 +187,7 @@ def build_chat(
         static_text = render_chat(tokenizer, static, add_generation_prompt=False) if static else ""
         ids, offsets = _tokenize(tokenizer, text)
         prefix = _prefix_len(tokenizer, static_text, text, ids, offsets)
-        return BuiltPrompt(text, ids, chosen[:n], prefix, messages, offsets)
+        return BuiltPrompt(shown(text), ids, chosen[:n], prefix, messages, offsets)
 
     reserve = reserve_tokens(context_window, requested_max_tokens)
     return _fit(build, list(zip(users, outputs, strict=True)), context_window, reserve)
@@ -210,14 +214,15 @@ def build_completion(
     blocks = [f"{u}\n{o}" for u, o in zip(users, outputs, strict=True)]
 
     def build(n: int) -> BuiltPrompt:
-        text = completion_text(tmpl.system_prompt, blocks[:n], rendered)
+        # All of it is text, the template's own and the request's: no control tokens.
+        text = literal(tokenizer, completion_text(tmpl.system_prompt, blocks[:n], rendered))
         static_blocks = [tmpl.system_prompt] if tmpl.system_prompt else []
         if tmpl.rule != "similar_k":
             static_blocks += blocks[:n]
-        static_text = "".join(b + "\n\n" for b in static_blocks)
+        static_text = literal(tokenizer, "".join(b + "\n\n" for b in static_blocks))
         ids, offsets = _tokenize(tokenizer, text)
         prefix = _prefix_len(tokenizer, static_text, text, ids, offsets)
-        return BuiltPrompt(text, ids, chosen[:n], prefix, None, offsets)
+        return BuiltPrompt(shown(text), ids, chosen[:n], prefix, None, offsets)
 
     reserve = reserve_tokens(context_window, requested_max_tokens)
     return _fit(build, list(zip(users, outputs, strict=True)), context_window, reserve)
@@ -227,7 +232,7 @@ def build_completion(
 def _tokenize(
     tokenizer: PreTrainedTokenizerBase, text: str
 ) -> tuple[list[int], list[tuple[int, int]] | None]:
-    if not tokenizer.is_fast:
+    if not tokenizer.is_fast or text != shown(text):  # marked control-token text: no offsets
         return encode(tokenizer, text), None
     # The same call as engine/prompts.encode, asking for character offsets as well.
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -233,7 +233,7 @@ class RenderResponse(BaseModel):
     template: str
     version: int
     mode: Literal["chat", "completion"]
-    prompt: str  # exactly the text the model receives
+    prompt: str  # exactly the text the model receives (its control tokens: the chat template's)
     prompt_tokens: int
     prefix_tokens: int  # leading tokens shared by every request of this version
     examples_used: int

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.engine.engine import Engine
-from app.engine.prompts import encode, render_chat
+from app.engine.prompts import encode, literal, render_chat
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
@@ -318,7 +318,8 @@ def _check_fits(spec: TemplateSpec, engine: Engine, probe: str) -> None:
     """With no examples and a one-letter input, the prompt plus max_tokens must fit."""
     messages, _ = chat_messages(spec.system_prompt, [], [{"role": "user", "content": probe}])
     chat_tokens = len(encode(engine.tokenizer, render_chat(engine.tokenizer, messages)))
-    text_tokens = len(encode(engine.tokenizer, completion_text(spec.system_prompt, [], probe)))
+    text = literal(engine.tokenizer, completion_text(spec.system_prompt, [], probe))
+    text_tokens = len(encode(engine.tokenizer, text))
     needed = max(chat_tokens, text_tokens)
     completion = spec.params.max_tokens or 1
     if needed + completion > engine.context_window:

@@ -5,6 +5,7 @@ a long prompt is prefilling gets its first token before that prompt's prefill is
 import asyncio
 import threading
 
+from app.engine.chunked import MIN_CHUNK, QUIET_S, ChunkPacer
 from app.engine.requests import Finished
 from tests.engine.helpers import (
     Job,
@@ -136,3 +137,68 @@ def test_a_short_request_is_answered_while_a_long_prompt_prefills(make_engine) -
     chunks_before_short = firsts[0][1]
     assert 1 <= chunks_before_short < chunks_needed  # it came mid-prefill
     assert firsts[1][1] == chunks_needed
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_chunks_are_full_alone_and_one_decode_step_long_beside_other_requests() -> None:
+    clock = FakeClock()
+    pacer = ChunkPacer(512, clock)
+    assert pacer.next_tokens() == 512  # nothing measured, nothing else running
+    pacer.ran(512, 2.56)  # 5 ms a token at this point of the prompt
+    assert pacer.next_tokens() == 512  # still alone
+    pacer.other_work(step_s=0.4)  # a running row's decode step took 400 ms
+    assert pacer.next_tokens() == 80  # 80 tokens x 5 ms: about that step again
+    pacer.ran(80, 0.8)  # later chunks cost more a token (more positions to attend to)
+    assert pacer.next_tokens() == 40
+    pacer.ran(40, 4.0)
+    assert pacer.next_tokens() == MIN_CHUNK  # never below it: the long prompt keeps moving
+    clock.now += QUIET_S - 0.01
+    assert pacer.next_tokens() == MIN_CHUNK  # a client's next request may come any moment
+    clock.now += 0.02
+    assert pacer.next_tokens() == 512  # quiet again: full chunks
+    pacer.other_work()  # a prefill of other requests, no decode step measured this time
+    pacer.ran(512, 0.0512)
+    assert pacer.next_tokens() == 512  # 0.4 s is worth more than a full chunk here
+
+
+def test_the_scheduler_runs_the_chunks_its_pacer_sizes(make_engine) -> None:
+    """Each chunk is as long as the pacer says, and the pacer hears of every decode step
+    and every chunk (its inputs), so a decode step's time sizes the next chunk."""
+    engine = make_engine(batch_wait_ms=0, prefill_chunk=4 * CHUNK)
+    scheduler = engine.scheduler
+    assert scheduler is not None
+    pacer = scheduler.pacer
+    heard = {"steps": [], "chunks": []}
+    other_work, ran = pacer.other_work, pacer.ran
+
+    def on_other_work(step_s: float | None = None) -> None:
+        if step_s is not None:
+            heard["steps"].append(step_s)
+        other_work(step_s)
+
+    def on_ran(tokens: int, seconds: float) -> None:
+        heard["chunks"].append(tokens)
+        ran(tokens, seconds)
+
+    pacer.other_work, pacer.ran = on_other_work, on_ran  # type: ignore[method-assign]
+    pacer.next_tokens = lambda: 24  # type: ignore[method-assign]
+    long = Job(LONG + LONG[:100], None, max_tokens=2)
+    short = Job("The capital of France is", None, max_tokens=20)
+    long_ids = long.ids(engine)
+
+    async def scenario() -> None:
+        first = engine.submit(short.ids(engine), short.params())
+        second = engine.submit(long_ids, long.params())
+        await asyncio.gather(first.result(), second.result())
+
+    asyncio.run(scenario())
+    assert sum(heard["chunks"]) == len(long_ids)
+    assert all(n == 24 for n in heard["chunks"][:-1]) and 0 < heard["chunks"][-1] <= 24
+    assert len(heard["steps"]) >= 15 and all(s > 0 for s in heard["steps"])
