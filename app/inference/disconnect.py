@@ -8,9 +8,11 @@ its rows generating to the end, ahead of everyone queued behind them.
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+import threading
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import APIError
@@ -35,14 +37,20 @@ async def _until_disconnected(request: Request) -> None:
             return
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+async def cancel_on_disconnect(
+    request: Request, work: Awaitable[T], stop: threading.Event | None = None
+) -> T:
     """Await `work`; if the client disconnects first, cancel it (cancelling the awaiting task
-    cancels the engine handles: RequestHandle.result and service.collect see to that)."""
+    cancels the engine handles: RequestHandle.result and service.collect see to that).
+    `stop` is set first: work in a thread (a grammar compile) cannot be cancelled from here,
+    and the threadpool's await returns only once the thread has; the event tells it to quit."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.create_task(_until_disconnected(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
+        if stop is not None:
+            stop.set()
         task.cancel()
         raise
     finally:
@@ -50,7 +58,19 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     gone = watcher.done() and not watcher.cancelled() and watcher.exception() is None
     if task.done() or not gone:
         return await task
+    if stop is not None:
+        stop.set()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    # Nobody reads the outcome now, whatever it is (a stopped compile raises its own error).
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     raise ClientClosedRequest("The client closed the connection before the answer was ready.")
+
+
+async def in_threadpool_until_disconnect(
+    request: Request, func: Callable[..., T], *args: object
+) -> T:
+    """`func(*args, stop)` in the threadpool; if the client leaves first, `stop` (a
+    threading.Event) is set so that the thread's work can quit, and ClientClosedRequest."""
+    stop = threading.Event()
+    return await cancel_on_disconnect(request, run_in_threadpool(func, *args, stop), stop)

@@ -1,10 +1,10 @@
 """/v1/models, /v1/chat/completions, /v1/completions: HTTP only. The variant lookup and the
 prompt building happen here; serving_chat / serving_completion shape the response."""
 
+import threading
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -13,7 +13,7 @@ from app.auth.dependencies import TenantDep
 from app.db import SessionDep
 from app.engine.engine import Engine
 from app.inference.dependencies import EngineDep
-from app.inference.disconnect import cancel_on_disconnect
+from app.inference.disconnect import cancel_on_disconnect, in_threadpool_until_disconnect
 from app.inference.models_list import list_models, retrieve_model
 from app.inference.prompting import PreparedPrompt, prepare_chat, prepare_completion
 from app.inference.serving_chat import create_chat_completion
@@ -53,18 +53,27 @@ def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Varia
     return variant
 
 
+# `stop` is set when the client leaves: a grammar being compiled for it is stopped.
 def _chat_prompt(
-    session: Session, tenant: str, engine: Engine, req: ChatCompletionRequest
+    session: Session,
+    tenant: str,
+    engine: Engine,
+    req: ChatCompletionRequest,
+    stop: threading.Event,
 ) -> tuple[Variant, PreparedPrompt]:
     variant = _variant(session, tenant, engine, req.model)
-    return variant, prepare_chat(engine, variant, req)
+    return variant, prepare_chat(engine, variant, req, stop)
 
 
 def _completion_prompts(
-    session: Session, tenant: str, engine: Engine, req: CompletionRequest
+    session: Session,
+    tenant: str,
+    engine: Engine,
+    req: CompletionRequest,
+    stop: threading.Event,
 ) -> tuple[Variant, list[PreparedPrompt]]:
     variant = _variant(session, tenant, engine, req.model)
-    return variant, [prepare_completion(engine, variant, p, req) for p in req.prompts()]
+    return variant, [prepare_completion(engine, variant, p, req, stop) for p in req.prompts()]
 
 
 @router.get("/models", response_model=ModelList)
@@ -90,8 +99,8 @@ async def chat_completions(
     response: Response,
 ):
     req.check_supported()
-    variant, prepared = await run_in_threadpool(
-        _chat_prompt, session, principal.tenant, engine, req
+    variant, prepared = await in_threadpool_until_disconnect(
+        request, _chat_prompt, session, principal.tenant, engine, req
     )
     # A whole answer's client may give up while it generates: its rows stop then too.
     result = await cancel_on_disconnect(
@@ -110,8 +119,8 @@ async def completions(
     response: Response,
 ):
     req.check_supported()
-    variant, prompts = await run_in_threadpool(
-        _completion_prompts, session, principal.tenant, engine, req
+    variant, prompts = await in_threadpool_until_disconnect(
+        request, _completion_prompts, session, principal.tenant, engine, req
     )
     result = await cancel_on_disconnect(request, create_completion(engine, variant, req, prompts))
     return _respond(result, variant, response)

@@ -1,0 +1,141 @@
+"""Grammar compilation in a child process, so that it can be stopped.
+
+xgrammar cannot cancel a compile, and a few hundred bytes of schema can take minutes (every
+open object carries its own copy of "any JSON value", each costing a pass over the
+vocabulary; see docs/benchmarks.md). A thread would run on after its request gave up, so each
+compile runs in a process forked from a forkserver that has imported xgrammar once (a fork
+costs milliseconds; a fresh interpreter would import torch again). The parent waits for the
+serialized result, and kills the child when GRAMMAR_COMPILE_TIMEOUT_S passes or the client
+leaves: the CPU comes back at once. The work happens outside the API process, so neither the
+engine's thread nor the event loop ever waits on it.
+"""
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+# At most this many compiles at once: each uses up to COMPILE_THREADS cores, and holds one of
+# the API's threadpool threads while it runs. A compile that finds every slot taken is
+# refused at once (503, retry) rather than queued, so that slow schemas can never hold many
+# threadpool threads (which every request's prompt building needs) waiting.
+MAX_CONCURRENT = 2
+COMPILE_THREADS = 2
+POLL_S = 0.05
+
+_context = multiprocessing.get_context("forkserver")
+# What a compile needs, imported once in the forkserver (a child would import torch again).
+_context.set_forkserver_preload(["app.engine.structured"])
+_slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+_running: set[int] = set()  # pids of the compile processes alive now
+
+
+class CompileFailed(Exception):
+    """xgrammar refused the constraint (its own message)."""
+
+
+class CompileTimeout(Exception):
+    """Not compiled within the deadline; the child was stopped."""
+
+
+class CompileCancelled(Exception):
+    """The caller gave up (its client left); the child was stopped."""
+
+
+class CompilerBusy(Exception):
+    """Every compile slot stayed taken until the deadline."""
+
+
+def compile_in_child(
+    tokenizer_info: str,
+    kind: str,
+    spec: str,
+    timeout_s: float,
+    cancelled: threading.Event | None = None,
+) -> str:
+    """The compiled grammar, serialized (xgrammar's JSON), of one constraint, compiled within
+    `timeout_s`. Raises CompileFailed, CompileTimeout, CompileCancelled or CompilerBusy."""
+    stopped = cancelled.is_set if cancelled is not None else lambda: False
+    if not _slots.acquire(blocking=False):
+        raise CompilerBusy
+    try:
+        return _run(tokenizer_info, kind, spec, timeout_s, stopped)
+    finally:
+        _slots.release()
+
+
+def warm_up() -> None:
+    """Starts the forkserver (it imports xgrammar and torch: seconds), so that the first
+    compile does not wait for it."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+def _run(
+    tokenizer_info: str, kind: str, spec: str, timeout_s: float, stopped: Callable[[], bool]
+) -> str:
+    receiver, sender = _context.Pipe(duplex=False)
+    child = _context.Process(
+        target=_compile, args=(sender, tokenizer_info, kind, spec), daemon=True
+    )
+    child.start()  # the first start waits for the forkserver, outside the deadline
+    sender.close()  # the child holds its own end; EOF here means it died
+    deadline = time.monotonic() + timeout_s
+    _running.add(child.pid or 0)
+    try:
+        if not _wait(lambda: receiver.poll(POLL_S), deadline, stopped):
+            child.kill()
+            raise CompileCancelled if stopped() else CompileTimeout
+        try:
+            status, payload = receiver.recv()
+        except EOFError:
+            raise CompileFailed("The grammar compiler stopped unexpectedly.") from None
+        if status != "ok":
+            raise CompileFailed(payload)
+        return payload
+    finally:
+        receiver.close()
+        child.join()
+        _running.discard(child.pid or 0)
+
+
+def running() -> set[int]:
+    """The compile processes alive now (their pids)."""
+    return set(_running)
+
+
+def _wait(ready: Callable[[], bool], deadline: float, stopped: Callable[[], bool]) -> bool:
+    """Calls `ready` (which blocks up to POLL_S) until it is true, or the deadline passes or
+    the caller stops waiting (False)."""
+    while not stopped():
+        if ready():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+    return False
+
+
+def _compile(out: Connection, tokenizer_info: str, kind: str, spec: str) -> None:
+    """In the child: compile and send ("ok", serialized grammar) or ("error", message)."""
+    import xgrammar as xgr  # preloaded by the forkserver
+
+    from app.engine.structured import compile_with
+
+    try:
+        info = xgr.TokenizerInfo.deserialize_json(tokenizer_info)
+        compiler = xgr.GrammarCompiler(info, max_threads=COMPILE_THREADS, cache_enabled=False)
+        out.send(("ok", compile_with(compiler, kind, spec).serialize_json()))
+    except RuntimeError as exc:
+        out.send(("error", library_message(exc)))
+    finally:
+        out.close()
+
+
+def library_message(exc: Exception) -> str:
+    # xgrammar prefixes its messages with a timestamp and a source location.
+    text = str(exc).strip()
+    if ": " in text and text.startswith("["):
+        text = text.split(": ", 1)[1]
+    return text.splitlines()[0] if text else "The constraint does not compile."
