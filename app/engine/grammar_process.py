@@ -1,25 +1,30 @@
-"""Grammar compilation in a child process, so that it can be stopped.
+"""A grammar's first compile, in a child process that can be stopped.
 
-xgrammar cannot cancel a compile, and a few hundred bytes of schema can take minutes (every
-open object carries its own copy of "any JSON value", each costing a pass over the
-vocabulary; see docs/benchmarks.md). A thread would run on after its request gave up, so each
-compile runs in a process forked from a forkserver that has imported xgrammar once (a fork
-costs milliseconds; a fresh interpreter would import torch again). The parent waits for the
-serialized result, and kills the child when GRAMMAR_COMPILE_TIMEOUT_S passes or the client
-leaves: the CPU comes back at once. The work happens outside the API process, so neither the
-engine's thread nor the event loop ever waits on it.
+xgrammar cannot cancel a compile, and a few dozen bytes of schema can take minutes (a
+bounded repetition unrolled into thousands of states, or every open object's own copy of
+"any JSON value", each a pass over the vocabulary; see docs/benchmarks.md). A thread would run
+on after its request gave up, so each new constraint is first compiled in a process forked
+from a forkserver that imported xgrammar once (a fork costs milliseconds; a fresh interpreter
+would import torch again). The parent kills the child when GRAMMAR_COMPILE_TIMEOUT_S passes
+or the client leaves: the CPU comes back at once.
+
+The child only answers whether the constraint compiles, and xgrammar's message if not: a
+compiled grammar is cheap to build again in the API process (the same work, now known to
+finish within the deadline) but expensive to hand over (serializing the token masks of a
+28 KB schema took 10 s and 36 MB against 0.24 s to compile it).
 """
 
+import contextlib
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
-# At most this many compiles at once: each uses up to COMPILE_THREADS cores, and holds one of
-# the API's threadpool threads while it runs. A compile that finds every slot taken is
-# refused at once (503, retry) rather than queued, so that slow schemas can never hold many
-# threadpool threads (which every request's prompt building needs) waiting.
+# At most this many compiles at once (each in its child, then in the API process): each uses
+# up to COMPILE_THREADS cores and holds one of the API's threadpool threads while it runs. A
+# compile that finds every slot taken is refused at once (503, retry) rather than queued, so
+# slow schemas can never hold many threadpool threads (every request's prompt needs one).
 MAX_CONCURRENT = 2
 COMPILE_THREADS = 2
 POLL_S = 0.05
@@ -44,23 +49,30 @@ class CompileCancelled(Exception):
 
 
 class CompilerBusy(Exception):
-    """Every compile slot stayed taken until the deadline."""
+    """Every compile slot was taken."""
 
 
-def compile_in_child(
+def check_compiles(
     tokenizer_info: str,
     kind: str,
     spec: str,
     timeout_s: float,
     cancelled: threading.Event | None = None,
-) -> str:
-    """The compiled grammar, serialized (xgrammar's JSON), of one constraint, compiled within
-    `timeout_s`. Raises CompileFailed, CompileTimeout, CompileCancelled or CompilerBusy."""
+) -> None:
+    """Returns once the constraint has compiled in a child within `timeout_s`; raises
+    CompileFailed, CompileTimeout or CompileCancelled (`cancelled` was set). Call it holding
+    a `slot()`."""
     stopped = cancelled.is_set if cancelled is not None else lambda: False
+    _run(tokenizer_info, kind, spec, timeout_s, stopped)
+
+
+@contextlib.contextmanager
+def slot() -> Iterator[None]:
+    """One of the MAX_CONCURRENT compile slots for the block, or CompilerBusy at once."""
     if not _slots.acquire(blocking=False):
         raise CompilerBusy
     try:
-        return _run(tokenizer_info, kind, spec, timeout_s, stopped)
+        yield
     finally:
         _slots.release()
 
@@ -75,7 +87,7 @@ def warm_up() -> None:
 
 def _run(
     tokenizer_info: str, kind: str, spec: str, timeout_s: float, stopped: Callable[[], bool]
-) -> str:
+) -> None:
     receiver, sender = _context.Pipe(duplex=False)
     child = _context.Process(
         target=_compile, args=(sender, tokenizer_info, kind, spec), daemon=True
@@ -94,7 +106,6 @@ def _run(
             raise CompileFailed("The grammar compiler stopped unexpectedly.") from None
         if status != "ok":
             raise CompileFailed(payload)
-        return payload
     finally:
         receiver.close()
         child.join()
@@ -118,7 +129,7 @@ def _wait(ready: Callable[[], bool], deadline: float, stopped: Callable[[], bool
 
 
 def _compile(out: Connection, tokenizer_info: str, kind: str, spec: str) -> None:
-    """In the child: compile and send ("ok", serialized grammar) or ("error", message)."""
+    """In the child: compile, then send ("ok", "") or ("error", xgrammar's message)."""
     import xgrammar as xgr  # preloaded by the forkserver
 
     from app.engine.structured import compile_with
@@ -126,7 +137,8 @@ def _compile(out: Connection, tokenizer_info: str, kind: str, spec: str) -> None
     try:
         info = xgr.TokenizerInfo.deserialize_json(tokenizer_info)
         compiler = xgr.GrammarCompiler(info, max_threads=COMPILE_THREADS, cache_enabled=False)
-        out.send(("ok", compile_with(compiler, kind, spec).serialize_json()))
+        compile_with(compiler, kind, spec)
+        out.send(("ok", ""))
     except RuntimeError as exc:
         out.send(("error", library_message(exc)))
     finally:

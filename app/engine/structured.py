@@ -137,12 +137,13 @@ class Grammars:
             tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids)
         )
         self._info_json = self.info.serialize_json()  # what each compile process starts from
+        # xgrammar's own cache is unbounded: this class keeps an LRU instead.
+        self._compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
         threading.Thread(
             target=grammar_process.warm_up, name="grammar-warm-up", daemon=True
         ).start()
         self.vocab_size = vocab_size
         self.limits = limits or GrammarLimits()
-        # xgrammar's own cache is unbounded: this class keeps an LRU instead.
         self._cache: OrderedDict[OutputConstraint, xgr.CompiledGrammar] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
@@ -187,11 +188,13 @@ class Grammars:
     def _compile(
         self, c: OutputConstraint, cancelled: threading.Event | None
     ) -> xgr.CompiledGrammar:
+        """Compiled in a child first, which is stopped at the deadline or when the caller gives
+        up; once it has compiled there, compiled again here (the same, bounded, work)."""
         timeout = self.limits.compile_timeout_s
         try:
-            serialized = grammar_process.compile_in_child(
-                self._info_json, c.kind, c.spec, timeout, cancelled
-            )
+            with grammar_process.slot():
+                grammar_process.check_compiles(self._info_json, c.kind, c.spec, timeout, cancelled)
+                return self._compile_here(c)
         except grammar_process.CompileFailed as exc:
             raise ConstraintError(str(exc), c.param) from None
         except grammar_process.CompileTimeout:
@@ -211,7 +214,12 @@ class Grammars:
         except grammar_process.CompileCancelled:
             self.stats.cancelled += 1
             raise
-        return xgr.CompiledGrammar.deserialize_json(serialized, self.info)
+
+    def _compile_here(self, c: OutputConstraint) -> xgr.CompiledGrammar:
+        try:
+            return compile_with(self._compiler, c.kind, c.spec)
+        except RuntimeError as exc:  # the child compiled it: not expected
+            raise ConstraintError(grammar_process.library_message(exc), c.param) from None
 
     def _check_can_match(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> None:
         """A grammar that allows no first token (e.g. the regex `[^\\s\\S]`) would leave the row
