@@ -12,6 +12,10 @@ The child only answers whether the constraint compiles, and xgrammar's message i
 compiled grammar is cheap to build again in the API process (the same work, now known to
 finish within the deadline) but expensive to hand over (serializing the token masks of a
 28 KB schema took 10 s and 36 MB against 0.24 s to compile it).
+
+As with any forkserver child, multiprocessing imports the process's `__main__` module in each
+child (as `__mp_main__`): entry points must keep their work under `if __name__ ==
+"__main__"` (uvicorn's, celery's and pytest's do, as do the bench scripts).
 """
 
 import contextlib
