@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     # other requests' work, so a long label list never fills the queue or the batch.
     label_rows_in_flight: int = 8
     max_body_bytes: int = 4 * 1024 * 1024
+    # Structured outputs: a schema (compact JSON), regex or choice list longer than this, or a
+    # schema with more JSON values, is refused with a 400 before any compile work.
+    grammar_max_bytes: int = 32 * 1024
+    grammar_max_nodes: int = 2048
+    # A grammar still compiling after this long is stopped (its process killed) and refused.
+    grammar_compile_timeout_s: float = 10.0
     max_upload_bytes: int = 64 * 1024 * 1024
     rate_limit_per_minute: int = 1200  # per API key; 0 disables the limit
     max_active_jobs_per_tenant: int = 4

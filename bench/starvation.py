@@ -14,6 +14,11 @@ sends 240-label `choice` requests with logprobs back to back, once per LABEL_ROW
 value given (240: every label row queued at once, as before):
 
     .venv/bin/python bench/starvation.py --chunks "" --label-windows 8,240
+
+The grammar case (`grammar_run`), on its own: other tenants' p95 latency on the idle service
+and while one tenant sends schemas that are slow to compile or too large:
+
+    .venv/bin/python bench/starvation.py --grammar --idle-samples 10 --grammar-seconds 60
 """
 
 import argparse
@@ -239,6 +244,107 @@ def label_run(rows_in_flight: int, samples: int) -> dict:
         return out
 
 
+# -- grammar case: one client sends huge and slow schemas -------------------------------------
+
+# 46 bytes that take xgrammar minutes (a bounded repetition unrolled into 20,000 states), and
+# the probe's 214 KB anyOf of 2,000 objects; plus a keyword the grammar would ignore.
+SLOW_SCHEMA = {"type": "string", "pattern": "[a-z]{1,20000}"}
+HUGE_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {f"name_{i}": {"type": "string"}, f"n_{i}": {"type": "integer"}},
+        }
+        for i in range(2000)
+    ]
+}
+
+
+def grammar_run(idle_samples: int, tenants: int, hostile_clients: int, duration_s: float) -> dict:
+    """Other tenants' 2-token requests (each tenant its own key, one request at a time), p50 and
+    p95 on the idle service, then for `duration_s` while one tenant's clients send schemas
+    that are slow to compile (each new, so never cached) or too large, back to back."""
+    from collections import Counter
+
+    with Server() as server:
+        admin = httpx.Client(base_url=server.url, headers=server.headers, timeout=1800)
+        model = admin.get("/v1/models").json()["data"][0]["id"]
+        short = {**SHORT, "model": model}
+
+        def key(tenant: str) -> dict:
+            r = admin.post("/v1/admin/keys", json={"tenant": tenant, "name": "bench"})
+            return {"Authorization": f"Bearer {r.json()['key']}"}
+
+        others = [key(f"tenant-{i}") for i in range(tenants)]
+        hostile = key("hostile")
+        timed(admin, "POST", "/v1/chat/completions", short)  # warm-up
+
+        def sample(headers: dict, stop: threading.Event | None, count: int, out: list) -> None:
+            with httpx.Client(base_url=server.url, headers=headers, timeout=1800) as c:
+                while (stop is None and len(out) < count) or (
+                    stop is not None and not stop.is_set()
+                ):
+                    out.append(timed(c, "POST", "/v1/chat/completions", short)[0])
+
+        def phase(stop: threading.Event | None) -> tuple[list, list[list[float]]]:
+            results: list[list[float]] = [[] for _ in others]
+            threads = [
+                threading.Thread(target=sample, args=(h, stop, idle_samples, r))
+                for h, r in zip(others, results, strict=True)
+            ]
+            for t in threads:
+                t.start()
+            return threads, results
+
+        threads, results = phase(None)
+        for t in threads:
+            t.join()
+        idle = [x for r in results for x in r]
+
+        outcomes: Counter = Counter()
+        stop = threading.Event()
+
+        def attack(index: int) -> None:
+            with httpx.Client(base_url=server.url, headers=hostile, timeout=1800) as c:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    schema = HUGE_SCHEMA if n % 4 == 0 else {**SLOW_SCHEMA, "title": f"{index}-{n}"}
+                    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+                    s, status, code = timed(
+                        c, "POST", "/v1/chat/completions", {**short, "response_format": fmt}
+                    )
+                    outcomes[f"{status} {code}".strip()] += 1
+
+        attackers = [threading.Thread(target=attack, args=(i,)) for i in range(hostile_clients)]
+        for t in attackers:
+            t.start()
+        time.sleep(2.0)  # the first slow compiles are running
+        threads, results = phase(stop)
+        time.sleep(duration_s)
+        stop.set()
+        for t in threads + attackers:
+            t.join()
+        loaded = [x for r in results for x in r]
+
+        def pct(xs: list[float], q: float) -> float:
+            return (
+                round(statistics.quantiles(xs, n=100)[q - 1] * 1000, 1)
+                if len(xs) > 1
+                else round(xs[0] * 1000, 1)
+            )
+
+        return {
+            "case": "grammar",
+            "tenants": tenants,
+            "hostile_clients": hostile_clients,
+            "idle_ms": {"n": len(idle), "p50": pct(idle, 50), "p95": pct(idle, 95)},
+            "loaded_ms": {"n": len(loaded), "p50": pct(loaded, 50), "p95": pct(loaded, 95)},
+            "ratio_p95": round(pct(loaded, 95) / pct(idle, 95), 1),
+            "hostile_outcomes": dict(outcomes),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", default="512,0", help="PREFILL_CHUNK values, one run each")
@@ -250,7 +356,17 @@ def main() -> None:
         help="LABEL_ROWS_IN_FLIGHT values, one label-row run each (e.g. 8,240); empty: none",
     )
     parser.add_argument("--label-samples", type=int, default=10)
+    parser.add_argument("--grammar", action="store_true", help="only the grammar case")
+    parser.add_argument("--tenants", type=int, default=3)
+    parser.add_argument("--hostile-clients", type=int, default=3)
+    parser.add_argument("--grammar-seconds", type=float, default=60.0)
     args = parser.parse_args()
+    if args.grammar:
+        result = grammar_run(
+            args.idle_samples, args.tenants, args.hostile_clients, args.grammar_seconds
+        )
+        print(json.dumps(result), flush=True)
+        return
     chunks = [int(c) for c in args.chunks.split(",") if c]
     if chunks:
         prompt = long_prompt(args.prompt_tokens)

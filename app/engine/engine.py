@@ -113,15 +113,21 @@ class Engine:
         with self._grammars_lock:
             if self._grammars is None:
                 self._grammars = Grammars(
-                    self.tokenizer, self.model.config.vocab_size, self.eos_ids
+                    self.tokenizer,
+                    self.model.config.vocab_size,
+                    self.eos_ids,
+                    limits=self.config.grammar_limits,
                 )
             return self._grammars
 
-    def check_constraint(self, constraint: OutputConstraint) -> None:
-        """Compiles (and caches) the constraint; a 400 if it cannot compile or match. Callers
-        run it off the event loop: a new schema takes milliseconds to compile."""
+    def check_constraint(
+        self, constraint: OutputConstraint, cancelled: threading.Event | None = None
+    ) -> None:
+        """Compiles (and caches) the constraint; a 400 if it is too large, cannot compile in
+        time or cannot match. Callers run it off the event loop (the compile runs in a child
+        process, up to GRAMMAR_COMPILE_TIMEOUT_S); setting `cancelled` stops it."""
         try:
-            self.grammars.compile(constraint)
+            self.grammars.compile(constraint, cancelled)
         except ConstraintError as exc:
             raise invalid_response_format(exc) from None
 

@@ -2,6 +2,7 @@
 (app/engine/engine.py) and the vLLM backend (app/engine/vllm/). Callers (the inference
 router, evaluations, templates) see only this."""
 
+import threading
 from typing import Any, Protocol, runtime_checkable
 
 from transformers import PreTrainedTokenizerBase
@@ -39,8 +40,12 @@ class InferenceEngine(Protocol):
         on a running event loop; the handle's events arrive on that loop."""
         ...
 
-    def check_constraint(self, constraint: OutputConstraint) -> None:
-        """A structured-output constraint this engine can run, or an InvalidInput."""
+    def check_constraint(
+        self, constraint: OutputConstraint, cancelled: threading.Event | None = None
+    ) -> None:
+        """A structured-output constraint this engine can run, or an InvalidInput (too large,
+        unsupported keyword, no compile within the deadline). Blocks while it compiles: call
+        it off the event loop; setting `cancelled` stops the compile (CompileCancelled)."""
         ...
 
     def forget_adapter(self, name: str) -> None:

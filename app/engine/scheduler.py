@@ -28,6 +28,7 @@ from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
 from app.engine.chunked import ChunkPacer, PartialPrefill
 from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineError, EngineShuttingDown, GenerationFailed
+from app.engine.grammar_rules import GrammarLimits
 from app.engine.prefix_cache import PrefixCache
 from app.engine.requests import (
     Delta,
@@ -60,6 +61,8 @@ class EngineConfig:
     # Prompt tokens one step may prefill (short prompts together, or one chunk of a longer
     # one); 0: no limit, every prompt in one forward.
     prefill_chunk: int = 512
+    # Structured outputs: size limits and the compile deadline (GRAMMAR_* settings).
+    grammar_limits: GrammarLimits = field(default_factory=GrammarLimits)
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "EngineConfig":
@@ -70,6 +73,7 @@ class EngineConfig:
             max_loaded_adapters=settings.max_loaded_adapters,
             prefix_cache_entries=settings.prefix_cache_entries,
             prefill_chunk=settings.prefill_chunk,
+            grammar_limits=GrammarLimits.from_settings(settings),
         )
 
 

@@ -1,5 +1,6 @@
-"""Structured outputs in the built-in engine: grammars (xgrammar), compiled once per schema,
-and one matcher per constrained row that masks that row's logits at every step.
+"""Structured outputs in the built-in engine: grammars (xgrammar), compiled once per schema
+(in a child process, within a deadline: `grammar_process`), and one matcher per constrained
+row that masks that row's logits at every step.
 
 `OutputConstraint` is what a request asks for (a JSON schema, any JSON object, a regex or a
 fixed list of choices), engine-neutral and hashable: it keys the compiled-grammar cache.
@@ -21,7 +22,9 @@ import torch
 import xgrammar as xgr
 from transformers import PreTrainedTokenizerBase
 
-from app.engine.errors import InvalidInput
+from app.engine import grammar_process
+from app.engine.errors import EngineOverloaded, InvalidInput
+from app.engine.grammar_rules import ConstraintError, GrammarLimits, check_schema, check_size
 
 ConstraintKind = Literal["json", "regex", "choice"]
 
@@ -29,20 +32,9 @@ ConstraintKind = Literal["json", "regex", "choice"]
 SEPARATORS = (",", ":")
 
 
-class ConstraintError(ValueError):
-    """The constraint cannot be compiled or cannot match anything; `param` says where in the
-    request it came from."""
-
-    def __init__(self, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
 def invalid_response_format(exc: ConstraintError) -> InvalidInput:
     """The 400 every engine answers for a constraint it cannot run."""
-    return InvalidInput(
-        str(exc), param=exc.param or "response_format", code="invalid_response_format"
-    )
+    return InvalidInput(str(exc), param=exc.param or "response_format", code=exc.code)
 
 
 @dataclass(frozen=True)
@@ -123,10 +115,14 @@ class GrammarStats:
     compiles: int = 0
     hits: int = 0
     compile_seconds: float = 0.0
+    timeouts: int = 0
+    cancelled: int = 0
 
 
 class Grammars:
-    """Compiles constraints for one tokenizer; keeps the last `capacity` compiled grammars."""
+    """Compiles constraints for one tokenizer; keeps the last `capacity` compiled grammars.
+    A constraint is checked against `limits` (size, supported keywords) first, then compiled
+    in a child process that is stopped at the deadline or when the caller gives up."""
 
     def __init__(
         self,
@@ -134,14 +130,20 @@ class Grammars:
         vocab_size: int,
         stop_ids: set[int],
         capacity: int = 64,
+        limits: GrammarLimits | None = None,
     ) -> None:
         # The model's vocabulary may be padded past the tokenizer's; masks cover all of it.
         self.info = xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids)
         )
-        self.vocab_size = vocab_size
+        self._info_json = self.info.serialize_json()  # what each compile process starts from
         # xgrammar's own cache is unbounded: this class keeps an LRU instead.
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
+        threading.Thread(
+            target=grammar_process.warm_up, name="grammar-warm-up", daemon=True
+        ).start()
+        self.vocab_size = vocab_size
+        self.limits = limits or GrammarLimits()
         self._cache: OrderedDict[OutputConstraint, xgr.CompiledGrammar] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
@@ -153,15 +155,21 @@ class Grammars:
             [not any(b < 0x20 for b in token) for token in self.info.decoded_vocab], vocab_size
         )
 
-    def compile(self, constraint: OutputConstraint) -> xgr.CompiledGrammar:
+    def compile(
+        self, constraint: OutputConstraint, cancelled: threading.Event | None = None
+    ) -> xgr.CompiledGrammar:
+        """The compiled grammar (cached). Raises ConstraintError (a 400), EngineOverloaded
+        (every compile slot busy) or grammar_process.CompileCancelled (`cancelled` was set:
+        the caller's client left)."""
         with self._lock:
             compiled = self._cache.get(constraint)
             if compiled is not None:
                 self._cache.move_to_end(constraint)
                 self.stats.hits += 1
                 return compiled
+        self.check(constraint)
         started = time.perf_counter()
-        compiled = self._compile(constraint)
+        compiled = self._compile(constraint, cancelled)
         self._check_can_match(compiled, constraint)
         with self._lock:
             self.stats.compiles += 1
@@ -171,18 +179,47 @@ class Grammars:
                 self._cache.popitem(last=False)
         return compiled
 
-    def _compile(self, c: OutputConstraint) -> xgr.CompiledGrammar:
+    def check(self, c: OutputConstraint) -> None:
+        """The limits and keyword rules (grammar_rules), before any compile work."""
+        check_size(c.kind, c.spec, c.param, self.limits)
+        if c.kind == "json":
+            check_schema(json.loads(c.spec), c.param, self.limits)
+
+    def _compile(
+        self, c: OutputConstraint, cancelled: threading.Event | None
+    ) -> xgr.CompiledGrammar:
+        """Compiled in a child first, which is stopped at the deadline or when the caller gives
+        up; once it has compiled there, compiled again here (the same, bounded, work)."""
+        timeout = self.limits.compile_timeout_s
         try:
-            if c.kind == "json":
-                return self._compiler.compile_json_schema(
-                    c.spec, any_whitespace=False, separators=SEPARATORS, strict_mode=False
-                )
-            if c.kind == "regex":
-                return self._compiler.compile_regex(c.spec)
-            pattern = "|".join(f"({literal_regex(choice)})" for choice in c.choices)
-            return self._compiler.compile_regex(pattern)
-        except RuntimeError as exc:
-            raise ConstraintError(_library_message(exc), c.param) from None
+            with grammar_process.slot():
+                grammar_process.check_compiles(self._info_json, c.kind, c.spec, timeout, cancelled)
+                return self._compile_here(c)
+        except grammar_process.CompileFailed as exc:
+            raise ConstraintError(str(exc), c.param) from None
+        except grammar_process.CompileTimeout:
+            self.stats.timeouts += 1
+            raise ConstraintError(
+                f"The constraint did not compile within {timeout:g} s "
+                "(GRAMMAR_COMPILE_TIMEOUT_S): it is too complex for this server. Simplify it "
+                "(e.g. close objects with additionalProperties: false, fewer alternatives, "
+                "shorter repetitions in patterns).",
+                c.param,
+                "response_format_too_complex",
+            ) from None
+        except grammar_process.CompilerBusy:
+            raise EngineOverloaded(
+                "The server is busy compiling other grammars. Retry shortly."
+            ) from None
+        except grammar_process.CompileCancelled:
+            self.stats.cancelled += 1
+            raise
+
+    def _compile_here(self, c: OutputConstraint) -> xgr.CompiledGrammar:
+        try:
+            return compile_with(self._compiler, c.kind, c.spec)
+        except RuntimeError as exc:  # the child compiled it: not expected
+            raise ConstraintError(grammar_process.library_message(exc), c.param) from None
 
     def _check_can_match(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> None:
         """A grammar that allows no first token (e.g. the regex `[^\\s\\S]`) would leave the row
@@ -194,11 +231,25 @@ class Grammars:
             raise ConstraintError(f"The {what} cannot match any text.", c.param)
 
     def row(self, constraint: OutputConstraint) -> "RowConstraint":
+        # Callers checked the constraint first (in the threadpool), so this is a cache hit.
         return self._row(self.compile(constraint), constraint)
 
     def _row(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> "GrammarRow":
         allowed = self.json_allowed if c.kind == "json" else None
         return GrammarRow(xgr.GrammarMatcher(compiled), allowed)
+
+
+def compile_with(compiler: xgr.GrammarCompiler, kind: str, spec: str) -> xgr.CompiledGrammar:
+    """One constraint through xgrammar (run in the compile process); RuntimeError if it does
+    not compile."""
+    if kind == "json":
+        return compiler.compile_json_schema(
+            spec, any_whitespace=False, separators=SEPARATORS, strict_mode=False
+        )
+    if kind == "regex":
+        return compiler.compile_regex(spec)
+    choices = json.loads(spec)
+    return compiler.compile_regex("|".join(f"({literal_regex(choice)})" for choice in choices))
 
 
 def pack_allowed(allowed: list[bool], vocab_size: int) -> torch.Tensor:
@@ -208,14 +259,6 @@ def pack_allowed(allowed: list[bool], vocab_size: int) -> torch.Tensor:
     flags[: len(allowed)] = allowed[:vocab_size]
     packed = np.packbits(flags, bitorder="little").view("<i4")
     return torch.from_numpy(packed.copy())
-
-
-def _library_message(exc: RuntimeError) -> str:
-    # xgrammar prefixes its messages with a timestamp and a source location.
-    text = str(exc).strip()
-    if ": " in text and text.startswith("["):
-        text = text.split(": ", 1)[1]
-    return text.splitlines()[0] if text else "The constraint does not compile."
 
 
 class RowConstraint:

@@ -6,21 +6,22 @@ answer writes nothing until it is complete, so without this a client that gave u
 its rows generating to the end, ahead of everyone queued behind them.
 
 Prompt building runs in the threadpool, where no task can be cancelled:
-`run_until_disconnected` gives its template renders a cancel flag that a disconnect sets, and
-each render stops at its next budget charge (app/templates/sandbox.py).
+`run_until_disconnected` gives it a stop event that a disconnect sets: each template render
+stops at its next budget charge (app/templates/sandbox.py), and a grammar compile it waits on
+is killed (app/engine/grammar_process.py).
 """
 
 import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import APIError
-from app.templates.sandbox import TemplateRefused, cancelled_by
+from app.templates.sandbox import cancelled_by
 
 T = TypeVar("T")
 
@@ -43,16 +44,20 @@ async def _until_disconnected(request: Request) -> None:
 
 
 async def cancel_on_disconnect(
-    request: Request, work: Awaitable[T], on_disconnect: Callable[[], None] | None = None
+    request: Request, work: Awaitable[T], stop: threading.Event | None = None
 ) -> T:
-    """Await `work`; if the client disconnects first, call `on_disconnect` and cancel it
-    (cancelling the awaiting task cancels the engine handles: RequestHandle.result and
-    service.collect see to that)."""
+    """Await `work`; if the client disconnects first, cancel it (cancelling the awaiting task
+    cancels the engine handles: RequestHandle.result and service.collect see to that).
+    `stop` is set first: work in a thread (a template render, a grammar compile) cannot be
+    cancelled from here, and the threadpool's await returns only once the thread has; the
+    event tells it to quit."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.create_task(_until_disconnected(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
+        if stop is not None:
+            stop.set()
         task.cancel()
         raise
     finally:
@@ -60,21 +65,24 @@ async def cancel_on_disconnect(
     gone = watcher.done() and not watcher.cancelled() and watcher.exception() is None
     if task.done() or not gone:
         return await task
-    if on_disconnect is not None:
-        on_disconnect()
+    if stop is not None:
+        stop.set()
     task.cancel()
-    # Whatever the work ends with now (a render stopped by its flag) has nobody to go to.
-    with contextlib.suppress(asyncio.CancelledError, APIError, TemplateRefused):
+    # Nobody reads the outcome now, whatever it is (a stopped render or compile raises its
+    # own error).
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     raise ClientClosedRequest("The client closed the connection before the answer was ready.")
 
 
-async def run_until_disconnected(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in the threadpool, its template renders cancelled if the client leaves."""
-    flag = threading.Event()
+async def run_until_disconnected(request: Request, fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args, stop)` in the threadpool; if the client leaves first, `stop` (a
+    threading.Event) is set, which stops the thread's template renders (their budget reads it)
+    and the grammar compile it waits on, and ClientClosedRequest is raised."""
+    stop = threading.Event()
 
     def call() -> T:
-        with cancelled_by(flag):
-            return fn(*args)
+        with cancelled_by(stop):
+            return fn(*args, stop)
 
-    return await cancel_on_disconnect(request, run_in_threadpool(call), on_disconnect=flag.set)
+    return await cancel_on_disconnect(request, run_in_threadpool(call), stop)

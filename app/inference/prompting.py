@@ -1,5 +1,6 @@
 """Request -> prompt token ids for a variant, with the context-window checks."""
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,17 +32,27 @@ class PreparedPrompt:
     constraint: OutputConstraint | None = None
 
 
-def prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
+def prepare_chat(
+    engine: Engine,
+    variant: Variant,
+    req: ChatCompletionRequest,
+    stop: threading.Event | None = None,
+) -> PreparedPrompt:
+    """`stop`: set when nobody waits for the answer any more (stops a grammar compile)."""
     prepared = _prepare_chat(engine, variant, req)
-    prepared.constraint = effective_constraint(engine, variant, req.output_constraint())
+    prepared.constraint = effective_constraint(engine, variant, req, stop)
     return prepared
 
 
 def prepare_completion(
-    engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
+    engine: Engine,
+    variant: Variant,
+    prompt: str,
+    req: GenerationRequest,
+    stop: threading.Event | None = None,
 ) -> PreparedPrompt:
     prepared = _prepare_completion(engine, variant, prompt, req)
-    prepared.constraint = effective_constraint(engine, variant, req.output_constraint())
+    prepared.constraint = effective_constraint(engine, variant, req, stop)
     return prepared
 
 

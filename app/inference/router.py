@@ -1,6 +1,7 @@
 """/v1/models, /v1/chat/completions, /v1/completions: HTTP only. The variant lookup and the
 prompt building happen here; serving_chat / serving_completion shape the response."""
 
+import threading
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
@@ -60,18 +61,28 @@ def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Varia
     return variant
 
 
+# `stop` is set when the client leaves: a grammar being compiled for it is stopped (renders
+# read it through run_until_disconnected's context).
 def _chat_prompt(
-    session: Session, tenant: str, engine: Engine, req: ChatCompletionRequest
+    session: Session,
+    tenant: str,
+    engine: Engine,
+    req: ChatCompletionRequest,
+    stop: threading.Event,
 ) -> tuple[Variant, PreparedPrompt]:
     variant = _variant(session, tenant, engine, req.model)
-    return variant, prepare_chat(engine, variant, req)
+    return variant, prepare_chat(engine, variant, req, stop)
 
 
 def _completion_prompts(
-    session: Session, tenant: str, engine: Engine, req: CompletionRequest
+    session: Session,
+    tenant: str,
+    engine: Engine,
+    req: CompletionRequest,
+    stop: threading.Event,
 ) -> tuple[Variant, list[PreparedPrompt]]:
     variant = _variant(session, tenant, engine, req.model)
-    return variant, [prepare_completion(engine, variant, p, req) for p in req.prompts()]
+    return variant, [prepare_completion(engine, variant, p, req, stop) for p in req.prompts()]
 
 
 @router.get("/models", response_model=ModelList)

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest
-from app.protocol.structured import output_constraint
+from app.protocol.structured import asks_for_text, output_constraint
 from app.protocol.values import RequestModel, Seed, db_int
 
 
@@ -110,6 +110,11 @@ class GenerationRequest(RequestModel):
     def output_constraint(self) -> OutputConstraint | None:
         """What the request asks its output to keep to; 400 invalid_response_format if bad."""
         return output_constraint(self.response_format, self.structured_outputs)
+
+    def asks_for_text(self) -> bool:
+        """`response_format: {"type": "text"}`: free text, even on a template whose versions
+        default to a constraint."""
+        return asks_for_text(self.response_format)
 
     def requested_logprobs(self) -> int | None:
         """None: no log-probabilities; else how many alternatives per token."""

@@ -59,6 +59,11 @@ def output_constraint(response_format: Any, structured_outputs: Any) -> OutputCo
     return from_openai or from_vllm
 
 
+def asks_for_text(response_format: Any) -> bool:
+    """An explicit `{"type": "text"}`: no constraint at all, a template's default included."""
+    return isinstance(response_format, dict) and response_format.get("type") == "text"
+
+
 def from_response_format(value: Any) -> OutputConstraint | None:
     param = "response_format"
     if value is None:

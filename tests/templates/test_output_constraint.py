@@ -49,6 +49,18 @@ def test_default_constraint_is_versioned_and_yields_to_the_request(client) -> No
     }
 
 
+def test_an_explicit_text_format_turns_the_default_constraint_off(client) -> None:
+    assert create(client, output_constraint={"choice": LABELS}).status_code == 201
+    # Version 2: the same template without a constraint.
+    r = client.post("/v1/templates/sentiment/versions", json={"output_constraint": {}})
+    assert r.status_code == 201, r.text
+    free = ask(client, "tmpl:sentiment@2", max_tokens=8)
+    assert free not in LABELS  # the tiny model's own greedy answer
+    assert ask(client, "tmpl:sentiment@1", max_tokens=8) in LABELS
+    text = {"type": "text"}
+    assert ask(client, "tmpl:sentiment@1", max_tokens=8, response_format=text) == free
+
+
 def test_bad_default_constraints_are_refused_on_save(client) -> None:
     bad = [
         ({"choice": []}, "output_constraint.choice"),

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from app.engine.errors import (
     GenerationFailed,
     InvalidInput,
 )
+from app.engine.grammar_rules import GrammarLimits
 from app.engine.loader import model_name, resolve_source
 from app.engine.requests import Event, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
@@ -77,6 +78,8 @@ class VllmConfig:
     timeout_s: float = 120.0
     affinity: int = 2
     max_in_flight: int = 256
+    # Structured outputs: size limits and the compile deadline (GRAMMAR_* settings).
+    grammar_limits: GrammarLimits = field(default_factory=GrammarLimits)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "VllmConfig":
@@ -89,6 +92,7 @@ class VllmConfig:
             timeout_s=settings.vllm_timeout_s,
             affinity=settings.vllm_affinity,
             max_in_flight=settings.max_queue,
+            grammar_limits=GrammarLimits.from_settings(settings),
         )
 
 
@@ -254,12 +258,21 @@ class VllmEngine:
         (vLLM's own xgrammar backend then compiles it again on the server)."""
         with self._grammars_lock:
             if self._grammars is None:
-                self._grammars = Grammars(self.tokenizer, self.vocab_size, self.eos_ids)
+                self._grammars = Grammars(
+                    self.tokenizer,
+                    self.vocab_size,
+                    self.eos_ids,
+                    limits=self.config.grammar_limits,
+                )
             return self._grammars
 
-    def check_constraint(self, constraint: OutputConstraint) -> None:
+    def check_constraint(
+        self, constraint: OutputConstraint, cancelled: threading.Event | None = None
+    ) -> None:
+        # The same limits and deadline as the built-in engine: what passes here is what the
+        # vLLM server then compiles (with the same xgrammar), so its cost is bounded alike.
         try:
-            self.grammars.compile(constraint)  # cached per constraint
+            self.grammars.compile(constraint, cancelled)  # cached per constraint
         except ConstraintError as exc:
             raise invalid_response_format(exc) from None
 
