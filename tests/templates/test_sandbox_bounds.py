@@ -312,8 +312,10 @@ def test_a_render_set_going_by_a_request_stops_when_its_client_disconnects() -> 
             yield i
 
     source = "{% for i in range(50) %}{% for x in items() %}{% endfor %}{% endfor %}"
+
+    def build(_stop: threading.Event) -> str:  # the render reads the flag from its context
+        return sandbox.render(source, {"items": items})
+
     with pytest.raises(ClientClosedRequest):
-        asyncio.run(
-            run_until_disconnected(Disconnected(), sandbox.render, source, {"items": items})
-        )
+        asyncio.run(run_until_disconnected(Disconnected(), build))
     assert yielded[0] < 50 * 1000, "the render ran to its end"
