@@ -7,8 +7,9 @@ not requeue its message when its process is lost (`reject_on_worker_lost=False`)
 main process acknowledges it and sends `task_failure` with a WorkerLostError, and this
 handler, in the main process, fails the job when the process was killed with SIGKILL. Any
 other loss (another signal, an exit) leaves the job running with a silent heartbeat, and
-the reaper re-queues it for another attempt as before. A worker whose main process is killed
-(the solo pool) is not seen here: the reaper handles it as a lost worker.
+the reaper re-queues it for another attempt as before; so does a process ended while the
+worker shuts down (handback.py). A worker whose main process is killed (the solo pool) is not
+seen here: the reaper handles it as a lost worker.
 """
 
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 import billiard.process
 from billiard.exceptions import WorkerLostError
 from celery.signals import task_failure
+from celery.worker import state as worker_state
 
 from app.broker import FINE_TUNE_TASK
 from app.finetune import lifecycle
@@ -64,6 +66,8 @@ def _on_task_failure(
 ) -> None:
     if getattr(sender, "name", None) != FINE_TUNE_TASK or exception is None or not args:
         return
+    if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+        return  # shutting down: processes are ended on purpose, handback re-queues the jobs
     try:
         fail_if_killed(str(args[0]), exception)
     except Exception:  # noqa: BLE001 - the reaper still re-queues the job once it is silent
