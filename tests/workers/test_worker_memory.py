@@ -4,15 +4,20 @@ out-of-memory killer sends) while it trains, with the prefork pool docker-compos
 
 import os
 import signal
+import socket
+import subprocess
 import time
 
+from billiard.exceptions import WorkerLostError
 from sqlalchemy import select
 
 from app.db import get_sessionmaker
+from app.finetune import lifecycle
 from app.finetune.models import FineTuningJob
 from tests.files.data import chat_rows, jsonl
 from tests.workers.conftest import WorkerProcess
 from workers import finetune_runner
+from workers.killed import fail_if_killed, killed_by_sigkill
 
 LONG = {"n_epochs": 200, "batch_size": 1, "learning_rate_multiplier": 1}
 DEADLINE_S = 300
@@ -93,3 +98,31 @@ def test_a_pool_process_killed_mid_job_fails_it_as_out_of_memory(
         assert worker.proc.poll() is None  # the worker goes on, with a new pool process
     finally:
         worker.stop()
+
+
+def _lost(status: str) -> WorkerLostError:
+    return WorkerLostError(f"Worker exited prematurely: {status} Job: 0.")  # billiard's words
+
+
+def test_only_a_sigkill_of_the_jobs_own_gone_process_fails_it(client) -> None:
+    assert killed_by_sigkill(_lost("signal 9 (SIGKILL)"))
+    assert not killed_by_sigkill(_lost("signal 15 (SIGTERM)"))
+    assert not killed_by_sigkill(_lost("exitcode 1"))
+    assert not killed_by_sigkill(RuntimeError("signal 9"))
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    for worker, exc, fails in [
+        (f"{host}:{os.getpid()}", _lost("signal 9 (SIGKILL)"), False),  # still alive
+        (f"other-host:{gone.pid}", _lost("signal 9 (SIGKILL)"), False),  # not this host's
+        (f"{host}:{gone.pid}", _lost("signal 15 (SIGTERM)"), False),  # the reaper's case
+        (f"{host}:{gone.pid}", _lost("signal 9 (SIGKILL)"), True),
+    ]:
+        job_id = _create_job(client)
+        assert lifecycle.claim(job_id, worker, 60, 2) is not None
+        assert fail_if_killed(job_id, exc) is fails
+        row = _row(job_id)
+        assert row.status == ("failed" if fails else "running"), worker
+        if fails:
+            assert row.error["code"] == "out_of_memory" and row.attempts == 1
