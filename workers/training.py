@@ -453,6 +453,7 @@ class SftObjective:
             raise ExampleError("no example has an assistant turn to learn from")
         self.valid, self.batch_size, self.pad_id, self.device = valid, batch_size, pad_id, device
         self.microbatch_tokens = microbatch_tokens
+        self.positions = [ex.loss_positions for ex in self.train]  # counted once, not per step
 
     rows_per_item = 1
 
@@ -466,7 +467,7 @@ class SftObjective:
         self, model: PeftModel, indices: list[int], batch: Sequence[int]
     ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         # The mean over every labelled token of the whole batch, as one forward would take it.
-        positions = sum(self.train[i].loss_positions for i in batch)
+        positions = sum(self.positions[i] for i in batch)
         micro = collate([self.train[i] for i in indices], self.pad_id, self.device)
         loss, _ = target_loss_sum(model, micro)
         return loss / max(1, positions), micro["tokens"], {}
