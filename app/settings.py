@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # "off" keeps fp32. DPO stays fp32 (not measured under autocast). On CUDA the training
     # weights are bf16 already and this is ignored.
     train_autocast: Literal["auto", "off", "bfloat16"] = "auto"
+    # Token positions one training forward pass may hold (rows x padded width): a step's
+    # batch runs in micro-batches under it, gradients accumulated, so the worker's memory
+    # follows it, not batch_size; jobs whose single example (DPO: pair) exceeds it are refused.
+    # 4096: about 10 GiB peak for the default model in fp32 (docs/benchmarks.md).
+    train_microbatch_tokens: int = Field(default=4096, ge=64)
 
     port: int = 8000
     adaptd_admin_key: str | None = None

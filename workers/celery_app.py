@@ -6,6 +6,9 @@ from app.broker import celery_app as _celery_app
 from app.observability.task_ids import install_request_ids
 
 celery_app = _celery_app()
-# handback: on SIGTERM, running fine-tuning jobs go back to the queue.
-celery_app.conf.update(include=["workers.tasks", "workers.eval_tasks", "workers.handback"])
+# handback: on SIGTERM, running fine-tuning jobs go back to the queue; killed: a pool process
+# killed mid-job (out of memory) fails its job.
+celery_app.conf.update(
+    include=["workers.tasks", "workers.eval_tasks", "workers.handback", "workers.killed"]
+)
 install_request_ids(celery_app)  # the sending request's id in the worker's log lines

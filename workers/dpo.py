@@ -28,6 +28,7 @@ from workers.training import (
     ExampleError,
     TokenizedExample,
     collate,
+    token_budget_chunks,
     tokenize_chat,
 )
 
@@ -93,6 +94,11 @@ def dpo_loss(
     return loss, chosen_rewards.detach(), rejected_rewards.detach()
 
 
+def pair_lengths(pairs: Sequence[PreferencePair]) -> list[int]:
+    """Per pair, its wider side: both sides share one forward, padded to it."""
+    return [max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in pairs]
+
+
 class DpoObjective:
     """The DPO loss for the shared loop (workers/training.train_objective)."""
 
@@ -105,17 +111,21 @@ class DpoObjective:
         batch_size: int,
         pad_id: int,
         device: torch.device,
+        microbatch_tokens: int | None = None,
     ) -> None:
         self.train = [p for p in train if p.chosen.target_tokens and p.rejected.target_tokens]
         if not self.train:
             raise ExampleError("no preference pair has an answer to learn from")
         self.valid = list(valid)
         self.beta, self.batch_size, self.pad_id, self.device = beta, batch_size, pad_id, device
+        self.microbatch_tokens = microbatch_tokens
         self.ref_train = torch.zeros(0)
         self.ref_valid = torch.zeros(0)
 
+    rows_per_item = 2  # both answers of a pair in one forward
+
     def lengths(self) -> list[int]:
-        return [max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in self.train]
+        return pair_lengths(self.train)
 
     def _logps(self, model: torch.nn.Module, pairs: Sequence[PreferencePair]) -> torch.Tensor:
         """[n, 2]: chosen and rejected log-probabilities, one forward for both sides."""
@@ -129,11 +139,14 @@ class DpoObjective:
     def _all_logps(self, model: torch.nn.Module, pairs: Sequence[PreferencePair]) -> torch.Tensor:
         if not pairs:
             return torch.zeros((0, 2), device=self.device)
-        parts = [
-            self._logps(model, pairs[i : i + self.batch_size])
-            for i in range(0, len(pairs), self.batch_size)
-        ]
-        return torch.cat(parts)
+        chunks = token_budget_chunks(
+            range(len(pairs)),
+            pair_lengths(pairs),
+            self.microbatch_tokens,
+            rows_per_item=self.rows_per_item,
+            max_items=self.batch_size,
+        )
+        return torch.cat([self._logps(model, [pairs[i] for i in chunk]) for chunk in chunks])
 
     def prepare(self, model: PeftModel) -> None:
         was_training = model.training
@@ -143,7 +156,7 @@ class DpoObjective:
         model.train(was_training)
 
     def step_loss(
-        self, model: PeftModel, indices: list[int]
+        self, model: PeftModel, indices: list[int], batch: Sequence[int]
     ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         pairs = [self.train[i] for i in indices]
         policy = self._logps(model, pairs)
@@ -151,15 +164,17 @@ class DpoObjective:
         loss, chosen, rejected = dpo_loss(
             policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], self.beta
         )
+        # Means over this micro-batch's pairs, weighted into means over the whole batch's.
+        share = len(indices) / len(batch)
         tokens = sum(len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in pairs)
         return (
-            loss,
+            loss * share,
             tokens,
             {
-                "reward_accuracy": (chosen > rejected).float().mean(),
-                "reward_margin": (chosen - rejected).mean(),
-                "chosen_reward": chosen.mean(),
-                "rejected_reward": rejected.mean(),
+                "reward_accuracy": (chosen > rejected).float().mean() * share,
+                "reward_margin": (chosen - rejected).mean() * share,
+                "chosen_reward": chosen.mean() * share,
+                "rejected_reward": rejected.mean() * share,
             },
         )
 

@@ -20,12 +20,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
 from app.engine.loader import context_window, load_base_model, model_name, training_autocast
 from app.files import service as files
 from app.files.models import File
 from app.finetune import lifecycle, parents
+from app.finetune.lifecycle import OUT_OF_MEMORY, out_of_memory_message
 from app.registry import service as registry
 from app.registry.service import folder_bytes
 from app.settings import get_settings
@@ -224,6 +227,12 @@ def _run_claimed(claim: lifecycle.Claim) -> None:
             )
         except (ExampleError, ValueError) as exc:
             lifecycle.fail(job_id, "invalid_training_setup", str(exc), attempt=claim.attempt)
+        except (MemoryError, torch.OutOfMemoryError):
+            # Another attempt would run out of memory the same way: fail now, not in a loop.
+            log.error("job %s failed: out of memory", job_id)
+            lifecycle.fail(
+                job_id, OUT_OF_MEMORY, out_of_memory_message(None), attempt=claim.attempt
+            )
         except Exception as exc:
             if _disk_full(exc):
                 log.error("job %s failed: no space left while saving", job_id)
@@ -286,6 +295,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     config = config_from_hyperparameters(
         hp, claim.seed, window, str(parent.path) if parent is not None else None
     )
+    config = replace(config, microbatch_tokens=settings.train_microbatch_tokens)
     # SFT only: DPO's loss is a small difference of summed log-probabilities, and its
     # accuracy under autocast has not been measured (docs/benchmarks.md).
     if claim.method != "dpo":
@@ -295,7 +305,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         lifecycle.event(claim.job_id, f"Starting from the weights of {parent.name}")
     if config.autocast is not None:
         lifecycle.event(claim.job_id, "Forward passes run under bf16 autocast (TRAIN_AUTOCAST)")
-    objective = _objective(claim.method, loaded, split, hp, window)
+    objective = _objective(claim.method, loaded, split, hp, window, config.microbatch_tokens)
     valid = objective.valid
     lifecycle.event(claim.job_id, split.note)
     if config.early_stopping_patience and not valid:
@@ -474,7 +484,12 @@ class ParentUnavailable(ValueError):
 
 
 def _objective(
-    method: str, loaded: Any, split: Any, hp: dict[str, Any], window: int
+    method: str,
+    loaded: Any,
+    split: Any,
+    hp: dict[str, Any],
+    window: int,
+    microbatch_tokens: int | None,
 ) -> SftObjective | DpoObjective:
     """The loss the job minimises, over its tokenised training and validation data."""
     tok = loaded.tokenizer
@@ -490,6 +505,7 @@ def _objective(
             batch_size=batch_size,
             pad_id=pad_id,
             device=loaded.device,
+            microbatch_tokens=microbatch_tokens,
         )
     return SftObjective(
         [tokenize_chat(tok, e["messages"], window) for e in split.train],
@@ -497,6 +513,7 @@ def _objective(
         batch_size,
         pad_id,
         loaded.device,
+        microbatch_tokens,
     )
 
 

@@ -16,7 +16,9 @@ def ping() -> str:
     return "pong"
 
 
-@celery_app.task(name=FINE_TUNE_TASK, acks_late=True)
+# A process lost mid-job is not redelivered (reject_on_worker_lost=False): killed for memory
+# it fails the job (workers/killed.py); lost otherwise, the reaper re-queues the job.
+@celery_app.task(name=FINE_TUNE_TASK, acks_late=True, reject_on_worker_lost=False)
 def fine_tune(job_id: str) -> None:
     from workers.finetune_runner import run_job  # torch loads in the worker only
 

@@ -20,6 +20,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from app.engine.lora_targets import lora_target_names, unusable_targets
 from app.engine.prompts import encode, render_chat
 from app.finetune import auto_settings
 from app.finetune.auto_settings import BASE_LEARNING_RATE
@@ -64,6 +65,11 @@ class TrainConfig:
     # weights' own dtype). The weights, gradients and optimiser state stay as loaded. A name,
     # not a torch.dtype: the config is written out as JSON with the adapter.
     autocast: str | None = None
+    # Token positions (rows x padded width) one forward pass may hold: a step's batch is cut
+    # into micro-batches under it and their gradients accumulated, so the step is the same
+    # as one forward over the whole batch but peak memory follows this, not the batch size
+    # (None: the whole batch in one forward). The worker sets TRAIN_MICROBATCH_TOKENS.
+    microbatch_tokens: int | None = None
 
 
 @dataclass
@@ -74,6 +80,12 @@ class TokenizedExample:
     @property
     def target_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE)
+
+    @property
+    def loss_positions(self) -> int:
+        """The labelled tokens the loss counts: a token is predicted from the one before it,
+        so a label on the first token counts for nothing."""
+        return sum(1 for label in self.labels[1:] if label != IGNORE)
 
 
 @dataclass
@@ -253,6 +265,36 @@ def length_grouped_batches(
     return batches
 
 
+def token_budget_chunks(
+    order: Sequence[int],
+    lengths: Sequence[int],
+    budget: int | None,
+    *,
+    rows_per_item: int = 1,
+    max_items: int | None = None,
+) -> list[list[int]]:
+    """`order` cut into consecutive chunks whose padded forward (rows x the widest item's
+    length) stays within `budget` token positions, and of at most `max_items` items. An item
+    over the budget on its own still gets a chunk of its own (the API refuses such data at
+    job creation: app/finetune/memory.py). Sort `order` by length first to waste little on
+    padding."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        wider = max(width, lengths[i])
+        full = max_items is not None and len(current) >= max_items
+        over = budget is not None and (len(current) + 1) * rows_per_item * wider > budget
+        if current and (full or over):
+            chunks.append(current)
+            current, wider = [], lengths[i]
+        current.append(i)
+        width = wider
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def collate(
     examples: Sequence[TokenizedExample], pad_id: int, device: torch.device
 ) -> dict[str, Any]:
@@ -281,8 +323,9 @@ def collate(
     }
 
 
-def target_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-    """Mean next-token loss over the labelled positions, and how many there were.
+def target_loss_sum(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+    """Summed next-token loss over the labelled positions, and how many there were (a sum,
+    so the micro-batches of one step add up to the loss of the whole batch).
 
     The output projection (vocabulary-sized: a fifth of a small model's compute) is applied
     only at positions that carry a label, not to the whole padded batch. Models that post-
@@ -292,29 +335,28 @@ def target_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Te
     config = causal.config
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return causal_lm_loss(logits, batch["labels"])
+        return causal_lm_loss_sum(logits, batch["labels"])
     hidden = causal.get_decoder()(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
     ).last_hidden_state
     # Flat positions from collate (host-side), not a boolean mask: no device-to-host wait.
     flat = hidden[:, :-1].reshape(-1, hidden.size(-1)).index_select(0, batch["target_index"])
     logits = causal.get_output_embeddings()(flat)
-    count = batch["targets"]
     loss = torch.nn.functional.cross_entropy(
         logits.float(), batch["target_labels"], reduction="sum"
     )
-    return loss / max(1, count), count
+    return loss, batch["targets"]
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean next-token loss over labelled positions, and how many there were."""
+def causal_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token loss over labelled positions, and how many there were."""
     shift_logits = logits[:, :-1, :].reshape(-1, logits.size(-1))
     shift_labels = labels[:, 1:].reshape(-1)
     count = int((shift_labels != IGNORE).sum())
     loss = torch.nn.functional.cross_entropy(
         shift_logits.float(), shift_labels, ignore_index=IGNORE, reduction="sum"
     )
-    return loss / max(1, count), count
+    return loss, count
 
 
 @torch.no_grad()
@@ -324,15 +366,17 @@ def evaluate_loss(
     batch_size: int,
     pad_id: int,
     device: torch.device,
+    microbatch_tokens: int | None = None,
 ) -> float:
     was_training = model.training
     model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    lengths = [len(ex.input_ids) for ex in examples]
+    order = sorted(range(len(examples)), key=lambda i: lengths[i])
     total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, device)
-        loss, n = target_loss(model, batch)
-        total += float(loss) * n
+    for chunk in token_budget_chunks(order, lengths, microbatch_tokens, max_items=batch_size):
+        batch = collate([examples[i] for i in chunk], pad_id, device)
+        loss, n = target_loss_sum(model, batch)
+        total += float(loss)
         count += n
     if was_training:
         model.train()
@@ -341,17 +385,16 @@ def evaluate_loss(
 
 def wrap_lora(model: PreTrainedModel, config: TrainConfig) -> PeftModel:
     """LoRA adapters on the named modules, fresh or loaded from `config.init_adapter`;
-    raises ValueError naming unknown modules."""
+    raises ValueError naming target modules LoRA cannot take."""
     if config.init_adapter is not None:
         saved = LoraConfig.from_pretrained(config.init_adapter)
         saved.lora_dropout = config.dropout  # the one LoRA setting a continued job may change
         return PeftModel.from_pretrained(
             model, config.init_adapter, is_trainable=True, config=saved
         )
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    unknown = [m for m in config.target_modules if m not in names]
-    if unknown:
-        raise ValueError(f"target_modules not found in the base model: {', '.join(unknown)}")
+    problem = unusable_targets(config.target_modules, lora_target_names(model))
+    if problem:  # before peft, which would fail on the first such module it met
+        raise ValueError(problem)
     torch.manual_seed(config.seed)  # LoRA initialisation is random
     lora = LoraConfig(
         r=config.r,
@@ -367,8 +410,11 @@ class Objective(Protocol):
     """What a training run minimises: SFT's next-token loss here, DPO's in workers/dpo.py.
     The loop (batches, optimiser, schedule, cancel checks, metrics, best epoch) is shared."""
 
+    # Rows of one forward per training item (an SFT example: 1; a DPO pair: 2).
+    rows_per_item: int
+
     def lengths(self) -> list[int]:
-        """Per training item, for length-grouped batches."""
+        """Per training item, its widest row: for length-grouped batches and micro-batches."""
         ...
 
     def prepare(self, model: PeftModel) -> None:
@@ -376,10 +422,12 @@ class Objective(Protocol):
         ...
 
     def step_loss(
-        self, model: PeftModel, indices: list[int]
+        self, model: PeftModel, indices: list[int], batch: Sequence[int]
     ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
-        """The batch's loss (to backpropagate), its non-padding tokens, and extra metrics
-        (detached device tensors, averaged over logged windows)."""
+        """The share of micro-batch `indices` in the loss of the step's whole `batch` (to
+        backpropagate: the shares of a step's micro-batches add up to the batch's loss), its
+        non-padding tokens, and its share of extra metrics (detached device tensors, summed
+        over the micro-batches, averaged over logged windows)."""
         ...
 
     def valid_loss(self, model: PeftModel, *, sample: bool) -> float | None:
@@ -398,11 +446,16 @@ class SftObjective:
         batch_size: int,
         pad_id: int,
         device: torch.device,
+        microbatch_tokens: int | None = None,
     ) -> None:
         self.train = [ex for ex in train if ex.target_tokens > 0]
         if not self.train:
             raise ExampleError("no example has an assistant turn to learn from")
         self.valid, self.batch_size, self.pad_id, self.device = valid, batch_size, pad_id, device
+        self.microbatch_tokens = microbatch_tokens
+        self.positions = [ex.loss_positions for ex in self.train]  # counted once, not per step
+
+    rows_per_item = 1
 
     def lengths(self) -> list[int]:
         return [len(ex.input_ids) for ex in self.train]
@@ -411,17 +464,21 @@ class SftObjective:
         return None
 
     def step_loss(
-        self, model: PeftModel, indices: list[int]
+        self, model: PeftModel, indices: list[int], batch: Sequence[int]
     ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
-        batch = collate([self.train[i] for i in indices], self.pad_id, self.device)
-        loss, _ = target_loss(model, batch)
-        return loss, batch["tokens"], {}
+        # The mean over every labelled token of the whole batch, as one forward would take it.
+        positions = sum(self.positions[i] for i in batch)
+        micro = collate([self.train[i] for i in indices], self.pad_id, self.device)
+        loss, _ = target_loss_sum(model, micro)
+        return loss / max(1, positions), micro["tokens"], {}
 
     def valid_loss(self, model: PeftModel, *, sample: bool) -> float | None:
         examples = self.valid[:STEP_VALID_EXAMPLES] if sample else self.valid
         if not examples:
             return None
-        return evaluate_loss(model, examples, self.batch_size, self.pad_id, self.device)
+        return evaluate_loss(
+            model, examples, self.batch_size, self.pad_id, self.device, self.microbatch_tokens
+        )
 
 
 def train_lora(
@@ -437,7 +494,9 @@ def train_lora(
     `loop` takes train_objective's keyword arguments (report, should_continue, ...)."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    objective = SftObjective(train, valid, config.batch_size, pad_id, device)
+    objective = SftObjective(
+        train, valid, config.batch_size, pad_id, device, config.microbatch_tokens
+    )
     return train_objective(model, objective, config, **loop)
 
 
@@ -462,7 +521,6 @@ def train_objective(
     `on_checkpoint`, same config and data), training goes on from the epoch after it.
     """
     peft_model = wrap_lora(model, config)
-    device = next(model.parameters()).device
     objective.prepare(peft_model)
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -512,12 +570,9 @@ def train_objective(
             if should_continue is not None and not should_continue():
                 raise TrainingStopped(step)
             started = time.perf_counter()
-            # Autocast entered per step, never around the loop: autocast caches its
-            # low-precision copies of the weights until the context exits, so one context
-            # around all steps would keep running the LoRA weights of the first step.
-            with autocast_for(config, device):
-                loss, batch_tokens, extra = objective.step_loss(peft_model, batch_ids)
-            loss.backward()
+            loss, batch_tokens, extra = _accumulate(
+                peft_model, objective, config, batch_ids, lengths
+            )
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
@@ -606,6 +661,39 @@ def train_objective(
         selected=selected,
         stopped_early=stopped_early,
     )
+
+
+def _accumulate(
+    model: PeftModel,
+    objective: Objective,
+    config: TrainConfig,
+    batch: list[int],
+    lengths: Sequence[int],
+) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+    """Forward and backward over the step's batch, a micro-batch at a time (at most
+    `config.microbatch_tokens` positions each), gradients accumulated: the step's loss,
+    non-padding tokens and extra metrics, as one forward over the whole batch gives them."""
+    widest_first = sorted(batch, key=lambda i: lengths[i], reverse=True)
+    micro_batches = token_budget_chunks(
+        widest_first, lengths, config.microbatch_tokens, rows_per_item=objective.rows_per_item
+    )
+    device = next(model.parameters()).device
+    loss_total: torch.Tensor | float = 0.0
+    tokens = 0
+    extra: dict[str, torch.Tensor] = {}
+    for micro in micro_batches:
+        # Autocast entered per forward, never around the loop: autocast caches its
+        # low-precision copies of the weights until the context exits, so one context
+        # around all steps would keep running the LoRA weights of the first step.
+        with autocast_for(config, device):
+            loss, micro_tokens, micro_extra = objective.step_loss(model, micro, batch)
+        loss.backward()  # frees this micro-batch's activations before the next forward
+        loss_total = loss_total + loss.detach()
+        tokens += micro_tokens
+        for key, value in micro_extra.items():
+            extra[key] = extra[key] + value if key in extra else value
+    assert isinstance(loss_total, torch.Tensor)
+    return loss_total, tokens, extra
 
 
 def autocast_for(

@@ -20,6 +20,7 @@ from app.engine.batch import check_supported
 from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineOverloaded, InvalidInput
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
+from app.engine.lora_targets import lora_target_names
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import RequestHandle
@@ -179,8 +180,8 @@ class Engine:
     def forget_adapter(self, name: str) -> None:
         self.adapters.forget(name)
 
-    def module_names(self) -> set[str]:
-        return {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
+    def lora_target_names(self) -> set[str]:
+        return lora_target_names(self.model)
 
     def health(self) -> dict:
         return {"engine": self.kind, "device": str(self.device), "dtype": dtype_name(self.dtype)}

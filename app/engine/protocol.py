@@ -52,8 +52,9 @@ class InferenceEngine(Protocol):
         """The adapter was deleted: drop it wherever it is loaded."""
         ...
 
-    def module_names(self) -> set[str]:
-        """The base model's module names (LoRA target modules are checked against them)."""
+    def lora_target_names(self) -> set[str]:
+        """The base model's module names LoRA can target (engine/lora_targets.py); a job's
+        target modules are checked against them."""
         ...
 
     def health(self) -> dict[str, Any]:

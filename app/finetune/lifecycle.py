@@ -265,6 +265,58 @@ def fail(
         return done.rowcount == 1
 
 
+OUT_OF_MEMORY = "out_of_memory"
+
+
+def out_of_memory_message(killed_by: str | None) -> str:
+    """Why a job failed for memory: a MemoryError in training (`killed_by` None), or its
+    process killed with a signal (`killed_by`: "SIGKILL"), which is how the kernel's
+    out-of-memory killer ends a process."""
+    cause = (
+        "Training ran out of memory"
+        if killed_by is None
+        else f"The worker process training this job was killed ({killed_by}), which is how "
+        "the kernel's out-of-memory killer ends a process"
+    )
+    return (
+        f"{cause}; the job is not retried, as another attempt would run out the same way. "
+        "Use a smaller batch_size or shorter examples, or give the worker more memory "
+        "(TRAIN_MICROBATCH_TOKENS bounds what one forward pass holds), and create the job "
+        "again."
+    )
+
+
+def running_worker(job_id: str) -> tuple[str, int] | None:
+    """The worker name and attempt of a running job (None when it is not running)."""
+    with get_sessionmaker()() as session:
+        row = session.execute(
+            select(FineTuningJob.worker, FineTuningJob.attempts).where(
+                FineTuningJob.id == job_id, FineTuningJob.status == Status.RUNNING
+            )
+        ).first()
+    return None if row is None or row.worker is None else (row.worker, row.attempts)
+
+
+def fail_killed(job_id: str, worker: str, attempt: int, killed_by: str) -> bool:
+    """Fail, as out of memory, the attempt that the process `worker` ran until it was
+    killed; False when the job moved on meanwhile (cancelled, handed back, re-queued)."""
+    message = out_of_memory_message(killed_by)
+    with get_sessionmaker()() as session:
+        done = session.execute(
+            update(FineTuningJob)
+            .where(_mine(job_id, attempt), FineTuningJob.worker == worker)
+            .values(
+                status=Status.FAILED,
+                error={"code": OUT_OF_MEMORY, "message": message, "param": None},
+                finished_at=utcnow(),
+            )
+        )
+        if done.rowcount == 1:
+            add_event(session, job_id, f"Job failed: {message}", level="error")
+        session.commit()
+        return done.rowcount == 1
+
+
 def reap(heartbeat_timeout_s: float, resend_after_s: float, max_attempts: int) -> list[str]:
     """Fail or re-queue running jobs whose worker went silent; pick up queued jobs the broker
     seems to have lost. Returns the ids to send to the broker (after this commit)."""

@@ -23,7 +23,7 @@ def _module_names(request: Request) -> set[str] | None:
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         return None  # checked again by the worker, which fails the job with a clear error
-    return engine.module_names()
+    return engine.lora_target_names()
 
 
 @router.post("", response_model=JobRead)
@@ -38,6 +38,7 @@ def create_job(
         base_name=model_name(settings.base_model),
         max_active=settings.max_active_jobs_per_tenant,
         module_names=_module_names(request),
+        microbatch_tokens=settings.train_microbatch_tokens,
     )
     return service.to_read(row)
 

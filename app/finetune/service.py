@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from app.broker import FINE_TUNE_TASK, enqueue
 from app.db import unix_time, utcnow
+from app.engine.lora_targets import unusable_targets
 from app.errors import APIError, BadRequest, Conflict, NotFound
 from app.files import service as files
 from app.files.models import File
-from app.finetune import parents
+from app.finetune import memory, parents
 from app.finetune.lifecycle import add_event
 from app.finetune.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.finetune.repository import JobRepository
@@ -68,6 +69,7 @@ def create_job(
     base_name: str,
     max_active: int,
     module_names: set[str] | None,
+    microbatch_tokens: int,
 ) -> FineTuningJob:
     hyperparameters = body.merged_hyperparameters()
     if parents.is_adapter_name(body.model):
@@ -85,22 +87,27 @@ def create_job(
             code="model_not_available",
         )
     method = body.method_type()
-    _training_file(session, tenant, body.training_file, "training_file", method)
+    train_file = _training_file(session, tenant, body.training_file, "training_file", method)
+    # Validation runs without gradients, a small fraction of a training forward's memory.
+    memory.check_fits(train_file, method, microbatch_tokens, param="training_file")
     if body.validation_file:
         _training_file(session, tenant, body.validation_file, "validation_file", method)
-    unknown = [
-        m
-        for m in hyperparameters.get("target_modules", [])
-        if module_names is not None and m not in module_names
-    ]
-    if unknown:
+    problem = (
+        unusable_targets(hyperparameters.get("target_modules", []), module_names)
+        if module_names is not None
+        else None
+    )
+    if problem:
         raise BadRequest(
-            f"target_modules not found in the base model: {', '.join(unknown)}",
+            problem,
             param="method.supervised.hyperparameters.target_modules",
             code="invalid_hyperparameters",
         )
-    active = JobRepository(session, tenant).active_count()
+    jobs = JobRepository(session, tenant)
+    jobs.lock_creations()  # held until the commit below: the count and the insert are one
+    active = jobs.active_count()
     if active >= max_active:
+        session.rollback()  # lets the tenant's next creation go on now
         raise QuotaExceeded(
             f"This tenant already has {active} active fine-tuning jobs (limit {max_active}); "
             "wait for one to finish or cancel one."

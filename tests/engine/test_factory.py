@@ -16,7 +16,7 @@ def test_local_engine_is_the_default_and_implements_the_interface(tiny_model_dir
         assert isinstance(engine, Engine) and isinstance(engine, InferenceEngine)
         assert engine.running
         assert engine.health()["engine"] == "local"
-        assert {"q_proj", "v_proj"} <= engine.module_names()
+        assert {"q_proj", "v_proj"} <= engine.lora_target_names()
     finally:
         engine.stop()
 

@@ -1,9 +1,14 @@
 """Jobs API without a worker: validation of requests, states, cancel, events, tenancy."""
 
+import threading
+
 import pytest
 
+from app.db import get_sessionmaker
+from app.files.models import File
+from app.finetune import service
 from tests.conftest import make_tenant_key
-from tests.files.data import chat_rows, jsonl, upload
+from tests.files.data import chat_rows, jsonl, preference_rows, upload
 
 
 @pytest.fixture
@@ -122,6 +127,30 @@ def test_bad_hyperparameters_are_400(client, training_file, hyperparameters, par
     assert param in r.json()["error"]["param"]
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        "input_layernorm",  # a norm: exists, but LoRA cannot adapt it
+        "model",  # the whole decoder
+        "self_attn",  # an attention block (its projections can take LoRA, not the block)
+        "layers",  # a module list
+    ],
+)
+def test_target_modules_that_cannot_take_lora_are_400(client, training_file, module):
+    r = _create(
+        client,
+        model="tiny-llama",
+        training_file=training_file,
+        method={"supervised": {"lora": {"target_modules": ["q_proj", module]}}},
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_hyperparameters"
+    assert error["param"] == "method.supervised.hyperparameters.target_modules"
+    assert f"not found: {module} " in error["message"] and "q_proj" in error["message"]
+    assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
+
+
 def test_unknown_target_module_model_and_suffix_are_400(client, training_file):
     r = _create(
         client,
@@ -218,8 +247,6 @@ def test_a_job_on_top_of_an_adapter_checks_the_parent(client, training_file, set
 
 
 def test_dpo_jobs_need_preference_files_and_sft_jobs_refuse_them(client, training_file):
-    from tests.files.data import preference_rows
-
     prefs = upload(client, jsonl(preference_rows(12)), name="prefs.jsonl").json()["id"]
     r = _create(client, model="tiny-llama", training_file=training_file, method={"type": "dpo"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file_format"
@@ -244,3 +271,72 @@ def test_dpo_jobs_need_preference_files_and_sft_jobs_refuse_them(client, trainin
     assert job["method"]["type"] == "dpo"
     assert job["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
     assert job["hyperparameters"]["n_epochs"] == 2
+
+
+@pytest.mark.both_databases
+def test_concurrent_creations_stay_within_the_quota(
+    client, training_file, settings_env, monkeypatch
+):
+    """Twelve creations at once, limit 4: exactly four jobs, the others 429."""
+    limit, attempts = 4, 12
+    monkeypatch.setattr(settings_env, "max_active_jobs_per_tenant", limit)
+    # Every request waits here (file checks, before the quota check) until all have arrived,
+    # so they reach the quota check together rather than one after another.
+    arrived = threading.Barrier(attempts)
+    check_file = service._training_file
+
+    def together(*args, **kwargs):
+        arrived.wait()
+        return check_file(*args, **kwargs)
+
+    monkeypatch.setattr(service, "_training_file", together)
+    statuses: list[int] = []
+
+    def create() -> None:
+        r = _create(client, model="tiny-llama", training_file=training_file)
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=create) for _ in range(attempts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * limit + [429] * (attempts - limit)
+    jobs = client.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"]
+    assert len([j for j in jobs if j["status"] == "queued"]) == limit
+
+
+def _longest_example(file_id: str) -> int:
+    """Tokens of the file's longest example, as counted at upload (a pair: its longer side)."""
+    with get_sessionmaker()() as session:
+        return session.get(File, file_id).stats["max_tokens"]
+
+
+def test_an_example_too_large_for_one_forward_pass_is_refused(client, settings_env, monkeypatch):
+    """An example (a DPO pair: both sides) over TRAIN_MICROBATCH_TOKENS cannot be split into
+    micro-batches: 400 at creation, nothing stored."""
+    rows = chat_rows(12)
+    rows[3]["messages"][-1]["content"] = "The capital of France is Paris. " * 12  # the longest
+    file = upload(client, jsonl(rows)).json()
+    longest = _longest_example(file["id"])
+    assert longest > 50
+    monkeypatch.setattr(settings_env, "train_microbatch_tokens", longest - 1)
+    r = _create(client, model="tiny-llama", training_file=file["id"])
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "example_too_large" and error["param"] == "training_file"
+    assert f"{longest} tokens" in error["message"] and str(longest - 1) in error["message"]
+    assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
+
+    monkeypatch.setattr(settings_env, "train_microbatch_tokens", longest)  # fits exactly
+    assert _create(client, model="tiny-llama", training_file=file["id"]).status_code == 200
+
+    prefs = upload(client, jsonl(preference_rows(12)), name="prefs.jsonl").json()["id"]
+    side = _longest_example(prefs)
+    monkeypatch.setattr(settings_env, "train_microbatch_tokens", 2 * side - 1)  # one side fits
+    r = _create(client, model="tiny-llama", training_file=prefs, method={"type": "dpo"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "example_too_large"
+    assert "preference pair" in r.json()["error"]["message"]
+    monkeypatch.setattr(settings_env, "train_microbatch_tokens", 2 * side)
+    r = _create(client, model="tiny-llama", training_file=prefs, method={"type": "dpo"})
+    assert r.status_code == 200, r.text

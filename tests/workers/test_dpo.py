@@ -78,7 +78,7 @@ def test_loss_and_rewards_match_a_plain_computation(loaded):
     with torch.no_grad(), model.disable_adapter():
         base = [(_plain_logp(model, p.chosen), _plain_logp(model, p.rejected)) for p in pairs]
     assert torch.allclose(objective.ref_train, torch.tensor(base), atol=1e-4)
-    loss, _, extra = objective.step_loss(model, [0, 1, 2])
+    loss, _, extra = objective.step_loss(model, [0, 1, 2], [0, 1, 2])
     assert abs(float(loss) - math.log(2)) < 1e-5  # policy == reference: -log sigmoid(0)
 
     # Move the policy away from the reference, then compare with the formula by hand.
@@ -88,7 +88,7 @@ def test_loss_and_rewards_match_a_plain_computation(loaded):
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     indices = [5, 0, 3]
-    loss, tokens, extra = objective.step_loss(model, indices)
+    loss, tokens, extra = objective.step_loss(model, indices, indices)
     expected, margins, wins = 0.0, [], 0
     with torch.no_grad():
         for i in indices:
@@ -129,3 +129,37 @@ def test_training_prefers_the_preferred_answers(loaded):
             for i, p in enumerate(pairs)
         )
     assert won >= 9  # of 12
+
+
+def test_micro_batches_give_the_full_batch_step(tiny_model_dir: Path, tmp_path: Path):
+    """One DPO step over 6 pairs in one forward, and in micro-batches of pairs under a token
+    budget: the same loss, reward metrics and LoRA weights."""
+    runs = {}
+    for budget in (None, 150):
+        loaded = load_base_model(str(tiny_model_dir), tmp_path, "cpu")
+        pairs = _pairs(loaded, 6)
+        config = TrainConfig(
+            n_epochs=1, batch_size=6, learning_rate=1e-2, r=4, dropout=0.0, microbatch_tokens=budget
+        )
+        objective = DpoObjective(
+            pairs,
+            [],
+            beta=0.5,
+            batch_size=6,
+            pad_id=loaded.tokenizer.pad_token_id or 0,
+            device=torch.device("cpu"),
+            microbatch_tokens=budget,
+        )
+        result = train_objective(loaded.model, objective, config, log_every=1)
+        params = result.model.named_parameters()
+        weights = {n: p.detach().clone() for n, p in params if "lora_" in n}
+        runs[budget] = (result, weights, objective)
+    (full, full_w, _), (micro, micro_w, objective) = runs[None], runs[150]
+    widest = max(objective.lengths())
+    assert 2 * widest <= 150 < 2 * 6 * widest  # every pair fits, the batch does not
+    assert abs(full.final_train_loss - micro.final_train_loss) < 1e-5
+    for key in ("reward_accuracy", "reward_margin", "chosen_reward"):
+        assert abs(full.history[0].extra[key] - micro.history[0].extra[key]) < 1e-5, key
+    assert any(float(w.abs().sum()) > 0 for n, w in full_w.items() if "lora_B" in n)
+    for name in full_w:
+        assert torch.allclose(full_w[name], micro_w[name], atol=1e-6, rtol=1e-5), name

@@ -19,6 +19,7 @@ from workers.training import (
     length_grouped_batches,
     parameter_count,
     resolve_hyperparameters,
+    token_budget_chunks,
     tokenize_chat,
     train_lora,
     wrap_lora,
@@ -143,6 +144,15 @@ def test_unknown_target_module_is_a_clear_error(loaded):
     config = TrainConfig(n_epochs=1, batch_size=2, learning_rate=1e-3, target_modules=("nope",))
     with pytest.raises(ValueError, match="nope"):
         train_lora(loaded.model, loaded.tokenizer, exs, config)
+
+
+@pytest.mark.parametrize("module", ["post_attention_layernorm", "model", "mlp"])
+def test_a_module_lora_cannot_take_is_refused_before_training(loaded, module):
+    config = TrainConfig(
+        n_epochs=1, batch_size=2, learning_rate=1e-3, target_modules=("v_proj", module)
+    )
+    with pytest.raises(ValueError, match=f"not found: {module} "):
+        wrap_lora(loaded.model, config)
 
 
 def test_auto_hyperparameters_suit_the_data_size(loaded):
@@ -372,3 +382,67 @@ def test_bf16_autocast_trains_as_fp32_does(tiny_model_dir: Path, tmp_path: Path)
     assert bf16[-1] < bf16[0] - 0.3, bf16
     for a, b in zip(fp32, bf16, strict=True):  # and learned the same, within bf16 rounding
         assert b == pytest.approx(a, rel=0.02)
+
+
+def _varied_examples(tokenizer, n: int) -> list:  # noqa: ANN001
+    """Examples of clearly different lengths, so micro-batches differ in width."""
+    rows = []
+    for i in range(n):
+        rows.append(
+            [
+                {"role": "user", "content": "What is the capital of France? " * (1 + i % 4)},
+                {"role": "assistant", "content": "The capital of France is Paris. " * (1 + i)},
+            ]
+        )
+    return [tokenize_chat(tokenizer, messages, 256) for messages in rows]
+
+
+def _lora_weights(model) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_token_budget_chunks_stay_within_the_budget():
+    lengths = [50, 40, 40, 30, 10, 10, 10, 300]
+    order = [7, 0, 1, 2, 3, 4, 5, 6]
+    chunks = token_budget_chunks(order, lengths, 100, rows_per_item=1)
+    assert [i for chunk in chunks for i in chunk] == order  # everything, in order
+    assert chunks[0] == [7]  # over the budget on its own: a chunk of its own
+    for chunk in chunks[1:]:
+        assert len(chunk) * max(lengths[i] for i in chunk) <= 100
+    assert chunks[1:] == [[0, 1], [2, 3], [4, 5, 6]]
+    pairs = token_budget_chunks([0, 1, 2], [30, 30, 30], 120, rows_per_item=2)
+    assert pairs == [[0, 1], [2]]  # two rows each: 2 x 2 x 30 = 120
+    assert token_budget_chunks([0, 1, 2], [30, 30, 30], None, max_items=2) == [[0, 1], [2]]
+
+
+def test_micro_batches_give_the_full_batch_step(tiny_model_dir: Path, tmp_path: Path):
+    """One optimizer step over 8 examples in one forward, and in micro-batches under a token
+    budget (gradients accumulated): the same loss and the same LoRA weights."""
+    results = {}
+    for budget in (None, 200):
+        loaded = load_base_model(str(tiny_model_dir), tmp_path, "cpu")
+        exs = _varied_examples(loaded.tokenizer, 8)
+        config = TrainConfig(
+            n_epochs=1,
+            batch_size=8,
+            learning_rate=1e-2,
+            r=4,
+            dropout=0.0,
+            seed=3,
+            microbatch_tokens=budget,
+        )
+        fresh = load_base_model(str(tiny_model_dir), tmp_path, "cpu").model
+        init = _lora_weights(wrap_lora(fresh, config))
+        result = train_lora(loaded.model, loaded.tokenizer, exs, config, log_every=1)
+        results[budget] = (result, _lora_weights(result.model), exs, init)
+    full, micro = results[None], results[200]
+    lengths = [len(ex.input_ids) for ex in micro[2]]
+    order = sorted(range(8), key=lambda i: lengths[i], reverse=True)
+    assert len(token_budget_chunks(order, lengths, 200)) >= 3  # really split
+    assert max(lengths) * 8 > 200 and max(lengths) <= 200
+    assert full[0].steps == micro[0].steps == 1
+    assert abs(full[0].final_train_loss - micro[0].final_train_loss) < 1e-5
+    assert full[1].keys() == micro[1].keys() and full[1]
+    assert any(not torch.equal(full[1][k], full[3][k]) for k in full[1])  # the step moved them
+    for name in full[1]:
+        assert torch.allclose(full[1][name], micro[1][name], atol=1e-6, rtol=1e-5), name

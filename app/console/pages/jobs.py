@@ -124,7 +124,7 @@ def _module_names(request: Request) -> set[str] | None:
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         return None  # the worker checks them again
-    return {name.rsplit(".", 1)[-1] for name, _ in engine.model.named_modules()}
+    return engine.lora_target_names()
 
 
 @router.post("/jobs")
@@ -141,6 +141,7 @@ async def create_job(request: Request, console: FormConsoleDep, session: Session
             base_name=base_model_name(),
             max_active=settings.max_active_jobs_per_tenant,
             module_names=modules,
+            microbatch_tokens=settings.train_microbatch_tokens,
         )
         return row.id
 

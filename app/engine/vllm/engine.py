@@ -41,6 +41,7 @@ from app.engine.errors import (
 )
 from app.engine.grammar_rules import GrammarLimits
 from app.engine.loader import model_name, resolve_source
+from app.engine.lora_targets import lora_target_names
 from app.engine.requests import Event, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
 from app.engine.structured import (
@@ -282,11 +283,11 @@ class VllmEngine:
         if self.running:
             self._call(self._unload_everywhere(name), timeout=30)
 
-    def module_names(self) -> set[str]:
+    def lora_target_names(self) -> set[str]:
         if self._module_names is None:
             with torch.device("meta"):  # the structure only, no weights
                 model = AutoModelForCausalLM.from_config(self._model_config)
-            self._module_names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+            self._module_names = lora_target_names(model)
         return self._module_names
 
     def health(self) -> dict[str, Any]:
