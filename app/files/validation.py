@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from app.protocol.values import surrogate_at
+from app.protocol.values import text_problem
 
 ROLES = {"system", "user", "assistant"}
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
@@ -199,14 +199,14 @@ def load_json_line(number: int, raw: str) -> tuple[Any, Problem | None]:
         return None, Problem(number, INVALID_JSON, _too_deep())
     # Only objects and lists are stacked (a tuple per value would cost more than the value).
     stack: list[tuple[Any, int]] = [(obj, 1)] if isinstance(obj, dict | list) else []
-    problem = _surrogate(number, obj) if isinstance(obj, str) else None
+    problem = _unstorable(number, obj) if isinstance(obj, str) else None
     while stack and problem is None:
         item, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             return None, Problem(number, INVALID_JSON, _too_deep())
         for value in (*item, *item.values()) if isinstance(item, dict) else item:
             if isinstance(value, str):
-                problem = _surrogate(number, value)
+                problem = _unstorable(number, value)
                 if problem is not None:
                     break
             elif isinstance(value, dict | list):
@@ -214,12 +214,13 @@ def load_json_line(number: int, raw: str) -> tuple[Any, Problem | None]:
     return (None, problem) if problem is not None else (obj, None)
 
 
-def _surrogate(number: int, text: str) -> Problem | None:
-    at = surrogate_at(text)
-    if at is None:
+def _unstorable(number: int, text: str) -> Problem | None:
+    """A lone surrogate or a NUL: text that PostgreSQL (and so the evaluation and job rows
+    made from the file) cannot store, refused here as in request bodies."""
+    problem = text_problem(text)
+    if problem is None:
         return None
-    message = f"not valid Unicode (a lone UTF-16 surrogate, U+{ord(text[at]):04X})"
-    return Problem(number, INVALID_ENCODING, message)
+    return Problem(number, INVALID_ENCODING, f"not storable text ({problem})")
 
 
 def _items_over(raw: str, limit: int) -> bool:

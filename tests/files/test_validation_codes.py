@@ -63,6 +63,23 @@ def test_invalid_encoding(client):
     assert [(p["line"], p["code"]) for p in problems] == [(5, "invalid_encoding")]
 
 
+@pytest.mark.both_databases
+@pytest.mark.parametrize(
+    "line",
+    [
+        _msg("user", "a\u0000b"),  # a NUL in a message
+        b'{"messages": [{"role": "user", "content": "hi"}, '
+        b'{"role": "assistant", "content": "x"}], "note\\u0000": 1}',  # in a key
+        _msg("user", "\ud800"),  # a lone surrogate, as before
+    ],
+)
+def test_unstorable_text_is_invalid_encoding_on_its_line(client, line):
+    """PostgreSQL cannot store a NUL: the rows made from a file (evaluation items, job
+    metadata) would fail later, so the line is refused here, as a request body's would be."""
+    problems = _problems(client, _with_line(line, 6))
+    assert [(p["line"], p["code"]) for p in problems] == [(6, "invalid_encoding")]
+
+
 def test_too_long(client, settings_env):
     # The tiny model's context window is 256 tokens.
     long = _msg("user", "capital " * 400)
