@@ -114,7 +114,7 @@ def test_admin_creates_rotates_and_revokes_a_key(admin: Watched, client, caplog)
 
     # No secret in any log line, while the console's requests were logged.
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert '"route": "/keys"' in logged
+    assert '"route": "/console/keys"' in logged
     for value in (secret, rotated, newest):
         assert value not in logged
 
