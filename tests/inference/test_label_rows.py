@@ -170,6 +170,7 @@ def test_usage_counts_the_label_rows(client) -> None:
         "model": engine.name,
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": 3,
+        "temperature": 0,  # the streamed and the whole answer are the same answer
         "logprobs": True,
         "structured_outputs": {"choice": LABELS},
         "stream": True,
@@ -268,7 +269,15 @@ def test_a_long_label_list_leaves_room_and_turns_for_other_requests(
             await asyncio.sleep(0)  # it runs until it waits on the engine
         held = len(queued_rows(engine))
         other = asyncio.ensure_future(
-            completion(engine, None, prompt="The capital of France is", max_tokens=2, n=4)
+            completion(
+                engine,
+                None,
+                prompt="The capital of France is",
+                max_tokens=2,
+                n=4,
+                # sampled, so eos is pushed away: only the token budget ends a row
+                logit_bias={str(t): -100 for t in engine.eos_ids},
+            )
         )
         await asyncio.sleep(0)
         assert not other.done()  # not refused
