@@ -22,11 +22,21 @@ LORA_LAYER_TYPES = (
 
 
 def lora_target_names(model: torch.nn.Module) -> set[str]:
-    """The last name components whose every module LoRA can adapt."""
+    """The last name components whose every module LoRA can adapt.
+
+    The serving engine's model holds the adapters it has loaded: peft has replaced each
+    adapted layer by a tuner layer around the original (`get_base_layer()`), with children of
+    its own (`base_layer`, `lora_A`, ...). A tuner layer counts as the layer it wraps, and
+    its children are not the base model's."""
     adaptable: dict[str, bool] = {}
+    wrapped: list[str] = []  # tuner layers' names, whose children are peft's
     for name, module in model.named_modules():
-        if not name:
-            continue  # the model itself
+        if not name or any(name.startswith(w + ".") for w in wrapped):
+            continue  # the model itself, or inside a tuner layer
+        base = getattr(module, "get_base_layer", None)
+        if base is not None:
+            wrapped.append(name)
+            module = base()
         last = name.rsplit(".", 1)[-1]
         adaptable[last] = adaptable.get(last, True) and isinstance(module, LORA_LAYER_TYPES)
     return {name for name, ok in adaptable.items() if ok}
