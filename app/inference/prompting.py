@@ -59,16 +59,10 @@ def prepare_completion(
 def _prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
     messages = [m.as_template_dict() for m in req.messages]
     if variant.kind == "template" and variant.template is not None:
-        tmpl = variant.template
-        built = templates.build_chat(
-            engine.tokenizer,
-            engine.context_window,
-            tmpl,
-            messages,
-            req.variables or {},
-            req.requested_max_tokens() or tmpl.params.get("max_tokens"),
+        request = templates.TemplateRequest(
+            messages=messages, variables=req.variables, max_tokens=req.requested_max_tokens()
         )
-        return _from_template(built, tmpl)
+        return _from_template(engine, variant.template, request)
     text = render_chat(engine.tokenizer, messages)
     return PreparedPrompt(encode(engine.tokenizer, text))
 
@@ -77,24 +71,19 @@ def _prepare_completion(
     engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
 ) -> PreparedPrompt:
     if variant.kind == "template" and variant.template is not None:
-        tmpl = variant.template
-        built = templates.build_completion(
-            engine.tokenizer,
-            engine.context_window,
-            tmpl,
-            prompt,
-            req.variables or {},
-            req.requested_max_tokens() or tmpl.params.get("max_tokens"),
+        request = templates.TemplateRequest(
+            prompt=prompt, variables=req.variables, max_tokens=req.requested_max_tokens()
         )
-        return _from_template(built, tmpl)
+        return _from_template(engine, variant.template, request)
     # A raw prompt, as on OpenAI's completions endpoint: its control-token text is read as
     # those tokens. Chat messages and template text never are (engine/prompts.py).
     return PreparedPrompt(encode_raw(engine.tokenizer, prompt))
 
 
 def _from_template(
-    built: templates.BuiltPrompt, tmpl: templates.ResolvedTemplate
+    engine: Engine, tmpl: templates.ResolvedTemplate, request: templates.TemplateRequest
 ) -> PreparedPrompt:
+    built = templates.prepare(engine.tokenizer, engine.context_window, tmpl, request)
     return PreparedPrompt(
         built.token_ids,
         examples_used=len(built.examples),

@@ -130,6 +130,34 @@ def _example_turns(tmpl: ResolvedTemplate, chosen: list[int]) -> list[str]:
     return turns
 
 
+@dataclass(frozen=True)
+class TemplateRequest:
+    """What one request brings to a template: chat `messages` (the last user message fills
+    {{ input }}) or else a completion `prompt`; its variables; its own max_tokens (None: the
+    template's default)."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str = ""
+    variables: dict[str, Any] | None = None
+    max_tokens: int | None = None
+
+
+def prepare(
+    tokenizer: PreTrainedTokenizerBase,
+    context_window: int,
+    tmpl: ResolvedTemplate,
+    request: TemplateRequest,
+) -> BuiltPrompt:
+    """The one way a template version and a request become a prompt: served requests
+    (inference/prompting.py, which the evaluation runner uses too), /render and the console's
+    preview all call it, so what /render shows is what the engine receives."""
+    variables = request.variables or {}
+    requested = request.max_tokens or tmpl.params.get("max_tokens")
+    if request.messages is not None:
+        return build_chat(tokenizer, context_window, tmpl, request.messages, variables, requested)
+    return build_completion(tokenizer, context_window, tmpl, request.prompt, variables, requested)
+
+
 # -- chat ----------------------------------------------------------------------------------
 def chat_messages(
     system_prompt: str,

@@ -130,8 +130,6 @@ def render_template(
             f"No template version '{reference}'.", param="reference", code="template_not_found"
         )
     session.close()
-    variables = body.variables or {}
-    requested = body.max_tokens or tmpl.params.get("max_tokens")
     mode = body.resolved_mode()
     if mode == "chat":
         conversation = (
@@ -139,14 +137,16 @@ def render_template(
             if body.messages is not None
             else [{"role": "user", "content": body.input or ""}]
         )
-        built = rendering.build_chat(
-            engine.tokenizer, engine.context_window, tmpl, conversation, variables, requested
+        request = rendering.TemplateRequest(
+            messages=conversation, variables=body.variables, max_tokens=body.max_tokens
         )
     else:
-        text = body.prompt if body.prompt is not None else body.input or ""
-        built = rendering.build_completion(
-            engine.tokenizer, engine.context_window, tmpl, text, variables, requested
+        request = rendering.TemplateRequest(
+            prompt=body.prompt if body.prompt is not None else body.input or "",
+            variables=body.variables,
+            max_tokens=body.max_tokens,
         )
+    built = rendering.prepare(engine.tokenizer, engine.context_window, tmpl, request)
     # The same context check a served request gets: refuse what would not fit.
     check = GenerationRequest(model=f"tmpl:{tmpl.reference}", max_tokens=body.max_tokens)
     max_tokens_for(engine, check, len(built.token_ids), tmpl.params)

@@ -208,11 +208,22 @@ def constraint_of(spec: TemplateSpec) -> OutputConstraint | None:
 
 
 def to_resolved(name: str, row: TemplateVersion) -> ResolvedTemplate:
-    spec = spec_of(row)
+    return resolved_from_spec(name, row.version, row.model, spec_of(row), row.embeddings)
+
+
+def draft_of(name: str, model: str, spec: TemplateSpec) -> ResolvedTemplate:
+    """An unsaved spec (already validated) as version 0, for the console's preview: built
+    as saving and then resolving it would build it."""
+    return resolved_from_spec(name, 0, model, spec, _embeddings_for(spec))
+
+
+def resolved_from_spec(
+    name: str, version: int, model: str, spec: TemplateSpec, embeddings: bytes | None
+) -> ResolvedTemplate:
     return ResolvedTemplate(
         name=name,
-        version=row.version,
-        model=row.model,
+        version=version,
+        model=model,
         system_prompt=spec.system_prompt,
         instruction=spec.instruction,
         examples=spec.examples,
@@ -220,7 +231,7 @@ def to_resolved(name: str, row: TemplateVersion) -> ResolvedTemplate:
         k=spec.example_selection.k,
         params=spec.params.model_dump(exclude_none=True),
         variables=spec.variables,
-        embeddings=row.embeddings,
+        embeddings=embeddings,
         output_constraint=constraint_of(spec),
     )
 

@@ -18,7 +18,7 @@ from app.errors import APIError, BadRequest
 from app.inference.dependencies import EngineDep
 from app.routing.references import references_in
 from app.routing.resolve import model_kinds
-from app.templates import rendering, selection
+from app.templates import rendering
 from app.templates import service as templates
 from app.templates.schemas import TemplateCreate, TemplatePatch
 
@@ -158,32 +158,11 @@ def _preview(values: dict, engine: Engine, session: Session, tenant: str) -> dic
     spec = forms.template_spec(values)
     model = templates.validate(spec, engine, model_kinds(session, tenant, engine.name))
     session.close()
-    draft = rendering.ResolvedTemplate(
-        name=values["name"] or "draft",
-        version=0,
-        model=model,
-        system_prompt=spec.system_prompt,
-        instruction=spec.instruction,
-        examples=spec.examples,
-        rule=spec.example_selection.rule,
-        k=spec.example_selection.k,
-        params=spec.params.model_dump(exclude_none=True),
-        variables=spec.variables,
-        embeddings=(
-            selection.compute_embeddings(spec.examples)
-            if spec.example_selection.rule == "similar_k" and spec.examples
-            else None
-        ),
-    )
-    conversation = [{"role": "user", "content": values["sample_input"]}]
-    built = rendering.build_chat(
-        engine.tokenizer,
-        engine.context_window,
-        draft,
-        conversation,
-        rendering.defaults_of(spec.variables),
-        spec.params.max_tokens,
-    )
+    draft = templates.draft_of(values["name"] or "draft", model, spec)
+    # What the sample input would get as a chat request's one user message.
+    sample = [{"role": "user", "content": values["sample_input"]}]
+    request = rendering.TemplateRequest(messages=sample)
+    built = rendering.prepare(engine.tokenizer, engine.context_window, draft, request)
     errors: dict[str, str] = {}
     if values["name"]:  # checked as saving would; an empty one is not typed yet
         try:
