@@ -21,6 +21,7 @@ from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineOverloaded, InvalidInput
 from app.engine.loader import LoadedModel, context_window, eos_token_ids
 from app.engine.lora_targets import lora_target_names
+from app.engine.metrics_snapshot import EngineMetrics
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import RequestHandle
@@ -189,6 +190,22 @@ class Engine:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    def metrics(self) -> EngineMetrics:
+        scheduler = self.scheduler
+        waiting, running = scheduler.load() if scheduler is not None else (0, 0)
+        queued = self.queued + waiting  # in the inbox, or taken and not yet admitted
+        return EngineMetrics(
+            in_flight=queued + running,
+            queued=queued,
+            running=running,
+            max_running=self.config.max_batch_size,
+            adapter_loads=self.adapters.loads,
+            adapter_hits=self.adapters.hits,
+            adapter_evictions=self.adapters.evictions,
+            prefix_hits=self.prefixes.hits,
+            prefix_misses=self.prefixes.misses,
+        )
 
 
 def prepare_for_serving(model: PreTrainedModel) -> None:

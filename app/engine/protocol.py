@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 from transformers import PreTrainedTokenizerBase
 
 from app.engine.adapters import AdapterRef
+from app.engine.metrics_snapshot import EngineMetrics
 from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
@@ -59,6 +60,11 @@ class InferenceEngine(Protocol):
 
     def health(self) -> dict[str, Any]:
         """Details for /readyz."""
+        ...
+
+    def metrics(self) -> EngineMetrics:
+        """Load and cache figures for /metrics: cheap, callable from any thread, at any
+        time (before start() too)."""
         ...
 
 

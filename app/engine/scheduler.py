@@ -164,6 +164,12 @@ class Scheduler:
         # Tests hook in here to see each step's logits, row by row (None: no cost).
         self.observe_logits: Callable[[list[Sequence], torch.Tensor], None] | None = None
 
+    def load(self) -> tuple[int, int]:
+        """(waiting, running) now, read from another thread: lengths only, which the
+        scheduler's own thread may change a moment later. A long prompt in chunked prefill
+        holds a batch slot already, so it counts as running."""
+        return len(self.waiting), len(self.rows) + len(self.prefilling)
+
     # -- main loop ---------------------------------------------------------------------------
     @torch.inference_mode()
     def run(self) -> None:

@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,9 +27,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, case, extract, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.db import get_sessionmaker, utcnow
+from app.engine.metrics_snapshot import EngineMetrics
+from app.engine.protocol import InferenceEngine
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,12 @@ RUNNING_ROWS = Gauge(
     "Sequences being generated now.",
     multiprocess_mode="livesum",
 )
+IN_FLIGHT = Gauge(
+    "adaptd_engine_requests_in_flight",
+    "Requests submitted to the engine and not yet finished (queued or running; with vLLM,"
+    " sent to its servers).",
+    multiprocess_mode="livesum",
+)
 BATCH_OCCUPANCY = Gauge(
     "adaptd_engine_batch_occupancy",
     "Running rows over MAX_BATCH_SIZE (the fullest process).",
@@ -91,6 +101,14 @@ ADAPTER_EVICTIONS = Counter(
 )
 PREFIX_HITS = Counter("adaptd_prefix_cache_hits", "Prompts whose fixed prefix was cached.")
 PREFIX_MISSES = Counter("adaptd_prefix_cache_misses", "Prompts whose prefix was computed.")
+# EngineMetrics' cache totals and the counters they feed.
+CACHE_COUNTERS = {
+    "adapter_loads": ADAPTER_LOADS,
+    "adapter_hits": ADAPTER_HITS,
+    "adapter_evictions": ADAPTER_EVICTIONS,
+    "prefix_hits": PREFIX_HITS,
+    "prefix_misses": PREFIX_MISSES,
+}
 
 
 def observe_request(
@@ -119,8 +137,9 @@ def observe_request(
 
 
 class EngineSampler:
-    """Copies one engine's queue, batch and cache figures into the metrics: every
-    `interval` seconds on a thread, and on demand just before this process is scraped."""
+    """Copies one engine's figures (`InferenceEngine.metrics()`) into the metrics: every
+    `interval` seconds on a thread, and on demand just before this process is scraped. A
+    figure the engine cannot know (None) leaves its metric alone."""
 
     def __init__(self, app_state, interval: float = 1.0) -> None:  # noqa: ANN001
         self.app_state = app_state
@@ -132,15 +151,19 @@ class EngineSampler:
 
     def start(self) -> "EngineSampler":
         prune_dead_processes()
-        engine = getattr(self.app_state, "engine", None)
-        if hasattr(engine, "adapters") and hasattr(engine, "prefixes"):  # tests share one
-            self._seen = self._totals(engine)
+        engine = self._engine()
+        if engine is not None:  # tests share one engine: count only what is new from here
+            self._seen = _cache_totals(engine.metrics())
         self._thread = threading.Thread(target=self._run, name="metrics-sampler", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _engine(self) -> InferenceEngine | None:
+        # None until the engine has loaded (create_app loads it in the background).
+        return getattr(self.app_state, "engine", None)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -150,41 +173,29 @@ class EngineSampler:
                 log.exception("sampling engine metrics failed")
 
     def sample(self) -> None:
-        engine = getattr(self.app_state, "engine", None)
-        # Only the built-in engine has these figures; a vLLM backend reports its own.
-        if engine is None or not hasattr(engine, "adapters") or not hasattr(engine, "prefixes"):
+        engine = self._engine()
+        if engine is None:
             return
-        scheduler = getattr(engine, "scheduler", None)
-        waiting = len(scheduler.waiting) if scheduler is not None else 0
-        # A long prompt in chunked prefill holds a batch slot already: it counts as running.
-        rows = len(scheduler.rows) + len(scheduler.prefilling) if scheduler is not None else 0
-        QUEUE_DEPTH.set(engine.queued + waiting)
-        RUNNING_ROWS.set(rows)
-        BATCH_OCCUPANCY.set(rows / max(1, engine.config.max_batch_size))
-        totals = self._totals(engine)
-        counters = {
-            "loads": ADAPTER_LOADS,
-            "hits": ADAPTER_HITS,
-            "evictions": ADAPTER_EVICTIONS,
-            "prefix_hits": PREFIX_HITS,
-            "prefix_misses": PREFIX_MISSES,
-        }
-        with self._lock:  # the engine's counters only grow: add what is new since last time
-            for name, total in totals.items():
+        figures = engine.metrics()
+        IN_FLIGHT.set(figures.in_flight)
+        if figures.queued is not None:
+            QUEUE_DEPTH.set(figures.queued)
+        if figures.running is not None:
+            RUNNING_ROWS.set(figures.running)
+            if figures.max_running is not None:
+                BATCH_OCCUPANCY.set(figures.running / max(1, figures.max_running))
+        with self._lock:  # the engine's totals only grow: add what is new since last time
+            for name, total in _cache_totals(figures).items():
                 delta = total - self._seen.get(name, 0)
                 if delta > 0:
-                    counters[name].inc(delta)
+                    CACHE_COUNTERS[name].inc(delta)
                 self._seen[name] = total
 
-    @staticmethod
-    def _totals(engine) -> dict[str, int]:  # noqa: ANN001
-        return {
-            "loads": engine.adapters.loads,
-            "hits": getattr(engine.adapters, "hits", 0),
-            "evictions": getattr(engine.adapters, "evictions", 0),
-            "prefix_hits": engine.prefixes.hits,
-            "prefix_misses": engine.prefixes.misses,
-        }
+
+def _cache_totals(figures: EngineMetrics) -> dict[str, int]:
+    """The cache totals this engine reports, by EngineMetrics field name."""
+    totals = {name: getattr(figures, name) for name in CACHE_COUNTERS}
+    return {name: total for name, total in totals.items() if total is not None}
 
 
 def prune_dead_processes() -> None:
@@ -205,13 +216,22 @@ def prune_dead_processes() -> None:
 
 
 class JobsCollector(Collector):
-    """Fine-tuning jobs and evaluations as the database has them, read at scrape time: the
-    workers that ran them may be in other containers, but the database is shared."""
+    """Fine-tuning jobs and evaluations as the database has them, read at scrape time.
+
+    Jobs end in Celery workers (other processes, often other containers) and in the API's
+    reaper; the database is the one place all of them share, so the figures come from it
+    rather than from histograms observed in the process that finished the job (a worker's
+    observation would never reach an API process's /metrics). Each scrape sends a few
+    aggregate queries: counts by status, and the duration histogram computed inside the
+    database (count, sum and one sum per bucket, one row per final status), so no job's
+    timestamps leave it. The database still reads every finished row (the status index
+    finds them); a window over recent jobs would make the histogram's counts fall, which
+    Prometheus reads as a counter reset."""
 
     def collect(self) -> Iterator[Metric]:
         from app.evals.models import Evaluation
         from app.finetune.models import FineTuningJob
-        from app.status import TERMINAL, Status
+        from app.status import Status
 
         now = utcnow()
         with get_sessionmaker()() as session:
@@ -227,22 +247,7 @@ class JobsCollector(Collector):
                 ):
                     counts.add_metric([status], n)
                 yield counts
-                durations = HistogramMetricFamily(
-                    f"adaptd_{noun}_duration_seconds",
-                    f"Start to finish of {noun.replace('_', ' ')} that ended, by final status.",
-                    labels=["status"],
-                )
-                rows = session.execute(
-                    select(table.status, started, table.finished_at).where(
-                        table.status.in_(TERMINAL),
-                        table.finished_at.is_not(None),
-                        started.is_not(None),
-                    )
-                ).all()
-                for status in sorted({r[0] for r in rows}):
-                    seconds = [(f - s).total_seconds() for st, s, f in rows if st == status]
-                    durations.add_metric([status], _buckets(seconds), sum_value=sum(seconds))
-                yield durations
+                yield _durations(session, table, started, noun)
                 heartbeat = session.scalar(
                     select(func.min(table.heartbeat_at)).where(table.status == Status.RUNNING)
                 )
@@ -255,14 +260,47 @@ class JobsCollector(Collector):
                 yield age
 
 
+def _durations(
+    session: Session, table: Any, started: InstrumentedAttribute, noun: str
+) -> HistogramMetricFamily:
+    """Start to finish of the rows that ended, by final status, aggregated by the database."""
+    from app.status import TERMINAL
+
+    family = HistogramMetricFamily(
+        f"adaptd_{noun}_duration_seconds",
+        f"Start to finish of {noun.replace('_', ' ')} that ended, by final status.",
+        labels=["status"],
+    )
+    seconds = _seconds_between(session, started, table.finished_at)
+    query = (
+        select(
+            table.status,
+            func.count(),
+            func.sum(seconds),
+            *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in JOB_BUCKETS),
+        )
+        .where(table.status.in_(TERMINAL), table.finished_at.is_not(None), started.is_not(None))
+        .group_by(table.status)
+        .order_by(table.status)
+    )
+    for status, count, total, *in_buckets in session.execute(query):
+        buckets = [(str(float(b)), float(n)) for b, n in zip(JOB_BUCKETS, in_buckets, strict=True)]
+        buckets.append(("+Inf", float(count)))
+        family.add_metric([status], buckets, sum_value=float(total))
+    return family
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[float]:
+    """`end - start` in seconds, as SQL. PostgreSQL: exact to the microsecond. SQLite keeps
+    times to the millisecond in its date functions; the difference of two Julian days (a
+    double near 2.46 million) is rounded to whole milliseconds so that it stays exact."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.round((func.julianday(end) - func.julianday(start)) * 86_400_000) / 1000.0
+    return extract("epoch", end - start)
+
+
 def _age(now: datetime, then: datetime | None) -> float:
     return 0.0 if then is None else max(0.0, (now - then).total_seconds())
-
-
-def _buckets(values: list[float]) -> list[tuple[str, float]]:
-    out = [(str(float(b)), float(sum(v <= b for v in values))) for b in JOB_BUCKETS]
-    out.append(("+Inf", float(len(values))))
-    return out
 
 
 def render(sampler: EngineSampler | None) -> bytes:

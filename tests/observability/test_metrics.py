@@ -4,6 +4,7 @@ platform admin key; labels stay bounded."""
 
 from datetime import timedelta
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.db import get_sessionmaker, utcnow
@@ -164,6 +165,7 @@ def test_labels_are_bounded(client) -> None:
         assert kinds <= {"base", "template", "adapter"}, (name, kinds)
 
 
+@pytest.mark.both_databases
 def test_job_figures_come_from_the_database(client) -> None:
     now = utcnow()
     with get_sessionmaker()() as s:
@@ -224,3 +226,99 @@ def test_grafana_dashboard_names_only_metrics_that_exist(client) -> None:
     families = [f.name for f in text_string_to_metric_families(client.get("/metrics").text)]
     exposed = {f + suffix for f in families for suffix in ("", "_total", "_bucket", "_count")}
     assert used and used <= exposed, used - exposed
+
+
+def test_the_engine_figures_come_through_its_metrics_method(client) -> None:
+    """What the built-in engine reports is what /metrics shows; running rows and the queue
+    add up to the requests in flight."""
+    engine = client.app.state.engine
+    chat(client, engine.name)
+    figures = engine.metrics()
+    m = scrape(client)
+    assert figures.in_flight == figures.queued + figures.running == 0
+    assert figures.max_running == engine.config.max_batch_size
+    assert m[("adaptd_engine_requests_in_flight", ())] == 0
+    assert m[("adaptd_engine_batch_occupancy", ())] == 0
+    assert figures.adapter_loads == engine.adapters.loads
+    assert figures.prefix_hits == engine.prefixes.hits
+    assert figures.prefix_misses == engine.prefixes.misses
+
+
+def test_a_vllm_engine_reports_only_its_requests_in_flight(tiny_model_dir, monkeypatch) -> None:
+    """The vLLM backend cannot see its servers' queues or caches: those metrics are left
+    alone (not set to a made-up 0); its requests in flight are reported. No server is
+    started: metrics() reads only adaptd's own count."""
+    from types import SimpleNamespace
+
+    from app.engine.vllm.engine import VllmConfig, VllmEngine
+    from app.observability import metrics
+
+    engine = VllmEngine(str(tiny_model_dir), "tiny", VllmConfig(urls=["http://127.0.0.1:9"]))
+    engine.in_flight = 3
+    figures = engine.metrics()
+    assert figures.in_flight == 3
+    assert figures.queued is figures.running is figures.adapter_loads is figures.prefix_hits
+    assert figures.queued is None
+
+    metrics.QUEUE_DEPTH.set(7)
+    before = metrics.ADAPTER_LOADS._value.get()
+    metrics.EngineSampler(SimpleNamespace(engine=engine)).sample()
+    assert metrics.IN_FLIGHT._value.get() == 3
+    assert metrics.QUEUE_DEPTH._value.get() == 7
+    assert metrics.ADAPTER_LOADS._value.get() == before
+    metrics.QUEUE_DEPTH.set(0)
+
+
+@pytest.mark.both_databases
+def test_job_durations_per_bucket_and_status(client) -> None:
+    """The database's aggregate puts each duration in every bucket at or above it, at the
+    bucket edges too, by final status; rows without a start, unfinished or active ones are
+    left out."""
+    now = utcnow()
+    rows = [
+        ("succeeded", 10.0),  # on an edge: counted in le=10
+        ("succeeded", 10.5),
+        ("succeeded", 90_000.0),  # above the last bound: only +Inf
+        ("cancelled", 0.25),
+        ("running", 40.0),  # finished_at set by mistake on a running row: not a final status
+    ]
+    with get_sessionmaker()() as s:
+        for i, (status, seconds) in enumerate(rows):
+            start = now - timedelta(seconds=100_000)
+            s.add(
+                FineTuningJob(
+                    id=f"ftjob-d{i}",
+                    tenant="default",
+                    model="m",
+                    training_file="f",
+                    status=status,
+                    started_at=start,
+                    finished_at=start + timedelta(seconds=seconds),
+                )
+            )
+        s.add(
+            FineTuningJob(
+                id="ftjob-never-started",
+                tenant="default",
+                model="m",
+                training_file="f",
+                status="failed",
+                started_at=None,
+                finished_at=now,
+            )
+        )
+        s.commit()
+    m = scrape(client)
+    ok, cancelled = (("status", "succeeded"),), (("status", "cancelled"),)
+    name = "adaptd_fine_tuning_jobs_duration_seconds"
+
+    def bucket(le: str, labels: tuple) -> float:
+        return m[(f"{name}_bucket", (("le", le), *labels))]
+
+    assert bucket("10.0", ok) == 1 and bucket("30.0", ok) == 2 and bucket("86400.0", ok) == 2
+    assert bucket("+Inf", ok) == m[(f"{name}_count", ok)] == 3
+    assert abs(m[(f"{name}_sum", ok)] - 90_020.5) < 1e-6
+    assert bucket("10.0", cancelled) == 1 and m[(f"{name}_count", cancelled)] == 1
+    assert abs(m[(f"{name}_sum", cancelled)] - 0.25) < 1e-6
+    assert not any(k[0].startswith(name) and ("status", "failed") in k[1] for k in m)
+    assert not any(k[0].startswith(name) and ("status", "running") in k[1] for k in m)

@@ -42,6 +42,7 @@ from app.engine.errors import (
 from app.engine.grammar_rules import GrammarLimits
 from app.engine.loader import model_name, resolve_source
 from app.engine.lora_targets import lora_target_names
+from app.engine.metrics_snapshot import EngineMetrics
 from app.engine.requests import Event, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
 from app.engine.structured import (
@@ -297,6 +298,11 @@ class VllmEngine:
             "ready": any(s["healthy"] for s in servers),
             "servers": servers,
         }
+
+    def metrics(self) -> EngineMetrics:
+        """Only what adaptd itself sees: its requests in flight. The servers' queues, batches
+        and caches are vLLM's (its own /metrics on each server reports them)."""
+        return EngineMetrics(in_flight=self.in_flight)
 
     # -- inside the engine loop ----------------------------------------------------------------
     def _check(
