@@ -23,6 +23,11 @@ On top of Jinja's ImmutableSandboxedEnvironment this module:
   per iteration and keeps them, in a `{% set %}` block say, stops at that cap);
 - caps the rendered output.
 
+Sizes come from one estimator (`measure`) and every size limit is checked by one guard
+(`check_size`, code template_too_large). Template code runs only under a budget: render()
+sets one, and so does compiling (Jinja folds constant expressions then); anything else that
+runs a compiled template is a bug and raises RuntimeError.
+
 Every refusal is a `TemplateRefused` naming the problem; the service turns it into a 400.
 """
 
@@ -60,6 +65,7 @@ CHARS_PER_UNIT = 64  # characters an operation handles for one budget unit (item
 MAX_INT_BITS = 4_096  # integers a template computes
 MAX_BUILT_CHARS = 2_000_000  # characters all the values one rendering builds hold, together
 MAX_JSON_INDENT = 16  # tojson(indent=N): each nesting level adds N characters per item
+MAX_INDENT = 64  # indent(width): characters added per line
 MAX_SUM_COPIES = 2_000_000  # items copied when sum() concatenates lists (quadratic)
 
 # Names that mean something dangerous in other Jinja deployments (Flask's config/request,
@@ -212,12 +218,7 @@ class RenderBudget:
 
     def build(self, chars: int) -> None:
         self.built += chars
-        if self.built > MAX_BUILT_CHARS:
-            raise TemplateRefused(
-                f"Template rendering built more than {MAX_BUILT_CHARS} characters of values "
-                "in all; simplify the template.",
-                code="template_too_large",
-            )
+        check_size(self.built, MAX_BUILT_CHARS, "The text of all the values this render built")
 
 
 _budget: contextvars.ContextVar[RenderBudget] = contextvars.ContextVar("template_budget")
@@ -236,11 +237,24 @@ def cancelled_by(flag: threading.Event) -> Iterator[None]:
         _cancel.reset(token)
 
 
+@contextmanager
+def _spending(budget: RenderBudget) -> Iterator[RenderBudget]:
+    """Template code run inside this block charges `budget`."""
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
+
+
 def _current() -> RenderBudget:
+    """The budget of the render (or compile) under way. Template code runs only inside
+    render() or while compiling (compile_template, undeclared_variables), which each set one;
+    code that runs a compiled template some other way (`Template.render()`) is a bug, and
+    fails here rather than run with a budget nobody would see."""
     budget = _budget.get(None)
-    if budget is None:  # rendering outside render(): still bounded, by a fresh budget
-        budget = RenderBudget(_cancel.get())
-        _budget.set(budget)
+    if budget is None:
+        raise RuntimeError("sandboxed template code ran outside sandbox.render()")
     return budget
 
 
@@ -248,10 +262,18 @@ def _charge(n: int = 1) -> None:
     _current().charge(n)
 
 
-def _too_large(what: str) -> TemplateRefused:
-    return TemplateRefused(
-        f"{what} would build more than {MAX_VALUE_CHARS} characters.", code="template_too_large"
-    )
+# -- the one size guard ----------------------------------------------------------------------
+def too_large(message: str) -> TemplateRefused:
+    """Every template_too_large refusal: from check_size, or from render() when Python itself
+    refuses an allocation (MemoryError, OverflowError)."""
+    return TemplateRefused(message, code="template_too_large")
+
+
+def check_size(size: int, limit: int, what: str, unit: str = "characters") -> None:
+    """The one size guard: `what` may hold at most `limit` `unit`. `size` is exact or an
+    upper bound (`measure`), computed before the value is built wherever it can be."""
+    if size > limit:
+        raise too_large(f"{what} is over the limit of {limit} {unit}.")
 
 
 # -- sizes before building -----------------------------------------------------------------
@@ -366,9 +388,21 @@ def _measure_all(values: Iterable[Any], max_chars: int, max_items: int) -> Size:
     return Size(chars, items)
 
 
-def _ensure_fits(chars: int, what: str) -> None:
-    if chars > MAX_VALUE_CHARS:
-        raise _too_large(what)
+def _text_size(parts: Iterable[Any], what: str, already: int = 0) -> int:
+    """The length of the text of `parts` joined (plus `already` characters), refused past
+    MAX_VALUE_CHARS before any of it is built."""
+    size = _measure_all(parts, MAX_VALUE_CHARS - already, UNLIMITED)
+    check_size(already + size.chars, MAX_VALUE_CHARS, what)
+    return already + size.chars
+
+
+SEQUENCE_UNIT = "items or characters"
+
+
+def _sequence_length(x: Any) -> int:
+    """What `+`, `*` and sum() copy from a sequence operand: its characters or items (not
+    its text's size: `_built` measures the result, once it exists)."""
+    return len(x) if isinstance(x, str | list | tuple) else 0
 
 
 def _pay(
@@ -384,10 +418,8 @@ def _pay(
     size = _measure_all(operands, min(max_chars, MAX_VALUE_CHARS) if capped else max_chars, left)
     factor = max(1, size.items.bit_length() // 2) if sorting else 1
     budget.charge(base + size.cost * factor)
-    if capped and size.chars > MAX_VALUE_CHARS:
-        raise TemplateRefused(
-            f"Template operands exceed {MAX_VALUE_CHARS} characters.", code="template_too_large"
-        )
+    if capped:
+        check_size(size.chars, MAX_VALUE_CHARS, "The text of a call's or filter's arguments")
 
 
 def _built(value: Any) -> Any:
@@ -400,11 +432,7 @@ def _built(value: Any) -> Any:
         return value  # d.items(), range(n): lazy views, nothing copied
     budget = _current()
     size = measure(value, MAX_VALUE_CHARS, max(budget.left(), 0))
-    if size.chars > MAX_VALUE_CHARS:
-        raise TemplateRefused(
-            f"Template built a value larger than {MAX_VALUE_CHARS} characters.",
-            code="template_too_large",
-        )
+    check_size(size.chars, MAX_VALUE_CHARS, "A value the template built")
     budget.charge(size.items)
     budget.build(max(size.chars, 1))
     return value
@@ -431,10 +459,10 @@ def _finalize(value: Any) -> Any:
             stack.extend(item.values())
     if isinstance(value, str):
         _current().build(1)  # no new text; one more reference held by captured output
-        _ensure_fits(len(value), "Printing this value")
+        check_size(len(value), MAX_VALUE_CHARS, "A printed value")
         return value
     size = measure(value)
-    _ensure_fits(size.chars, "Printing this value")
+    check_size(size.chars, MAX_VALUE_CHARS, "A printed value")
     _charge(size.items)  # str() of a container visits every item
     _current().build(max(size.chars, 1))
     return value
@@ -443,11 +471,7 @@ def _finalize(value: Any) -> Any:
 def _checked_join(parts: Iterable[Any]) -> str:
     """Joins captured output ({% set %} blocks, macro bodies) after checking its size."""
     parts = list(parts)
-    total = 0
-    for part in parts:
-        total += measure(part, MAX_VALUE_CHARS - total).chars
-        _ensure_fits(total, "Captured output")
-    _current().build(total)
+    _current().build(_text_size(parts, "Captured output"))
     return "".join(parts)
 
 
@@ -461,20 +485,13 @@ def _safe_range(*args: int) -> range:
     return rng
 
 
-def _sized(x: Any) -> int:
-    return len(x) if isinstance(x, str | list | tuple) else 0
-
-
 def _checked_mul(left: Any, right: Any) -> Any:
     if isinstance(left, int) and isinstance(right, int):
         _check_int_bits(left.bit_length() + right.bit_length())
     else:
         count = right if isinstance(right, int) else left if isinstance(left, int) else 1
-        if max(_sized(left), _sized(right)) * max(count, 0) > MAX_VALUE_CHARS:
-            raise TemplateRefused(
-                f"Template multiplies a sequence beyond {MAX_VALUE_CHARS} items.",
-                code="template_too_large",
-            )
+        copied = max(_sequence_length(left), _sequence_length(right)) * max(count, 0)
+        check_size(copied, MAX_VALUE_CHARS, "A sequence repeated by '*'", SEQUENCE_UNIT)
     return operator.mul(left, right)
 
 
@@ -490,10 +507,8 @@ def _checked_pow(left: Any, right: Any) -> Any:
 
 
 def _checked_add(left: Any, right: Any) -> Any:
-    if _sized(left) + _sized(right) > MAX_VALUE_CHARS:
-        raise TemplateRefused(
-            f"Template concatenation beyond {MAX_VALUE_CHARS} items.", code="template_too_large"
-        )
+    copied = _sequence_length(left) + _sequence_length(right)
+    check_size(copied, MAX_VALUE_CHARS, "A sequence joined by '+'", SEQUENCE_UNIT)
     return operator.add(left, right)
 
 
@@ -602,10 +617,7 @@ class _GuardExtension(Extension):
         return _built(self.environment.getitem(value, cut))
 
     def concat(self, *parts: Any) -> str:
-        total = 0
-        for part in parts:
-            total += measure(part, MAX_VALUE_CHARS - total).chars
-            _ensure_fits(total, "The '~' operator")
+        total = _text_size(parts, "The result of '~'")
         _charge(1 + total // CHARS_PER_UNIT)
         _current().build(total)
         return "".join(str(p) for p in parts)
@@ -727,21 +739,17 @@ def _bounded_replace(s: Any, old: str, new: str, count: int | None = None) -> st
     hits = s.count(old) if old else len(s) + 1
     if count is not None and count >= 0:
         hits = min(hits, count)
-    if len(s) + hits * max(len(new) - len(old), 0) > MAX_VALUE_CHARS:
-        raise TemplateRefused(
-            f"replace would build more than {MAX_VALUE_CHARS} characters.",
-            code="template_too_large",
-        )
+    check_size(len(s) + hits * max(len(new) - len(old), 0), MAX_VALUE_CHARS, "replace's result")
     return s.replace(old, new, -1 if count is None else count)
 
 
 def _bounded_indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
-    if isinstance(width, int) and width > 64 or isinstance(width, str) and len(width) > 64:
-        raise TemplateRefused("indent width is limited to 64.", code="template_too_large")
-    _ensure_fits(measure(s).chars, "indent")
+    if isinstance(width, int | str):  # anything else fails in the filter itself
+        check_size(len(width) if isinstance(width, str) else width, MAX_INDENT, "indent's width")
+    check_size(measure(s).chars, MAX_VALUE_CHARS, "indent's text")
     s = str(s)
     pad = len(width) if isinstance(width, str) else max(int(width), 0)
-    _ensure_fits(len(s) + (s.count("\n") + 1) * pad, "indent")
+    check_size(len(s) + (s.count("\n") + 1) * pad, MAX_VALUE_CHARS, "indent's result")
     return FILTERS["indent"](s, width, first, blank)
 
 
@@ -759,13 +767,9 @@ def _bounded_join(
 ) -> str:
     """join, with the result's length (separators + each item's text) known first."""
     items = _mapped(eval_ctx.environment, value, attribute)
-    sep_chars = measure(d).chars
-    _ensure_fits(sep_chars, "join")
-    total = sep_chars * max(len(items) - 1, 0)
-    _ensure_fits(total, "join")
-    for item in items:
-        total += measure(item, MAX_VALUE_CHARS - total).chars
-        _ensure_fits(total, "join")
+    separators = _text_size([d], "join's separator") * max(len(items) - 1, 0)
+    check_size(separators, MAX_VALUE_CHARS, "join's result")
+    _text_size(items, "join's result", already=separators)
     return jinja_filters.sync_do_join(eval_ctx, items, d)
 
 
@@ -777,17 +781,15 @@ def _bounded_tojson(eval_ctx: Any, value: Any, indent: int | str | None = None) 
         if isinstance(indent, bool) or not isinstance(indent, int | str):
             raise TemplateRefused("tojson indent must be a number of spaces.")
         width = len(indent) if isinstance(indent, str) else indent
-        if width > MAX_JSON_INDENT:
-            raise TemplateRefused(
-                f"tojson indent is limited to {MAX_JSON_INDENT}.", code="template_too_large"
-            )
+        check_size(width, MAX_JSON_INDENT, "tojson's indent", "spaces")
         width = max(width, 0)
-    _ensure_fits(measure(value, in_json=True, indent=width).chars, "tojson")
+    json_chars = measure(value, in_json=True, indent=width).chars
+    check_size(json_chars, MAX_VALUE_CHARS, "tojson's result")
     return jinja_filters.do_tojson(eval_ctx, value, indent)
 
 
 def _bounded_string(value: Any) -> str:
-    _ensure_fits(measure(value).chars, "string")
+    check_size(measure(value).chars, MAX_VALUE_CHARS, "string's result")
     return jinja_filters.soft_str(value)
 
 
@@ -798,7 +800,7 @@ def _bounded_sum(
     """sum; adding up lists copies the running total each time, so that cost is sized first."""
     items = _mapped(environment, iterable, attribute)
     if not isinstance(start, int | float) or any(not isinstance(x, int | float) for x in items):
-        copies = (sum(_sized(x) for x in items) + _sized(start)) * len(items)
+        copies = (sum(_sequence_length(x) for x in items) + _sequence_length(start)) * len(items)
         if copies > MAX_SUM_COPIES:
             raise TemplateRefused(
                 "sum() over these sequences would copy too much; simplify the template.",
@@ -837,13 +839,14 @@ _env = SafeEnvironment()
 @lru_cache(maxsize=512)
 def compile_template(source: str):
     """Parse, check and compile once per distinct text (versions are immutable)."""
-    if len(source) > MAX_SOURCE_CHARS:
-        raise TemplateRefused(
-            f"Template text is {len(source)} characters; the limit is {MAX_SOURCE_CHARS}.",
-            code="template_too_large",
-        )
+    check_size(len(source), MAX_SOURCE_CHARS, f"Template text ({len(source)} characters)")
     try:
-        return _env.from_string(source)
+        # Compiling runs template code: Jinja folds constant expressions (a filter on a
+        # literal, a printed literal) by calling the guarded filters and _finalize. That code
+        # is charged to a budget of its own, bounded like a render; what it refuses Jinja
+        # leaves to run at render time, under the render's budget.
+        with _spending(RenderBudget()):
+            return _env.from_string(source)
     except TemplateSyntaxError as exc:
         raise TemplateRefused(
             f"Template syntax error on line {exc.lineno}: {exc.message}", "template_syntax_error"
@@ -858,7 +861,8 @@ def undeclared_variables(source: str) -> frozenset[str]:
     from jinja2 import meta
 
     compile_template(source)  # syntax and safety first, with their own messages
-    return frozenset(meta.find_undeclared_variables(_env.parse(source)))
+    with _spending(RenderBudget()):  # its code generator folds constants too
+        return frozenset(meta.find_undeclared_variables(_env.parse(source)))
 
 
 class MissingVariable(TemplateRefused):
@@ -872,19 +876,15 @@ def render(source: str, variables: dict[str, Any], budget: RenderBudget | None =
     budget is a fresh one, cancelled by the flag of an enclosing `cancelled_by`, unless
     given."""
     template = compile_template(source)
-    token = _budget.set(budget if budget is not None else RenderBudget(_cancel.get()))
     try:
-        out: list[str] = []
-        size = 0
-        for chunk in template.generate(variables):
-            size += len(chunk)
-            if size > MAX_OUTPUT_CHARS:
-                raise TemplateRefused(
-                    f"Rendered template exceeds {MAX_OUTPUT_CHARS} characters.",
-                    code="template_too_large",
-                )
-            out.append(chunk)
-        return "".join(out)
+        with _spending(budget if budget is not None else RenderBudget(_cancel.get())):
+            out: list[str] = []
+            size = 0
+            for chunk in template.generate(variables):
+                size += len(chunk)
+                check_size(size, MAX_OUTPUT_CHARS, "The rendered template")
+                out.append(chunk)
+            return "".join(out)
     except TemplateRefused:
         raise
     except SecurityError as exc:
@@ -901,13 +901,11 @@ def render(source: str, variables: dict[str, Any], budget: RenderBudget | None =
             "Template recursion is too deep.", code="template_too_expensive"
         ) from None
     except (MemoryError, OverflowError) as exc:
-        raise TemplateRefused(f"Template exceeded a limit: {exc}", "template_too_large") from None
+        raise too_large(f"Template exceeded a limit: {exc}") from None
     except Exception as exc:  # anything a template expression raises (TypeError, ...)
         raise TemplateRefused(
             f"Template rendering failed: {type(exc).__name__}: {exc}", "template_render_error"
         ) from None
-    finally:
-        _budget.reset(token)
 
 
 def _missing_name(message: str) -> str | None:

@@ -190,8 +190,41 @@ JSON_VALUES = st.recursive(
 def test_size_bounds_are_never_below_the_real_size(value: Any, indent: int | None) -> None:
     """The sizes computed before building are upper bounds of what gets built."""
     assert sandbox.measure(value, 10**9).chars >= len(str(value))
-    built = sandbox._env.from_string("{{ v|tojson(indent=i) }}").render(v=value, i=indent)
+    built = sandbox.render("{{ v|tojson(indent=i) }}", {"v": value, "i": indent})
     assert sandbox.measure(value, 10**9, in_json=True, indent=indent or 0).chars >= len(built)
+
+
+def test_template_code_runs_only_under_a_budget() -> None:
+    """render() and compiling set a budget; a compiled template run any other way fails
+    loudly instead of running on a budget made up on the spot (and kept afterwards)."""
+    source = "{{ 'ab'|upper }}{{ x|length }}"  # a constant Jinja folds while compiling
+    template = sandbox.compile_template(source)
+    assert sandbox.render(source, {"x": [1, 2]}) == "AB2"
+    assert sandbox.undeclared_variables(source) == {"x"}
+    with pytest.raises(RuntimeError, match="outside sandbox.render"):
+        template.render(x=[1, 2])
+
+
+def test_every_size_limit_refuses_with_the_same_code_and_shape() -> None:
+    """One guard: each limit it checks answers template_too_large, naming what and the
+    limit."""
+    cases = [
+        ("x" * (sandbox.MAX_SOURCE_CHARS + 1), {}, str(sandbox.MAX_SOURCE_CHARS)),
+        ("{{ x * 3 }}", {"x": "a" * 100_000}, str(sandbox.MAX_VALUE_CHARS)),
+        ("{{ x + x + x }}", {"x": "a" * 90_000}, str(sandbox.MAX_VALUE_CHARS)),
+        ("{{ x|replace('a', 'bb') }}", {"x": "a" * 150_000}, str(sandbox.MAX_VALUE_CHARS)),
+        ("{{ 'a'|indent(65) }}", {}, str(sandbox.MAX_INDENT)),
+        ("{{ [1]|tojson(indent=17) }}", {}, str(sandbox.MAX_JSON_INDENT)),
+        (
+            "{% for i in range(3) %}{{ x }}{% endfor %}",
+            {"x": "a" * 150_000},
+            str(sandbox.MAX_OUTPUT_CHARS),
+        ),
+    ]
+    for source, variables, limit in cases:
+        err = refused(source, variables)
+        assert err.code == "template_too_large", (source[:40], err.message)
+        assert limit in err.message, err.message
 
 
 # -- operations on big values cost what they handle (hardening issue, item 8) ---------------
