@@ -271,17 +271,26 @@ def _durations(
         f"Start to finish of {noun.replace('_', ' ')} that ended, by final status.",
         labels=["status"],
     )
-    seconds = _seconds_between(session, started, table.finished_at)
+    # Each row's duration once (MATERIALIZED: not recomputed in every bucket's sum).
+    ended = (
+        select(
+            table.status.label("status"),
+            _seconds_between(session, started, table.finished_at).label("seconds"),
+        )
+        .where(table.status.in_(TERMINAL), table.finished_at.is_not(None), started.is_not(None))
+        .cte(f"ended_{noun}")
+        .prefix_with("MATERIALIZED")
+    )
+    seconds = ended.c.seconds
     query = (
         select(
-            table.status,
+            ended.c.status,
             func.count(),
             func.sum(seconds),
             *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in JOB_BUCKETS),
         )
-        .where(table.status.in_(TERMINAL), table.finished_at.is_not(None), started.is_not(None))
-        .group_by(table.status)
-        .order_by(table.status)
+        .group_by(ended.c.status)
+        .order_by(ended.c.status)
     )
     for status, count, total, *in_buckets in session.execute(query):
         buckets = [(str(float(b)), float(n)) for b, n in zip(JOB_BUCKETS, in_buckets, strict=True)]
