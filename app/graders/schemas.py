@@ -9,7 +9,7 @@ library, the sandbox, a judge model) is checked by service.validate_grader.
 import ast
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from app.errors import BadRequest, validation_message
 from app.graders.templating import check_template
@@ -23,21 +23,34 @@ Metric = Literal[
 MAX_SOURCE_BYTES = 256 * 1024  # OpenAI's limit on a python grader's source
 
 
-class StringCheckGrader(RequestModel):
+class _Named(RequestModel):
+    """`name` may be left out (OpenAI's own python example does): it is then the type."""
+
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _default_name(self) -> "_Named":
+        if not self.name:
+            self.name = getattr(self, "type", "")
+        return self
+
+
+class StringCheckGrader(_Named):
     type: Literal["string_check"]
-    name: str
     input: str
     reference: str
     operation: Literal["eq", "ne", "like", "ilike"]
 
 
-class TextSimilarityGrader(RequestModel):
+class TextSimilarityGrader(_Named):
     type: Literal["text_similarity"]
-    name: str
     input: str
     reference: str
     evaluation_metric: Metric
     pass_threshold: float | None = None  # used by evals
+
+
+TEXT_PARTS = ("input_text", "output_text")
 
 
 class TextPart(BaseModel):
@@ -50,6 +63,18 @@ class Message(BaseModel):
     # Text only: images and audio are not something adaptd's models read.
     content: str | TextPart | list[TextPart]
     type: Literal["message"] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        parts = value if isinstance(value, list) else [value]
+        for part in parts:
+            if isinstance(part, dict) and part.get("type") not in TEXT_PARTS:
+                raise ValueError(
+                    f"only text content ({', '.join(TEXT_PARTS)}) is supported; "
+                    f"got {part.get('type')!r}"
+                )
+        return value
 
     def templates(self) -> list[tuple[str, str]]:
         """(template text, its param suffix) for each text in the content."""
@@ -68,8 +93,7 @@ class SamplingParams(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
 
 
-class _ModelGrader(RequestModel):
-    name: str
+class _ModelGrader(_Named):
     model: str = Field(min_length=1)
     input: list[Message] = Field(min_length=1)
     sampling_params: SamplingParams | None = None
@@ -93,9 +117,8 @@ class LabelModelGrader(_ModelGrader):
     passing_labels: list[str] = Field(min_length=1)
 
 
-class PythonGrader(RequestModel):
+class PythonGrader(_Named):
     type: Literal["python"]
-    name: str
     source: str = Field(min_length=1)
     image_tag: str | None = None  # accepted; there is one runtime
     pass_threshold: float | None = None
@@ -106,9 +129,8 @@ SingleGrader = (
 )
 
 
-class MultiGrader(RequestModel):
+class MultiGrader(_Named):
     type: Literal["multi"]
-    name: str
     graders: dict[str, SingleGrader]
     calculate_output: str = Field(min_length=1)
 
@@ -129,11 +151,25 @@ def _refuse(param: str, message: str, code: str = "invalid_grader") -> BadReques
     return BadRequest(f"{param}: {message}", param=param, code=code)
 
 
+def _fields_only(loc: tuple) -> tuple:
+    """The location without pydantic's union-member tags ('str', 'TextPart', 'list[...]')."""
+    return tuple(
+        p
+        for p in loc
+        if not (
+            isinstance(p, str) and (p in ("str", "int", "float") or "[" in p or p[:1].isupper())
+        )
+    )
+
+
 def _validated(model: type[RequestModel], raw: dict[str, Any], param: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        field, message = validation_message(list(exc.errors()))
+        errors = [{**e, "loc": _fields_only(e["loc"])} for e in exc.errors()]
+        # Of a union's members' complaints, the deepest is the one about what was meant.
+        errors.sort(key=lambda e: -len(e["loc"]))
+        field, message = validation_message(errors)
         at = f"{param}.{field}" if field else param
         raise _refuse(at, message) from None
     # A BadRequest (invalid_text from RequestModel) is raised as it is, with its own param.

@@ -1,7 +1,8 @@
 """The grader templates: `{{ item.<path> }}` and `{{ sample.<field>[.<path>] }}`, substituted
 by plain lookups (no Jinja, no expressions, nothing executed).
 
-A path is dot-separated keys and `[n]` list indexes: `sample.output_tools[0].function.name`.
+A path is dot-separated keys (letters, digits, `_`, `-`, `$`, `@`) and `[n]` list indexes:
+`sample.output_tools[0].function.name`.
 The `sample` namespace has the model's answer: `output_text`, `output_json` (the answer
 parsed as JSON, when it is JSON), `output_tools` and `choices`. A value that is not a
 string is substituted as compact JSON.

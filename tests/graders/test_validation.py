@@ -127,6 +127,24 @@ def refused(grader: Any) -> BadRequest:
             "metric_unavailable",
         ),
         ("string_check", "grader", "invalid_grader"),
+        (
+            {
+                **SCORE,
+                "input": [{"role": "user", "content": {"type": "input_image", "image_url": "x"}}],
+            },
+            "grader.input.0.content",
+            "invalid_grader",
+        ),
+        (
+            {**SCORE, "input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+            "grader.input.0.content.0.text",
+            "invalid_grader",
+        ),
+        (
+            {**SCORE, "sampling_params": {"temperature": 3}},
+            "grader.sampling_params.temperature",
+            "invalid_grader",
+        ),
     ],
 )
 def test_refused_with_param(grader: Any, param: str, code: str) -> None:
@@ -161,3 +179,9 @@ def test_openai_python_single_grader_form_of_multi() -> None:
         {"type": "multi", "name": "m", "graders": CHECK, "calculate_output": "c * 2"}
     )
     assert list(grader.graders) == ["c"]
+
+
+def test_name_defaults_to_the_type() -> None:
+    """OpenAI's own python grader example leaves `name` out."""
+    grader = validate_grader({"type": "python", "source": PYTHON["source"]})
+    assert grader.name == "python"
