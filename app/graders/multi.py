@@ -23,14 +23,23 @@ FUNCTIONS = {
     "sqrt": math.sqrt,
     "log": math.log,
 }
+
+
+def _in_floats(op):
+    return lambda *args: op(*(float(a) for a in args))
+
+
+# Floats only: integer arithmetic on big literals (9 ^ 999999 ^ 9, a chain of 4000-digit
+# products) would hold the event loop for minutes; in floats it overflows at once, which is
+# a formula error.
 OPERATORS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
+    ast.Add: _in_floats(operator.add),
+    ast.Sub: _in_floats(operator.sub),
+    ast.Mult: _in_floats(operator.mul),
+    ast.Div: _in_floats(operator.truediv),
+    ast.Pow: _in_floats(math.pow),
+    ast.USub: _in_floats(operator.neg),
+    ast.UAdd: _in_floats(operator.pos),
 }
 _NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.Load)
 _NODES += tuple(OPERATORS)
@@ -51,6 +60,8 @@ def parse_formula(formula: str, names: set[str]) -> ast.Expression:
         tree = ast.parse(_python(formula).strip(), mode="eval")
     except SyntaxError as exc:
         raise FormulaError(f"the formula does not parse ({exc.msg})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # a 5000-digit literal, nesting
+        raise FormulaError(f"the formula does not parse ({type(exc).__name__})") from None
     for node in ast.walk(tree):
         if not isinstance(node, _NODES):
             raise FormulaError(f"'{ast.unparse(node)}' is not allowed in a formula")

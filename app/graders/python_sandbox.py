@@ -190,7 +190,10 @@ def run_python(
     limits = limits or SandboxLimits()
     if unavailable_reason() is not None:
         return SandboxResult(error=unavailable_reason(), kind="server")
-    request = json.dumps({"source": source, "sample": sample, "item": item}).encode()
+    try:
+        request = json.dumps({"source": source, "sample": sample, "item": item}).encode()
+    except (ValueError, TypeError, RecursionError) as exc:
+        return SandboxResult(error=f"the sample or item cannot be passed: {exc}", kind="runtime")
     try:
         proc = subprocess.Popen(
             command(limits),

@@ -54,7 +54,7 @@ def sample_from_text(text: str) -> dict[str, Any]:
     as JSON where it is a JSON object or array (OpenAI: "if valid JSON"), else None."""
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past json's depth
         parsed = None
     return {
         "output_text": text,
@@ -93,6 +93,8 @@ async def grade(
         else:
             errors.invalid_variable_error = True
         return Graded(0.0, errors)
+    except RecursionError:  # a value nested too deep to write out as text
+        return Graded(0.0, ErrorFlags(other_error=True))
 
 
 async def _grade_multi(

@@ -188,3 +188,24 @@ def test_needs_the_manage_scope(client) -> None:
         headers={"Authorization": f"Bearer {created.json()['key']}"},
     )
     assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_a_judge_is_one_of_the_callers_own_variants(client, tenant_key: str) -> None:
+    """A template of another tenant is not a judge here; the tenant's own is."""
+    assert client.post("/v1/templates", json={"name": "t", "system_prompt": "s"}).status_code == 201
+    grader = {
+        "type": "label_model",
+        "name": "l",
+        "model": "tmpl:t",
+        "input": [{"role": "user", "content": "{{sample.output_text}}"}],
+        "labels": ["a", "b"],
+        "passing_labels": ["a"],
+    }
+    url = "/v1/fine_tuning/alpha/graders/validate"
+    assert client.post(url, json={"grader": grader}).status_code == 200
+    other = client.post(
+        url, json={"grader": grader}, headers={"Authorization": f"Bearer {tenant_key}"}
+    )
+    assert other.status_code == 400
+    assert other.json()["error"]["param"] == "grader.model"
+    assert other.json()["error"]["code"] == "model_not_found"

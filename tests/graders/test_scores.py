@@ -1,6 +1,7 @@
 """Each grader type on cases whose score is worked out by hand."""
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -49,6 +50,11 @@ def test_string_check_reads_item_and_output_json() -> None:
     grader = {**check("eq", "{{item.email}}"), "input": "{{sample.output_json.email}}"}
     assert run(grader, '{"email": "a@b.c"}', {"email": "a@b.c"}).reward == 1.0
     assert run(grader, '{"email": "x@b.c"}', {"email": "a@b.c"}).reward == 0.0
+
+
+def test_answer_nested_past_json_depth_is_not_json() -> None:
+    grader = {**check("eq", "x"), "input": "{{sample.output_json.a}}"}
+    assert run(grader, "[" * 100_000).metadata.errors.sample_parse_error
 
 
 def test_missing_variables_are_flagged_not_raised() -> None:
@@ -146,9 +152,14 @@ def test_multi_formulas(formula: str, expected: float) -> None:
     assert result.reward == pytest.approx(expected)
 
 
-def test_multi_formula_that_cannot_be_computed_is_flagged() -> None:
-    result = run(multi_of("b / a", a=check("eq", "x"), b=check("ne", "x")), "y")
+@pytest.mark.parametrize("formula", ["b / a", "9 ^ 999999 ^ 9", "log(a)", "exp(1000 * b)"])
+def test_multi_formula_that_cannot_be_computed_is_flagged(formula: str) -> None:
+    """Division by zero, overflow (in floats: at once, not a huge integer computed for
+    minutes), a math domain error."""
+    started = time.monotonic()
+    result = run(multi_of(formula, a=check("eq", "x"), b=check("ne", "x")), "y")
     assert result.reward == 0.0 and result.metadata.errors.formula_parse_error
+    assert time.monotonic() - started < 2
 
 
 @needs_bwrap
