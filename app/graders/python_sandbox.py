@@ -15,11 +15,13 @@ What the sandbox is (the README says the same):
   cap it is killed).
 - The Python standard library only (`python -I -S`): no site-packages.
 
-Where bwrap is missing (or cannot start), python graders are refused (400
+Where bwrap is missing, or a trial grader does not run in it (tried once per process: a
+container may have bwrap and no right to make namespaces), python graders are refused (400
 `python_grader_unavailable`): grader code is never run unsandboxed.
 """
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -95,12 +97,26 @@ def _as_root() -> bool:
     return os.geteuid() == 0
 
 
-def unavailable_reason() -> str | None:
+def _missing_tool() -> str | None:
     if bwrap_path() is None:
         return "bubblewrap (bwrap) is not installed on this host"
     if _as_root() and not Path(SETPRIV).exists():
         return f"{SETPRIV} (to drop root inside the sandbox) is missing"
     return None
+
+
+@functools.cache
+def _probe() -> str | None:
+    """Whether a sandbox really starts here (a container without the right to make
+    namespaces has bwrap and still cannot): tried once per process."""
+    trial = run_python(
+        "def grade(sample, item):\n    return 1.0\n", {}, {}, SandboxLimits(wall_s=15)
+    )
+    return None if trial.score == 1.0 else f"the sandbox does not start here ({trial.error})"
+
+
+def unavailable_reason() -> str | None:
+    return _missing_tool() or _probe()
 
 
 def check_available(param: str) -> None:
@@ -188,8 +204,9 @@ def run_python(
 ) -> SandboxResult:
     """grade(sample, item) in the sandbox: its score, or why there is none."""
     limits = limits or SandboxLimits()
-    if unavailable_reason() is not None:
-        return SandboxResult(error=unavailable_reason(), kind="server")
+    missing = _missing_tool()
+    if missing is not None:
+        return SandboxResult(error=missing, kind="server")
     try:
         request = json.dumps({"source": source, "sample": sample, "item": item}).encode()
     except (ValueError, TypeError, RecursionError) as exc:
