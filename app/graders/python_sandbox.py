@@ -15,13 +15,12 @@ What the sandbox is (the README says the same):
   cap it is killed).
 - The Python standard library only (`python -I -S`): no site-packages.
 
-Where bwrap is missing, or a trial grader does not run in it (tried once per process: a
-container may have bwrap and no right to make namespaces), python graders are refused (400
+Where bwrap is missing, or a trial grader does not run in it (until one has: a container
+may have bwrap and no right to make namespaces), python graders are refused (400
 `python_grader_unavailable`): grader code is never run unsandboxed.
 """
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -105,14 +104,23 @@ def _missing_tool() -> str | None:
     return None
 
 
-@functools.cache
+_started_once = False
+
+
 def _probe() -> str | None:
     """Whether a sandbox really starts here (a container without the right to make
-    namespaces has bwrap and still cannot): tried once per process."""
+    namespaces has bwrap and still cannot). Once one has, that is remembered; a failure is
+    tried again next time (it may have been passing: the process limit while busy)."""
+    global _started_once
+    if _started_once:
+        return None
     trial = run_python(
         "def grade(sample, item):\n    return 1.0\n", {}, {}, SandboxLimits(wall_s=15)
     )
-    return None if trial.score == 1.0 else f"the sandbox does not start here ({trial.error})"
+    if trial.score == 1.0:
+        _started_once = True
+        return None
+    return f"the sandbox does not start here ({trial.error})"
 
 
 def unavailable_reason() -> str | None:

@@ -104,11 +104,17 @@ class ScoreModelGrader(_ModelGrader):
     range: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.0, 1.0]
     pass_threshold: float | None = None
 
-    @model_validator(mode="after")
-    def _range_ordered(self) -> "ScoreModelGrader":
-        if not self.range[0] < self.range[1]:
-            raise ValueError(f"range must be [low, high] with low < high; got {self.range}")
-        return self
+    @field_validator("range", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any) -> Any:
+        return [0.0, 1.0] if value is None else value
+
+    @field_validator("range")
+    @classmethod
+    def _range_ordered(cls, value: list[float]) -> list[float]:
+        if not value[0] < value[1]:
+            raise ValueError(f"range must be [low, high] with low < high; got {value}")
+        return value
 
 
 class LabelModelGrader(_ModelGrader):

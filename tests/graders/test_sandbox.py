@@ -179,3 +179,15 @@ def test_without_bubblewrap_python_graders_are_refused(monkeypatch: pytest.Monke
     assert exc.value.code == "python_grader_unavailable" and exc.value.param == "grader.type"
     result = run_python(source, {}, {})
     assert result.score is None and result.kind == "server"
+
+
+def test_a_bwrap_that_cannot_start_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bwrap installed but refused its namespaces (as in a locked-down container)."""
+    bwrap = python_sandbox.bwrap_path()
+    monkeypatch.setattr(python_sandbox, "_started_once", False)
+    monkeypatch.setattr(python_sandbox, "command", lambda limits: [bwrap, "--no-such-option"])
+    source = "def grade(sample, item):\n    return 1.0\n"
+    with pytest.raises(BadRequest) as exc:
+        validate_grader({"type": "python", "name": "p", "source": source})
+    assert exc.value.code == "python_grader_unavailable"
+    assert "does not start" in exc.value.message

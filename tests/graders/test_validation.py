@@ -48,7 +48,7 @@ def refused(grader: Any) -> BadRequest:
         ({**CHECK, "operation": "contains"}, "grader.operation", "invalid_grader"),
         ({**CHECK, "input": "{{ model.output }}"}, "grader.input", "invalid_template"),
         ({**CHECK, "reference": "{{ sample.text }}"}, "grader.reference", "invalid_template"),
-        ({**SCORE, "range": [1, 0]}, "grader", "invalid_grader"),
+        ({**SCORE, "range": [1, 0]}, "grader.range", "invalid_grader"),
         ({**SCORE, "range": [0, 1, 2]}, "grader.range", "invalid_grader"),
         (
             {**SCORE, "input": [{"role": "user", "content": "{{ item..x }}"}]},
@@ -88,7 +88,7 @@ def refused(grader: Any) -> BadRequest:
             "invalid_grader",
         ),
         (multi(a={**CHECK, "type": "nope"}), "grader.graders.a.type", "invalid_grader"),
-        (multi(a={**SCORE, "range": [2, 2]}), "grader.graders.a", "invalid_grader"),
+        (multi(a={**SCORE, "range": [2, 2]}), "grader.graders.a.range", "invalid_grader"),
         (multi(a={**LABEL, "labels": []}), "grader.graders.a.labels", "invalid_grader"),
         (multi(a=multi(b=CHECK)), "grader.graders.a.type", "invalid_grader"),
         (
@@ -185,3 +185,8 @@ def test_name_defaults_to_the_type() -> None:
     """OpenAI's own python grader example leaves `name` out."""
     grader = validate_grader({"type": "python", "source": PYTHON["source"]})
     assert grader.name == "python"
+
+
+def test_score_range_defaults_to_zero_one() -> None:
+    assert validate_grader(SCORE).range == [0.0, 1.0]
+    assert validate_grader({**SCORE, "range": None}).range == [0.0, 1.0]
