@@ -11,7 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     DATA_DIR=/data MODEL_CACHE=/models PORT=8000
 WORKDIR /srv/adaptd
 
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+# bubblewrap: the python graders' sandbox (app/graders/python_sandbox.py).
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"
 COPY pyproject.toml README.md ./

