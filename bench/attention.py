@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
+import torch
+from transformers import DynamicCache
 
-from app.engine.attention import NAME  # noqa: E402
-from app.engine.engine import prepare_for_serving  # noqa: E402
-from app.engine.loader import load_base_model  # noqa: E402
-from app.settings import get_settings  # noqa: E402
+from app.engine.attention import NAME
+from app.engine.engine import prepare_for_serving
+from app.engine.loader import load_base_model
+from app.settings import get_settings
 
 SHAPES = [(16, 64, False), (16, 64, True), (16, 200, True), (1, 64, False)]
 IMPLEMENTATIONS = ("sdpa", NAME, "eager")

@@ -28,9 +28,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.evals.metrics import label as label_match  # noqa: E402
-from app.evals.stats import mcnemar_exact, percentile, wilson_interval  # noqa: E402
-from bench.server import Server  # noqa: E402
+from app.evals.metrics import label as label_match
+from app.evals.stats import mcnemar_exact, percentile, wilson_interval
+from bench.server import Server
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "sst2"
 BASE = "smollm2-135m-instruct"

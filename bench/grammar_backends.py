@@ -59,7 +59,7 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def bench_xgrammar(tokenizer, vocab: int, n: int) -> dict:  # noqa: ANN001
+def bench_xgrammar(tokenizer, vocab: int, n: int) -> dict:
     import xgrammar as xgr
 
     t = time.perf_counter()
@@ -91,7 +91,7 @@ def bench_xgrammar(tokenizer, vocab: int, n: int) -> dict:  # noqa: ANN001
     return report(setup, cold, cached, steps, fills, accepts)
 
 
-def bench_llguidance(tokenizer, vocab: int, n: int) -> dict:  # noqa: ANN001
+def bench_llguidance(tokenizer, vocab: int, n: int) -> dict:
     import llguidance
     import llguidance.hf
     import llguidance.torch as lltorch

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.server import Server  # noqa: E402
+from bench.server import Server
 
 PROMPTS = [
     "What is the capital of France?",

@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.engine.engine import Engine, EngineConfig  # noqa: E402
-from app.engine.loader import load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.engine.requests import Delta, Failed, Finished  # noqa: E402
-from app.engine.sampling import SamplingParams  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from bench.starvation import SENTENCES  # noqa: E402
+from app.engine.engine import Engine, EngineConfig
+from app.engine.loader import load_base_model
+from app.engine.prompts import encode, render_chat
+from app.engine.requests import Delta, Failed, Finished
+from app.engine.sampling import SamplingParams
+from app.settings import get_settings
+from bench.starvation import SENTENCES
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from app.engine.adapters import add_update  # noqa: E402
+from app.engine.adapters import add_update
 
 ROWS, ADAPTERS, RANK = 16, 3, 16
 

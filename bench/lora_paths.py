@@ -24,19 +24,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
+import torch
+from transformers import DynamicCache
 
-from app.engine.adapters import (  # noqa: E402
+from app.engine.adapters import (
     BASE,
     AdapterCache,
     AdapterRef,
     adapter_dtype,
     peft_label,
 )
-from app.engine.engine import prepare_for_serving  # noqa: E402
-from app.engine.loader import load_base_model, resolve_source  # noqa: E402
-from app.settings import get_settings  # noqa: E402
+from app.engine.engine import prepare_for_serving
+from app.engine.loader import load_base_model, resolve_source
+from app.settings import get_settings
 
 N_ADAPTERS = 3
 ROWS = 16
@@ -65,7 +65,7 @@ def write_adapters(folder: Path, source: str, count: int = N_ADAPTERS) -> list[A
     return refs
 
 
-def cpu_ms(fn) -> float:  # noqa: ANN001
+def cpu_ms(fn) -> float:
     t0 = time.thread_time()
     fn()
     return 1000 * (time.thread_time() - t0)

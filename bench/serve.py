@@ -547,7 +547,7 @@ def schema_format(schema: dict, name: str = "answer") -> dict:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
-def structured_phases(args, server, requests: list[dict], first: dict, tokenizer) -> None:  # noqa: ANN001
+def structured_phases(args, server, requests: list[dict], first: dict, tokenizer) -> None:
     """Half of the requests under a JSON schema against none, side by side on one server;
     then the cost of compiling a new schema."""
     run = functools.partial(

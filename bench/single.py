@@ -52,15 +52,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from app.engine.batch import cache_from, kv_of  # noqa: E402
-from app.engine.engine import Engine, EngineConfig  # noqa: E402
-from app.engine.loader import LoadedModel, load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.engine.sampling import SamplingParams  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from bench.steps import ForwardTimer  # noqa: E402
+from app.engine.batch import cache_from, kv_of
+from app.engine.engine import Engine, EngineConfig
+from app.engine.loader import LoadedModel, load_base_model
+from app.engine.prompts import encode, render_chat
+from app.engine.sampling import SamplingParams
+from app.settings import get_settings
+from bench.steps import ForwardTimer
 
 QUESTION = "Describe the water cycle in detail."
 Run = Callable[[int], tuple[int, ...]]  # new tokens -> the generated ids

@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.server import Server  # noqa: E402
+from bench.server import Server
 
 SHORT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2, "temperature": 0}
 RENDER_SEPARATOR = 99_000  # the shape, 5000 items: ~495 MB if built whole

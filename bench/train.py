@@ -227,7 +227,7 @@ def warm_up() -> None:
     loaded.model(input_ids=ids, labels=ids).loss.backward()
 
 
-def preference_pairs(tokenizer, rows: list[dict]) -> list:  # noqa: ANN001
+def preference_pairs(tokenizer, rows: list[dict]) -> list:
     other = {"positive": "negative", "negative": "positive"}
     return [
         tokenize_pair(
@@ -244,7 +244,7 @@ def preference_pairs(tokenizer, rows: list[dict]) -> list:  # noqa: ANN001
 
 
 @torch.no_grad()
-def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN001
+def preference_accuracy(model, pairs: list, pad_id: int) -> float:
     model.eval()
     wins = 0
     for start in range(0, len(pairs), 8):
@@ -255,7 +255,7 @@ def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN0
     return wins / len(pairs)
 
 
-def as_served_in_bf16(model):  # noqa: ANN001, ANN201
+def as_served_in_bf16(model):
     """The model as the engine holds it with DTYPE=bfloat16: base weights in bf16, LoRA
     weights in `adapter_dtype` (fp32 on CPU, where peft casts the update to bf16)."""
     model.to(torch.bfloat16)
@@ -371,7 +371,7 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}; {config}"
     )
 
-    def run(label: str, path) -> tuple[float, float]:  # noqa: ANN001
+    def run(label: str, path) -> tuple[float, float]:
         """Train one path, print its speed and test accuracy; its tokens/s and seconds."""
         tps, secs, loss, (model, tok) = path(train_rows, config)
         print(f"{label} {tps:.1f} tokens/s, {secs:.1f} s training, final loss {loss:.4f}")

@@ -109,14 +109,14 @@ def chat(instruction: str, row: dict, with_answer: bool) -> list[dict[str, str]]
     return messages
 
 
-def progress(m) -> bool:  # noqa: ANN001
+def progress(m) -> bool:
     if m.step % 24 == 0 or m.step == m.total_steps:
         print(f"  step {m.step}/{m.total_steps} loss {m.train_loss:.3f}", file=sys.stderr)
     return True
 
 
 @torch.no_grad()
-def accuracy(model, tokenizer, instruction: str, rows: list[dict], batch: int = 16) -> float:  # noqa: ANN001
+def accuracy(model, tokenizer, instruction: str, rows: list[dict], batch: int = 16) -> float:
     """Greedy answers, left-padded batches; right when the first line equals the label."""
     model.eval()
     longest = max(len(encode(tokenizer, r["label"])) for r in rows) + 2
@@ -143,7 +143,7 @@ def accuracy(model, tokenizer, instruction: str, rows: list[dict], batch: int = 
     return correct / len(rows)
 
 
-def run_one(set_name: str, n: int, train_rows, test_rows, requested: dict, args) -> dict:  # noqa: ANN001
+def run_one(set_name: str, n: int, train_rows, test_rows, requested: dict, args) -> dict:
     _, instruction, _ = SETS[set_name]
     settings = get_settings()
     loaded = load_base_model(args.model, settings.model_cache, "cpu")

@@ -122,7 +122,7 @@ class EngineSampler:
     """Copies one engine's queue, batch and cache figures into the metrics: every
     `interval` seconds on a thread, and on demand just before this process is scraped."""
 
-    def __init__(self, app_state, interval: float = 1.0) -> None:  # noqa: ANN001
+    def __init__(self, app_state, interval: float = 1.0) -> None:
         self.app_state = app_state
         self.interval = interval
         self._seen: dict[str, int] = {}
@@ -146,7 +146,7 @@ class EngineSampler:
         while not self._stop.wait(self.interval):
             try:
                 self.sample()
-            except Exception:  # noqa: BLE001 - metrics must never take the API down
+            except Exception:  # metrics must never take the API down
                 log.exception("sampling engine metrics failed")
 
     def sample(self) -> None:
@@ -177,7 +177,7 @@ class EngineSampler:
                 self._seen[name] = total
 
     @staticmethod
-    def _totals(engine) -> dict[str, int]:  # noqa: ANN001
+    def _totals(engine) -> dict[str, int]:
         return {
             "loads": engine.adapters.loads,
             "hits": getattr(engine.adapters, "hits", 0),
