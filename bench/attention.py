@@ -4,17 +4,13 @@ process, side by side: the model's whole decode forward is timed (CPU time of th
 each implementation once per round, medians over the rounds. Shapes: 16 rows with and without
 left padding (padding makes SDPA take another kernel), a longer cache, and one row.
 
-    .venv/bin/python bench/attention.py --dtype bfloat16 --threads 1 --rounds 12
+    .venv/bin/python -m bench.attention --dtype bfloat16 --threads 1 --rounds 12
 """
 
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from transformers import DynamicCache

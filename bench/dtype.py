@@ -6,17 +6,14 @@
 - single stream: one request alone, long answer, greedy, tokens per second (wall and per
   CPU second of the scheduler thread), the two dtypes alternating.
 
-    .venv/bin/python bench/dtype.py --prompts 50 --max-tokens 32 --threads 1
+    .venv/bin/python -m bench.dtype --prompts 50 --max-tokens 32 --threads 1
 """
 
 import argparse
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 

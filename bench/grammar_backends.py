@@ -5,20 +5,16 @@ For each library, in one run: building its tokenizer view once; compiling a JSON
 answer token by token, timing the per-step token mask (filling the bitmask; filling and
 applying it to a logits row with the library's own kernel) and the token acceptance.
 
-    .venv/bin/python bench/grammar_backends.py [--schemas 10]
+    .venv/bin/python -m bench.grammar_backends [--schemas 10]
 """
 
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def schema(i: int) -> dict:

@@ -3,16 +3,12 @@ count, whether the limits refuse it, and the time to a compiled grammar (or to t
 through `Grammars` (a child process per compile), with the default model's tokenizer; and
 xgrammar in this process for the schemas that compile, for the child's overhead.
 
-    .venv/bin/python bench/grammar_limits.py --timeout 60
+    .venv/bin/python -m bench.grammar_limits --timeout 60
 """
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def obj(i: int, closed: bool) -> dict:

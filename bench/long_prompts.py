@@ -11,7 +11,7 @@ Time to first token and total, p50 and p95, idle and loaded side by side, on a f
   prompts are alone, about a decode step's time while other requests run);
 - `full`: every chunk PREFILL_CHUNK tokens (--chunk), as before the pacer.
 
-    .venv/bin/python bench/long_prompts.py --long 3 --prompt-tokens 7800 --policies full,paced
+    .venv/bin/python -m bench.long_prompts --long 3 --prompt-tokens 7800 --policies full,paced
 """
 
 import argparse
@@ -20,9 +20,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.engine.engine import Engine, EngineConfig
 from app.engine.loader import load_base_model

@@ -9,20 +9,17 @@ decode shape (one new token per row on a 64-token KV cache) and a prefill shape 
 row; --context sets both). Each round times every case once, so the ratios are side by side; medians
 of CPU time (thread time, so other processes on a shared machine do not count).
 
-    .venv/bin/python bench/lora_paths.py --dtypes bfloat16,float32 --rounds 30 --prefill-rounds 3
-    .venv/bin/python bench/lora_paths.py --loaded 8 --prefill-rounds 0
+    .venv/bin/python -m bench.lora_paths --dtypes bfloat16,float32 --rounds 30 --prefill-rounds 3
+    .venv/bin/python -m bench.lora_paths --loaded 8 --prefill-rounds 0
 """
 
 import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from transformers import DynamicCache

@@ -14,9 +14,9 @@ so latency includes the wait behind other clients' requests, as it does for (a).
 Then, in process on the engine: time to first token of 4-shot template requests with and
 without the prefix cache, and memory per loaded adapter against its file size.
 
-    .venv/bin/python bench/serve.py [--device cuda] [--requests 64] [--clients 16]
-    .venv/bin/python bench/serve.py --answers long --max-tokens 64   # decode-heavy
-    .venv/bin/python bench/serve.py --engine vllm   # adaptd on vLLM vs vLLM direct vs
+    .venv/bin/python -m bench.serve [--device cuda] [--requests 64] [--clients 16]
+    .venv/bin/python -m bench.serve --answers long --max-tokens 64   # decode-heavy
+    .venv/bin/python -m bench.serve --engine vllm   # adaptd on vLLM vs vLLM direct vs
                                                     # built-in (bench/vllm_compare.py)
 
 --structured instead measures structured outputs on the service: the same workload with
@@ -26,7 +26,7 @@ the mean of the two unconstrained runs), then what a new schema costs: compiling
 process, cold and from the cache, and the latency of a 1-token request with a new schema
 against one with a schema already compiled.
 
-    .venv/bin/python bench/serve.py --structured --requests 64 --clients 16 --max-tokens 32
+    .venv/bin/python -m bench.serve --structured --requests 64 --clients 16 --max-tokens 32
 """
 
 import argparse
@@ -46,7 +46,6 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 QUESTIONS = [
     "What is the capital of France?",

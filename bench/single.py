@@ -31,10 +31,10 @@ alone, one decode step each in turn on the calling thread, with the inputs gener
 (a stock cache, the mask) and those the engine's decode passes (its growing cache, the mask,
 positions, logits_to_keep), CPU time per step.
 
-    .venv/bin/python bench/single.py --dtypes float32,bfloat16 --threads 1,2 --rounds 3
-    .venv/bin/python bench/single.py --threads 2 --pools shared
-    .venv/bin/python bench/single.py --threads 1 --rounds 1 --interleaved
-    .venv/bin/python bench/single.py --threads 1 --rounds 1 --profile /tmp/single  # op tables
+    .venv/bin/python -m bench.single --dtypes float32,bfloat16 --threads 1,2 --rounds 3
+    .venv/bin/python -m bench.single --threads 2 --pools shared
+    .venv/bin/python -m bench.single --threads 1 --rounds 1 --interleaved
+    .venv/bin/python -m bench.single --threads 1 --rounds 1 --profile /tmp/single  # op tables
 """
 
 import argparse
@@ -43,14 +43,11 @@ import json
 import os
 import resource
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 

@@ -7,31 +7,27 @@ once the abandoned client has gone (from /metrics).
 One run per PREFILL_CHUNK value given (0: every prompt prefilled in one forward, as before
 chunked prefill), each on a fresh service with the default model:
 
-    .venv/bin/python bench/starvation.py --chunks 512,0
+    .venv/bin/python -m bench.starvation --chunks 512,0
 
 Label rows (`label_run`): another tenant's 2-token request, idle and then while one client
 sends 240-label `choice` requests with logprobs back to back, once per LABEL_ROWS_IN_FLIGHT
 value given (240: every label row queued at once, as before):
 
-    .venv/bin/python bench/starvation.py --chunks "" --label-windows 8,240
+    .venv/bin/python -m bench.starvation --chunks "" --label-windows 8,240
 
 The grammar case (`grammar_run`), on its own: other tenants' p95 latency on the idle service
 and while one tenant sends schemas that are slow to compile or too large:
 
-    .venv/bin/python bench/starvation.py --grammar --idle-samples 10 --grammar-seconds 60
+    .venv/bin/python -m bench.starvation --grammar --idle-samples 10 --grammar-seconds 60
 """
 
 import argparse
 import json
 import socket
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 

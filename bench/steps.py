@@ -6,14 +6,14 @@ engine at once; the wall time of the decode phase is split into time inside the 
 forward (timed around `model.forward`) and the rest (the scheduler's per-step work:
 building inputs, cache bookkeeping, sampling, stop checks, streaming). Prefill is excluded.
 
-    .venv/bin/python bench/steps.py --rows 1,16 --dtypes float32,bfloat16 --max-tokens 48
-    .venv/bin/python bench/steps.py --rows 1,16 --profile /tmp/steps.prof   # cProfile
+    .venv/bin/python -m bench.steps --rows 1,16 --dtypes float32,bfloat16 --max-tokens 48
+    .venv/bin/python -m bench.steps --rows 1,16 --profile /tmp/steps.prof   # cProfile
 
 --adapters 3 also runs the rows as base + 3 random LoRA adapters round robin (bench/serve.py's
 adapters and mix), once per --lora-paths value (app/engine/adapters.py's `lora_path`), each
 round right after a base-only one so their ratio is side by side:
 
-    .venv/bin/python bench/steps.py --rows 16 --adapters 3 --lora-paths grouped,auto --repeat 3
+    .venv/bin/python -m bench.steps --rows 16 --adapters 3 --lora-paths grouped,auto --repeat 3
 """
 
 import argparse
@@ -22,12 +22,9 @@ import cProfile
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 

@@ -8,8 +8,8 @@ learning rate, batch size as auto picks it); then greedy generation on held-out 
 sentences, prompts rendered as the server renders them, an answer right when its first line
 equals the label. `--train-check` also scores the auto adapter on its own training examples.
 
-    .venv/bin/python bench/tune.py --sets trec4:24 --train-check --only-auto   # the goal
-    .venv/bin/python bench/tune.py --sets sst2:24,trec4:24 --test 100         # a table
+    .venv/bin/python -m bench.tune --sets trec4:24 --train-check --only-auto   # the goal
+    .venv/bin/python -m bench.tune --sets sst2:24,trec4:24 --test 100         # a table
 
 Data sets (`name[:size]`): sst2 (2 labels), trec4 (TREC questions of 4 coarse types routed
 to four made-up team names, the issue's "Team X" case), banking8 (8 Banking77 intents).
@@ -26,19 +26,18 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app.engine.loader import load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from workers.training import (  # noqa: E402
+from app.engine.loader import load_base_model
+from app.engine.prompts import encode, render_chat
+from app.settings import get_settings
+from workers.training import (
     config_from_hyperparameters,
     parameter_count,
     resolve_hyperparameters,
     tokenize_chat,
     train_lora,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # ../shared/datasets beside the checkout (or beside the worktrees folder); --data overrides.
 DATA = next(
