@@ -53,9 +53,10 @@ def main() -> None:
     import xgrammar as xgr
     from transformers import AutoTokenizer
 
+    from app.engine.grammar_compile import compile_with
     from app.engine.grammar_rules import GrammarLimits, count_nodes
     from app.engine.loader import resolve_source
-    from app.engine.structured import Grammars, OutputConstraint, compile_with
+    from app.engine.structured import Grammars, OutputConstraint
     from app.settings import get_settings
 
     settings = get_settings()
