@@ -23,8 +23,8 @@ from app.engine.prompts import encode, render_chat
 from app.engine.requests import Finished
 from app.engine.sampling import SamplingParams
 from app.settings import get_settings
-from bench.serve import LONG_QUESTIONS, QUESTIONS
 from bench.steps import ForwardTimer, measure
+from bench.workload import LONG_QUESTIONS, QUESTIONS
 
 SST2 = Path("../shared/datasets/sst2/test.jsonl")  # as bench/train.py: from the checkout
 INSTRUCTION = "Classify the sentiment of this movie review as positive or negative.\nReview: "

@@ -26,13 +26,9 @@ from app.engine.loader import load_base_model
 from app.engine.prompts import encode, render_chat
 from app.engine.requests import Delta, Failed, Finished
 from app.engine.sampling import SamplingParams
+from app.evals.stats import percentile
 from app.settings import get_settings
 from bench.starvation import SENTENCES
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(samples: list[tuple[float, float]]) -> dict:
@@ -41,9 +37,9 @@ def summary(samples: list[tuple[float, float]]) -> dict:
     return {
         "n": len(samples),
         "ttft_p50_ms": round(statistics.median(first), 1),
-        "ttft_p95_ms": round(percentile(first, 0.95), 1),
+        "ttft_p95_ms": round(percentile(first, 95), 1),
         "total_p50_ms": round(statistics.median(total), 1),
-        "total_p95_ms": round(percentile(total, 0.95), 1),
+        "total_p95_ms": round(percentile(total, 95), 1),
     }
 
 

@@ -1,7 +1,7 @@
 """LoRA overhead through the service: base only against base + 3 adapters mixed, interleaved.
 
 One built-in service per DTYPE (uvicorn, real default model, SQLite), the same 3 random LoRA
-adapters bench/serve.py registers, and the same chat requests (16 closed-loop clients, greedy,
+adapters bench/workload.py registers, and the same chat requests (16 closed-loop clients, greedy,
 fixed max_tokens) sent as two workloads: every request to the base model, or round robin over
 the base model and the 3 adapters. The two alternate on one server (base, mixed, then mixed,
 base, ...: each goes first in half the rounds), so drift in the machine's load falls on both;
@@ -22,9 +22,9 @@ import secrets
 import shutil
 import statistics
 
-from bench.serve import LONG_QUESTIONS, QUESTIONS, make_adapters
 from bench.server import Server, temporary_data_dir
 from bench.vllm_compare import via_adaptd
+from bench.workload import LONG_QUESTIONS, QUESTIONS, make_adapters
 
 
 def workloads(

@@ -1,7 +1,7 @@
 """LoRA rows in one forward: the per-group path against the stacked path (app/engine/adapters.py),
 on the real base model, in process, one torch thread.
 
-Three random rank-16 adapters on q/k/v/o (as bench/serve.py makes them) are loaded into the
+Three random rank-16 adapters on q/k/v/o (as bench/workload.py makes them) are loaded into the
 engine's AdapterCache (--loaded 8: five more loaded, not in the batches, as the default
 max_loaded_adapters allows); the model's forward is timed for 16 rows of base only, of one
 adapter, and of base + 3 adapters round robin (as bench/serve.py's clients mix them), at a
@@ -40,7 +40,7 @@ ROWS = 16
 
 
 def write_adapters(folder: Path, source: str, count: int = N_ADAPTERS) -> list[AdapterRef]:
-    """bench/serve.py's adapters (rank 16 on q/k/v/o, random non-zero B), without a registry."""
+    """bench/workload.py's adapters (rank 16 on q/k/v/o, random non-zero B), without a registry."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 

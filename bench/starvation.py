@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.evals.stats import percentile
 from bench.server import Server
 
 SHORT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2, "temperature": 0}
@@ -164,18 +165,13 @@ def one_run(chunk: int, prompt: str, idle_samples: int) -> dict:
 LABELS = [f"c{i}" for i in range(240)]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def latency_summary(samples: list[float]) -> dict:
     if not samples:
         return {"n": 0}
     return {
         "n": len(samples),
-        "p50_ms": round(percentile(samples, 0.5) * 1000, 1),
-        "p95_ms": round(percentile(samples, 0.95) * 1000, 1),
+        "p50_ms": round(percentile(samples, 50) * 1000, 1),
+        "p95_ms": round(percentile(samples, 95) * 1000, 1),
         "max_ms": round(max(samples) * 1000, 1),
     }
 

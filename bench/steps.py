@@ -36,7 +36,7 @@ from app.engine.sampling import SamplingParams
 from app.engine.scheduler import Scheduler
 from app.settings import get_settings
 from bench.lora_paths import write_adapters
-from bench.serve import LONG_QUESTIONS
+from bench.workload import LONG_QUESTIONS
 
 
 class ForwardTimer:

@@ -1,4 +1,4 @@
-"""`bench/serve.py --engine vllm`: the same chat workload, in one run, through
+"""`python -m bench.serve --engine vllm`: the same chat workload, in one run, through
 
   (d) adaptd on vLLM: the service with ENGINE=vllm, over HTTP, on one local vLLM server;
   (e) vLLM direct: that same vLLM server's /v1/completions with the token ids adaptd
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import LONG_QUESTIONS, N_ADAPTERS, QUESTIONS, make_adapters, summary
-from bench.server import Server, free_port, temporary_data_dir
+from bench.server import Server, temporary_data_dir
+from bench.workload import LONG_QUESTIONS, N_ADAPTERS, QUESTIONS, make_adapters, summary
+from tests.processes import free_port
 
 
 async def closed_loop_run(one, items: list, clients: int) -> dict:

@@ -29,6 +29,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from app.db import get_sessionmaker, utcnow
+from app.evals.models import Evaluation
+from app.finetune.models import FineTuningJob
+from app.status import TERMINAL, Status
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +212,6 @@ class JobsCollector(Collector):
     workers that ran them may be in other containers, but the database is shared."""
 
     def collect(self) -> Iterator[Metric]:
-        from app.evals.models import Evaluation
-        from app.finetune.models import FineTuningJob
-        from app.status import TERMINAL, Status
-
         now = utcnow()
         with get_sessionmaker()() as session:
             for table, noun, started in (
