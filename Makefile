@@ -59,7 +59,8 @@ run: install sandbox
 	$(VENV)/bin/alembic upgrade head
 	PORT=$(PORT) VENV=$(VENV) bash scripts/run.sh
 
-# Everything, as CI runs it: lint, the layer contracts (pyproject.toml), every test tier.
+# Everything, as CI runs it: lint, the layer contracts (pyproject.toml), every test tier
+# (tests/test_import_cycles.py among them: no two modules import each other).
 test: install install-vllm browser sandbox
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
@@ -81,6 +82,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(PY) -m scripts.import_cycles
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .import_linter_cache

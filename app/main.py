@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app import health
+from app import models as _models  # noqa: F401 - every table mapped, flushes audited
 from app.aliases.router import router as aliases_router
-from app.audit import recorder as _audit_recorder  # noqa: F401 - audits every flush
 from app.audit.router import router as audit_router
 from app.auth import service as auth_service
 from app.auth.dependencies import requires

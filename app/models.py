@@ -1,4 +1,6 @@
-"""Every table, imported in one place so Alembic and tests see the whole schema."""
+"""Every table, imported in one place so Alembic, tests, the API and the worker see the whole
+schema; and the one place the audit recorder's session hook is installed (app/audit/recorder.py),
+so every process that maps the tables records their audited changes."""
 
 from app.aliases.models import Alias, AliasCounter, AliasVersion
 from app.audit import recorder as _audit_recorder  # noqa: F401 - audits every session's flushes

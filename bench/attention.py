@@ -4,25 +4,21 @@ process, side by side: the model's whole decode forward is timed (CPU time of th
 each implementation once per round, medians over the rounds. Shapes: 16 rows with and without
 left padding (padding makes SDPA take another kernel), a longer cache, and one row.
 
-    .venv/bin/python bench/attention.py --dtype bfloat16 --threads 1 --rounds 12
+    .venv/bin/python -m bench.attention --dtype bfloat16 --threads 1 --rounds 12
 """
 
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from transformers import DynamicCache
 
-import torch  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
-
-from app.engine.attention import NAME  # noqa: E402
-from app.engine.engine import prepare_for_serving  # noqa: E402
-from app.engine.loader import load_base_model  # noqa: E402
-from app.settings import get_settings  # noqa: E402
+from app.engine.attention import NAME
+from app.engine.engine import prepare_for_serving
+from app.engine.loader import load_base_model
+from app.settings import get_settings
 
 SHAPES = [(16, 64, False), (16, 64, True), (16, 200, True), (1, 64, False)]
 IMPLEMENTATIONS = ("sdpa", NAME, "eager")

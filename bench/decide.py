@@ -13,24 +13,22 @@ sentence one chat request with the choice and `logprobs: true`, the label with t
 choice constraint).
 Prints how long each took to become servable and the evaluation report.
 
-    .venv/bin/python bench/decide.py --train 384 --test 200 --charts docs/img
-    .venv/bin/python bench/decide.py --test 200 --no-adapter   # templates only
+    .venv/bin/python -m bench.decide --train 384 --test 200 --charts docs/img
+    .venv/bin/python -m bench.decide --test 200 --no-adapter   # templates only
 """
 
 import argparse
 import json
 import random
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.evals.metrics import label as label_match  # noqa: E402
-from app.evals.stats import mcnemar_exact, percentile, wilson_interval  # noqa: E402
-from bench.server import Server  # noqa: E402
+from app.evals.metrics import label as label_match
+from app.evals.stats import mcnemar_exact, percentile, wilson_interval
+from bench.server import Server
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "sst2"
 BASE = "smollm2-135m-instruct"

@@ -6,28 +6,25 @@
 - single stream: one request alone, long answer, greedy, tokens per second (wall and per
   CPU second of the scheduler thread), the two dtypes alternating.
 
-    .venv/bin/python bench/dtype.py --prompts 50 --max-tokens 32 --threads 1
+    .venv/bin/python -m bench.dtype --prompts 50 --max-tokens 32 --threads 1
 """
 
 import argparse
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from app.engine.engine import Engine, EngineConfig  # noqa: E402
-from app.engine.loader import load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.engine.requests import Finished  # noqa: E402
-from app.engine.sampling import SamplingParams  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from bench.serve import LONG_QUESTIONS, QUESTIONS  # noqa: E402
-from bench.steps import ForwardTimer, measure  # noqa: E402
+from app.engine.engine import Engine, EngineConfig
+from app.engine.loader import load_base_model
+from app.engine.prompts import encode, render_chat
+from app.engine.requests import Finished
+from app.engine.sampling import SamplingParams
+from app.settings import get_settings
+from bench.steps import ForwardTimer, measure
+from bench.workload import LONG_QUESTIONS, QUESTIONS
 
 SST2 = Path("../shared/datasets/sst2/test.jsonl")  # as bench/train.py: from the checkout
 INSTRUCTION = "Classify the sentiment of this movie review as positive or negative.\nReview: "

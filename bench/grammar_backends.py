@@ -5,20 +5,16 @@ For each library, in one run: building its tokenizer view once; compiling a JSON
 answer token by token, timing the per-step token mask (filling the bitmask; filling and
 applying it to a logits row with the library's own kernel) and the token acceptance.
 
-    .venv/bin/python bench/grammar_backends.py [--schemas 10]
+    .venv/bin/python -m bench.grammar_backends [--schemas 10]
 """
 
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def schema(i: int) -> dict:
@@ -59,7 +55,7 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def bench_xgrammar(tokenizer, vocab: int, n: int) -> dict:  # noqa: ANN001
+def bench_xgrammar(tokenizer, vocab: int, n: int) -> dict:
     import xgrammar as xgr
 
     t = time.perf_counter()
@@ -91,7 +87,7 @@ def bench_xgrammar(tokenizer, vocab: int, n: int) -> dict:  # noqa: ANN001
     return report(setup, cold, cached, steps, fills, accepts)
 
 
-def bench_llguidance(tokenizer, vocab: int, n: int) -> dict:  # noqa: ANN001
+def bench_llguidance(tokenizer, vocab: int, n: int) -> dict:
     import llguidance
     import llguidance.hf
     import llguidance.torch as lltorch

@@ -3,21 +3,18 @@
 Prints request counts by outcome (only explicit 503/429 back-pressure may fail), p50/p95
 latency, generated tokens/s, and the server's memory after warm-up and at the end.
 
-    .venv/bin/python bench/load.py --clients 200 --seconds 120
+    .venv/bin/python -m bench.load --clients 200 --seconds 120
 """
 
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.server import Server  # noqa: E402
+from bench.server import Server
 
 PROMPTS = [
     "What is the capital of France?",

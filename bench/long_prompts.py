@@ -11,7 +11,7 @@ Time to first token and total, p50 and p95, idle and loaded side by side, on a f
   prompts are alone, about a decode step's time while other requests run);
 - `full`: every chunk PREFILL_CHUNK tokens (--chunk), as before the pacer.
 
-    .venv/bin/python bench/long_prompts.py --long 3 --prompt-tokens 7800 --policies full,paced
+    .venv/bin/python -m bench.long_prompts --long 3 --prompt-tokens 7800 --policies full,paced
 """
 
 import argparse
@@ -20,22 +20,15 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.engine.engine import Engine, EngineConfig  # noqa: E402
-from app.engine.loader import load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.engine.requests import Delta, Failed, Finished  # noqa: E402
-from app.engine.sampling import SamplingParams  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from bench.starvation import SENTENCES  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from app.engine.engine import Engine, EngineConfig
+from app.engine.loader import load_base_model
+from app.engine.prompts import encode, render_chat
+from app.engine.requests import Delta, Failed, Finished
+from app.engine.sampling import SamplingParams
+from app.evals.stats import percentile
+from app.settings import get_settings
+from bench.starvation import SENTENCES
 
 
 def summary(samples: list[tuple[float, float]]) -> dict:
@@ -44,9 +37,9 @@ def summary(samples: list[tuple[float, float]]) -> dict:
     return {
         "n": len(samples),
         "ttft_p50_ms": round(statistics.median(first), 1),
-        "ttft_p95_ms": round(percentile(first, 0.95), 1),
+        "ttft_p95_ms": round(percentile(first, 95), 1),
         "total_p50_ms": round(statistics.median(total), 1),
-        "total_p95_ms": round(percentile(total, 0.95), 1),
+        "total_p95_ms": round(percentile(total, 95), 1),
     }
 
 

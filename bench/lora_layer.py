@@ -7,20 +7,16 @@ rows. The base layer's cost grows as hidden^2 and the update's as hidden x rank,
 cost per kernel that dominates at small sizes: this is what the LoRA overhead of a mixed batch
 comes to on a model of each size.
 
-    .venv/bin/python bench/lora_layer.py --threads 2 --hidden 576,2048,4096
+    .venv/bin/python -m bench.lora_layer --threads 2 --hidden 576,2048,4096
 """
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from app.engine.adapters import add_update  # noqa: E402
+from app.engine.adapters import add_update
 
 ROWS, ADAPTERS, RANK = 16, 3, 16
 

@@ -1,7 +1,7 @@
 """LoRA overhead through the service: base only against base + 3 adapters mixed, interleaved.
 
 One built-in service per DTYPE (uvicorn, real default model, SQLite), the same 3 random LoRA
-adapters bench/serve.py registers, and the same chat requests (16 closed-loop clients, greedy,
+adapters bench/workload.py registers, and the same chat requests (16 closed-loop clients, greedy,
 fixed max_tokens) sent as two workloads: every request to the base model, or round robin over
 the base model and the 3 adapters. The two alternate on one server (base, mixed, then mixed,
 base, ...: each goes first in half the rounds), so drift in the machine's load falls on both;
@@ -11,7 +11,7 @@ before any adapter was loaded. Generated tokens are printed per phase: adapters 
 their answers sooner would move tokens/s without any change in the engine, which is why the
 default questions (--answers long) ask for answers longer than max_tokens.
 
-    .venv/bin/python bench/lora_overhead.py --dtypes bfloat16,float32 --rounds 3
+    .venv/bin/python -m bench.lora_overhead --dtypes bfloat16,float32 --rounds 3
 """
 
 import argparse
@@ -21,15 +21,10 @@ import os
 import secrets
 import shutil
 import statistics
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.serve import LONG_QUESTIONS, QUESTIONS, make_adapters  # noqa: E402
-from bench.server import Server, temporary_data_dir  # noqa: E402
-from bench.vllm_compare import via_adaptd  # noqa: E402
+from bench.server import Server, temporary_data_dir
+from bench.vllm_compare import via_adaptd
+from bench.workload import LONG_QUESTIONS, QUESTIONS, make_adapters
 
 
 def workloads(

@@ -1,7 +1,7 @@
 """LoRA rows in one forward: the per-group path against the stacked path (app/engine/adapters.py),
 on the real base model, in process, one torch thread.
 
-Three random rank-16 adapters on q/k/v/o (as bench/serve.py makes them) are loaded into the
+Three random rank-16 adapters on q/k/v/o (as bench/workload.py makes them) are loaded into the
 engine's AdapterCache (--loaded 8: five more loaded, not in the batches, as the default
 max_loaded_adapters allows); the model's forward is timed for 16 rows of base only, of one
 adapter, and of base + 3 adapters round robin (as bench/serve.py's clients mix them), at a
@@ -9,41 +9,38 @@ decode shape (one new token per row on a 64-token KV cache) and a prefill shape 
 row; --context sets both). Each round times every case once, so the ratios are side by side; medians
 of CPU time (thread time, so other processes on a shared machine do not count).
 
-    .venv/bin/python bench/lora_paths.py --dtypes bfloat16,float32 --rounds 30 --prefill-rounds 3
-    .venv/bin/python bench/lora_paths.py --loaded 8 --prefill-rounds 0
+    .venv/bin/python -m bench.lora_paths --dtypes bfloat16,float32 --rounds 30 --prefill-rounds 3
+    .venv/bin/python -m bench.lora_paths --loaded 8 --prefill-rounds 0
 """
 
 import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from transformers import DynamicCache
 
-import torch  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
-
-from app.engine.adapters import (  # noqa: E402
+from app.engine.adapters import (
     BASE,
     AdapterCache,
     AdapterRef,
     adapter_dtype,
     peft_label,
 )
-from app.engine.engine import prepare_for_serving  # noqa: E402
-from app.engine.loader import load_base_model, resolve_source  # noqa: E402
-from app.settings import get_settings  # noqa: E402
+from app.engine.engine import prepare_for_serving
+from app.engine.loader import load_base_model, resolve_source
+from app.settings import get_settings
 
 N_ADAPTERS = 3
 ROWS = 16
 
 
 def write_adapters(folder: Path, source: str, count: int = N_ADAPTERS) -> list[AdapterRef]:
-    """bench/serve.py's adapters (rank 16 on q/k/v/o, random non-zero B), without a registry."""
+    """bench/workload.py's adapters (rank 16 on q/k/v/o, random non-zero B), without a registry."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -65,7 +62,7 @@ def write_adapters(folder: Path, source: str, count: int = N_ADAPTERS) -> list[A
     return refs
 
 
-def cpu_ms(fn) -> float:  # noqa: ANN001
+def cpu_ms(fn) -> float:
     t0 = time.thread_time()
     fn()
     return 1000 * (time.thread_time() - t0)

@@ -5,17 +5,14 @@ model's; answers are noise.
 The device machine takes at most 64 MiB with the working tree, and the default model's GGUF is
 98 MB, so a GPU session carries only the small files and makes the weights there:
 
-    .venv/bin/python bench/random_model.py .gpumodel/smollm2-135m-instruct           # here
-    python3 bench/random_model.py .gpumodel/smollm2-135m-instruct --weights          # there
-    BASE_MODEL=$PWD/.gpumodel/smollm2-135m-instruct python3 bench/serve.py --device cuda
+    .venv/bin/python -m bench.random_model .gpumodel/smollm2-135m-instruct           # here
+    python3 -m bench.random_model .gpumodel/smollm2-135m-instruct --weights          # there
+    BASE_MODEL=$PWD/.gpumodel/smollm2-135m-instruct python3 -m bench.serve --device cuda
 """
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SMALL_FILES = (
     "config.json",

@@ -1,15 +1,14 @@
-"""Starts the real service (uvicorn, SQLite, a temporary data folder) for benchmarks."""
+"""Starts the real service (uvicorn, SQLite, a temporary data folder) for benchmarks, with the
+process helper the fault tests use (tests/processes.py)."""
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from tests.processes import ApiProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,17 +28,10 @@ def temporary_data_dir(prefix: str, max_batch_size: int) -> Path:
     return data_dir
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(
         self, extra_env: dict[str, str] | None = None, data_dir: Path | None = None
     ) -> None:
-        self.port = free_port()
         # Servers sharing a data folder must share the key: each start revokes other
         # bootstrap keys.
         given = (extra_env or {}).get("ADAPTD_ADMIN_KEY")
@@ -53,9 +45,10 @@ class Server:
         }
         if "DATABASE_URL" not in (extra_env or {}):
             self.env.pop("DATABASE_URL", None)  # SQLite in the data folder
+        self.api: ApiProcess | None = None
         self.proc: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""  # once started
 
     def __enter__(self) -> "Server":
         py = sys.executable
@@ -66,43 +59,19 @@ class Server:
             check=True,
             capture_output=True,
         )
-        self.proc = subprocess.Popen(
-            [
-                py,
-                "-m",
-                "uvicorn",
-                "app.asgi:app",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited during startup")
-            time.sleep(0.5)
-        raise RuntimeError("server not ready after 300 s")
+        self.api = ApiProcess(self.env, replace_env=True, ready_timeout=300)
+        self.proc, self.url = self.api.proc, self.api.base
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in [*self.workers, self.proc]:
-            if proc is None:
-                continue
+        for proc in self.workers:
             proc.terminate()
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.api is not None:
+            self.api.stop()
 
     def start_worker(self) -> subprocess.Popen:
         """One Celery worker process on the same settings (the embedded filesystem broker
@@ -132,8 +101,5 @@ class Server:
 
     def rss_mib(self) -> float:
         """Resident memory of the server process, from /proc."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        assert self.api is not None
+        return self.api.rss_mib()

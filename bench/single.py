@@ -31,10 +31,10 @@ alone, one decode step each in turn on the calling thread, with the inputs gener
 (a stock cache, the mask) and those the engine's decode passes (its growing cache, the mask,
 positions, logits_to_keep), CPU time per step.
 
-    .venv/bin/python bench/single.py --dtypes float32,bfloat16 --threads 1,2 --rounds 3
-    .venv/bin/python bench/single.py --threads 2 --pools shared
-    .venv/bin/python bench/single.py --threads 1 --rounds 1 --interleaved
-    .venv/bin/python bench/single.py --threads 1 --rounds 1 --profile /tmp/single  # op tables
+    .venv/bin/python -m bench.single --dtypes float32,bfloat16 --threads 1,2 --rounds 3
+    .venv/bin/python -m bench.single --threads 2 --pools shared
+    .venv/bin/python -m bench.single --threads 1 --rounds 1 --interleaved
+    .venv/bin/python -m bench.single --threads 1 --rounds 1 --profile /tmp/single  # op tables
 """
 
 import argparse
@@ -43,24 +43,21 @@ import json
 import os
 import resource
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from app.engine.batch import cache_from, kv_of  # noqa: E402
-from app.engine.engine import Engine, EngineConfig  # noqa: E402
-from app.engine.loader import LoadedModel, load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.engine.sampling import SamplingParams  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from bench.steps import ForwardTimer  # noqa: E402
+from app.engine.batch import cache_from, kv_of
+from app.engine.engine import Engine, EngineConfig
+from app.engine.loader import LoadedModel, load_base_model
+from app.engine.prompts import encode, render_chat
+from app.engine.sampling import SamplingParams
+from app.settings import get_settings
+from bench.steps import ForwardTimer
 
 QUESTION = "Describe the water cycle in detail."
 Run = Callable[[int], tuple[int, ...]]  # new tokens -> the generated ids

@@ -7,35 +7,32 @@ once the abandoned client has gone (from /metrics).
 One run per PREFILL_CHUNK value given (0: every prompt prefilled in one forward, as before
 chunked prefill), each on a fresh service with the default model:
 
-    .venv/bin/python bench/starvation.py --chunks 512,0
+    .venv/bin/python -m bench.starvation --chunks 512,0
 
 Label rows (`label_run`): another tenant's 2-token request, idle and then while one client
 sends 240-label `choice` requests with logprobs back to back, once per LABEL_ROWS_IN_FLIGHT
 value given (240: every label row queued at once, as before):
 
-    .venv/bin/python bench/starvation.py --chunks "" --label-windows 8,240
+    .venv/bin/python -m bench.starvation --chunks "" --label-windows 8,240
 
 The grammar case (`grammar_run`), on its own: other tenants' p95 latency on the idle service
 and while one tenant sends schemas that are slow to compile or too large:
 
-    .venv/bin/python bench/starvation.py --grammar --idle-samples 10 --grammar-seconds 60
+    .venv/bin/python -m bench.starvation --grammar --idle-samples 10 --grammar-seconds 60
 """
 
 import argparse
 import json
 import socket
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.server import Server  # noqa: E402
+from app.evals.stats import percentile
+from bench.server import Server
 
 SHORT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2, "temperature": 0}
 RENDER_SEPARATOR = 99_000  # the issue's shape, 5000 items: ~495 MB if built whole
@@ -168,18 +165,13 @@ def one_run(chunk: int, prompt: str, idle_samples: int) -> dict:
 LABELS = [f"c{i}" for i in range(240)]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def latency_summary(samples: list[float]) -> dict:
     if not samples:
         return {"n": 0}
     return {
         "n": len(samples),
-        "p50_ms": round(percentile(samples, 0.5) * 1000, 1),
-        "p95_ms": round(percentile(samples, 0.95) * 1000, 1),
+        "p50_ms": round(percentile(samples, 50) * 1000, 1),
+        "p95_ms": round(percentile(samples, 95) * 1000, 1),
         "max_ms": round(max(samples) * 1000, 1),
     }
 

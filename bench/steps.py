@@ -6,14 +6,14 @@ engine at once; the wall time of the decode phase is split into time inside the 
 forward (timed around `model.forward`) and the rest (the scheduler's per-step work:
 building inputs, cache bookkeeping, sampling, stop checks, streaming). Prefill is excluded.
 
-    .venv/bin/python bench/steps.py --rows 1,16 --dtypes float32,bfloat16 --max-tokens 48
-    .venv/bin/python bench/steps.py --rows 1,16 --profile /tmp/steps.prof   # cProfile
+    .venv/bin/python -m bench.steps --rows 1,16 --dtypes float32,bfloat16 --max-tokens 48
+    .venv/bin/python -m bench.steps --rows 1,16 --profile /tmp/steps.prof   # cProfile
 
 --adapters 3 also runs the rows as base + 3 random LoRA adapters round robin (bench/serve.py's
 adapters and mix), once per --lora-paths value (app/engine/adapters.py's `lora_path`), each
 round right after a base-only one so their ratio is side by side:
 
-    .venv/bin/python bench/steps.py --rows 16 --adapters 3 --lora-paths grouped,auto --repeat 3
+    .venv/bin/python -m bench.steps --rows 16 --adapters 3 --lora-paths grouped,auto --repeat 3
 """
 
 import argparse
@@ -22,24 +22,21 @@ import cProfile
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from app.engine.adapters import AdapterRef  # noqa: E402
-from app.engine.engine import Engine, EngineConfig  # noqa: E402
-from app.engine.loader import load_base_model, resolve_source  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.engine.sampling import SamplingParams  # noqa: E402
-from app.engine.scheduler import Scheduler  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from bench.lora_paths import write_adapters  # noqa: E402
-from bench.serve import LONG_QUESTIONS  # noqa: E402
+from app.engine.adapters import AdapterRef
+from app.engine.engine import Engine, EngineConfig
+from app.engine.loader import load_base_model, resolve_source
+from app.engine.prompts import encode, render_chat
+from app.engine.sampling import SamplingParams
+from app.engine.scheduler import Scheduler
+from app.settings import get_settings
+from bench.lora_paths import write_adapters
+from bench.workload import LONG_QUESTIONS
 
 
 class ForwardTimer:
@@ -53,7 +50,7 @@ class ForwardTimer:
         self._forward = model.forward
         model.forward = self._timed  # type: ignore[method-assign]
 
-    def _timed(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def _timed(self, *args, **kwargs):
         t0 = time.thread_time()
         try:
             return self._forward(*args, **kwargs)
@@ -164,7 +161,7 @@ def main() -> None:
         if profiler is not None:
             scheduler_run = Scheduler.run
 
-            def profiled(self: Scheduler, _run=scheduler_run, _p=profiler) -> None:  # noqa: ANN001
+            def profiled(self: Scheduler, _run=scheduler_run, _p=profiler) -> None:
                 _p.runcall(_run, self)
 
             Scheduler.run = profiled  # type: ignore[method-assign]

@@ -6,9 +6,9 @@ q/k/v/o), one after the other in this process. Prints tokens/s of each (non-padd
 per second of training), their ratio, and the held-out accuracy of each adapter on SST-2 test
 sentences (next-token comparison of "positive" vs "negative").
 
-    .venv/bin/python bench/train.py                       # 384 train, 200 test sentences
-    .venv/bin/python bench/train.py --train 64 --test 50  # a quick smoke run
-    .venv/bin/python bench/train.py --plain-first         # the other order
+    .venv/bin/python -m bench.train                       # 384 train, 200 test sentences
+    .venv/bin/python -m bench.train --train 64 --test 50  # a quick smoke run
+    .venv/bin/python -m bench.train --plain-first         # the other order
 
 With `--method dpo`: a preference set built from SST-2 (preferred: the correct label;
 non-preferred: the wrong one). Prints the preference accuracy on held-out pairs (the share
@@ -16,7 +16,7 @@ where the model gives the preferred answer the higher log-probability) before an
 DPO run of workers/dpo.py, and the time per step of DPO against SFT on the same prompts
 (SFT on the preferred answers), one after the other in this process.
 
-    .venv/bin/python bench/train.py --method dpo --train 32 --test 40
+    .venv/bin/python -m bench.train --method dpo --train 32 --test 40
 
 With `--method dtype`: the worker's trainer twice on the same sentences, in fp32 and under
 bf16 autocast (weights and optimizer stay fp32), tokens/s and accuracy of each; and the
@@ -24,7 +24,7 @@ fp32-trained adapter's accuracy with the base weights cast to bf16 and the LoRA 
 left as the serving engine holds them with DTYPE=bfloat16 (fp32 on CPU) on the same test
 sentences.
 
-    .venv/bin/python bench/train.py --method dtype --train 96 --test 200
+    .venv/bin/python -m bench.train --method dtype --train 96 --test 200
 """
 
 import argparse
@@ -36,19 +36,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from peft import LoraConfig, get_peft_model  # noqa: E402
-
-from app.engine.adapters import adapter_dtype  # noqa: E402
-from app.engine.loader import load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.files.validation import parse_dataset  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from workers.dpo import DpoObjective, sequence_logps, tokenize_pair  # noqa: E402
-from workers.training import (  # noqa: E402
+from app.engine.adapters import adapter_dtype
+from app.engine.loader import load_base_model
+from app.engine.prompts import encode, render_chat
+from app.files.validation import parse_dataset
+from app.settings import get_settings
+from workers.dpo import DpoObjective, sequence_logps, tokenize_pair
+from workers.training import (
     SftObjective,
     TrainConfig,
     collate,
@@ -56,6 +52,8 @@ from workers.training import (  # noqa: E402
     train_lora,
     train_objective,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DATASET = ROOT.parent / "shared" / "datasets" / "sst2"
 INSTRUCTION = "Classify the sentiment of this movie review as positive or negative."
@@ -227,7 +225,7 @@ def warm_up() -> None:
     loaded.model(input_ids=ids, labels=ids).loss.backward()
 
 
-def preference_pairs(tokenizer, rows: list[dict]) -> list:  # noqa: ANN001
+def preference_pairs(tokenizer, rows: list[dict]) -> list:
     other = {"positive": "negative", "negative": "positive"}
     return [
         tokenize_pair(
@@ -244,7 +242,7 @@ def preference_pairs(tokenizer, rows: list[dict]) -> list:  # noqa: ANN001
 
 
 @torch.no_grad()
-def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN001
+def preference_accuracy(model, pairs: list, pad_id: int) -> float:
     model.eval()
     wins = 0
     for start in range(0, len(pairs), 8):
@@ -255,7 +253,7 @@ def preference_accuracy(model, pairs: list, pad_id: int) -> float:  # noqa: ANN0
     return wins / len(pairs)
 
 
-def as_served_in_bf16(model):  # noqa: ANN001, ANN201
+def as_served_in_bf16(model):
     """The model as the engine holds it with DTYPE=bfloat16: base weights in bf16, LoRA
     weights in `adapter_dtype` (fp32 on CPU, where peft casts the update to bf16)."""
     model.to(torch.bfloat16)
@@ -371,7 +369,7 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}; {config}"
     )
 
-    def run(label: str, path) -> tuple[float, float]:  # noqa: ANN001
+    def run(label: str, path) -> tuple[float, float]:
         """Train one path, print its speed and test accuracy; its tokens/s and seconds."""
         tps, secs, loss, (model, tok) = path(train_rows, config)
         print(f"{label} {tps:.1f} tokens/s, {secs:.1f} s training, final loss {loss:.4f}")

@@ -7,24 +7,20 @@ optimizer step of `workers.training` on `--rows` synthetic examples of `--tokens
 batch in one forward, as before TRAIN_MICROBATCH_TOKENS). Prints the resident set after
 loading and the peak, in GiB.
 
-    .venv/bin/python bench/train_memory.py --rows 2 --tokens 512 --budget 0
-    .venv/bin/python bench/train_memory.py --rows 3 --tokens 8192 --budget 8192
+    .venv/bin/python -m bench.train_memory --rows 2 --tokens 512 --budget 0
+    .venv/bin/python -m bench.train_memory --rows 3 --tokens 8192 --budget 8192
 """
 
 import argparse
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app.engine.loader import load_base_model  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from workers.training import TokenizedExample, TrainConfig, train_lora  # noqa: E402
+from app.engine.loader import load_base_model
+from app.settings import get_settings
+from workers.training import TokenizedExample, TrainConfig, train_lora
 
 
 def rss_gib() -> float:

@@ -8,8 +8,8 @@ learning rate, batch size as auto picks it); then greedy generation on held-out 
 sentences, prompts rendered as the server renders them, an answer right when its first line
 equals the label. `--train-check` also scores the auto adapter on its own training examples.
 
-    .venv/bin/python bench/tune.py --sets trec4:24 --train-check --only-auto   # the goal
-    .venv/bin/python bench/tune.py --sets sst2:24,trec4:24 --test 100         # a table
+    .venv/bin/python -m bench.tune --sets trec4:24 --train-check --only-auto   # the goal
+    .venv/bin/python -m bench.tune --sets sst2:24,trec4:24 --test 100         # a table
 
 Data sets (`name[:size]`): sst2 (2 labels), trec4 (TREC questions of 4 coarse types routed
 to four made-up team names, the issue's "Team X" case), banking8 (8 Banking77 intents).
@@ -26,19 +26,18 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app.engine.loader import load_base_model  # noqa: E402
-from app.engine.prompts import encode, render_chat  # noqa: E402
-from app.settings import get_settings  # noqa: E402
-from workers.training import (  # noqa: E402
+from app.engine.loader import load_base_model
+from app.engine.prompts import encode, render_chat
+from app.settings import get_settings
+from workers.training import (
     config_from_hyperparameters,
     parameter_count,
     resolve_hyperparameters,
     tokenize_chat,
     train_lora,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # ../shared/datasets beside the checkout (or beside the worktrees folder); --data overrides.
 DATA = next(
@@ -109,14 +108,14 @@ def chat(instruction: str, row: dict, with_answer: bool) -> list[dict[str, str]]
     return messages
 
 
-def progress(m) -> bool:  # noqa: ANN001
+def progress(m) -> bool:
     if m.step % 24 == 0 or m.step == m.total_steps:
         print(f"  step {m.step}/{m.total_steps} loss {m.train_loss:.3f}", file=sys.stderr)
     return True
 
 
 @torch.no_grad()
-def accuracy(model, tokenizer, instruction: str, rows: list[dict], batch: int = 16) -> float:  # noqa: ANN001
+def accuracy(model, tokenizer, instruction: str, rows: list[dict], batch: int = 16) -> float:
     """Greedy answers, left-padded batches; right when the first line equals the label."""
     model.eval()
     longest = max(len(encode(tokenizer, r["label"])) for r in rows) + 2
@@ -143,7 +142,7 @@ def accuracy(model, tokenizer, instruction: str, rows: list[dict], batch: int = 
     return correct / len(rows)
 
 
-def run_one(set_name: str, n: int, train_rows, test_rows, requested: dict, args) -> dict:  # noqa: ANN001
+def run_one(set_name: str, n: int, train_rows, test_rows, requested: dict, args) -> dict:
     _, instruction, _ = SETS[set_name]
     settings = get_settings()
     loaded = load_base_model(args.model, settings.model_cache, "cpu")

@@ -1,4 +1,4 @@
-"""`bench/serve.py --engine vllm`: the same chat workload, in one run, through
+"""`python -m bench.serve --engine vllm`: the same chat workload, in one run, through
 
   (d) adaptd on vLLM: the service with ENGINE=vllm, over HTTP, on one local vLLM server;
   (e) vLLM direct: that same vLLM server's /v1/completions with the token ids adaptd
@@ -23,11 +23,12 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import LONG_QUESTIONS, N_ADAPTERS, QUESTIONS, make_adapters, summary
-from bench.server import Server, free_port, temporary_data_dir
+from bench.server import Server, temporary_data_dir
+from bench.workload import LONG_QUESTIONS, N_ADAPTERS, QUESTIONS, make_adapters, summary
+from tests.processes import free_port
 
 
-async def closed_loop_run(one, items: list, clients: int) -> dict:  # noqa: ANN001
+async def closed_loop_run(one, items: list, clients: int) -> dict:
     pending = list(items)
     results: list[tuple[float, int]] = []
 
@@ -44,7 +45,7 @@ async def closed_loop_run(one, items: list, clients: int) -> dict:  # noqa: ANN0
     return summary(sum(t for _, t in results), wall, [lat for lat, _ in results], {})
 
 
-async def via_adaptd(url: str, headers: dict, work: list[dict], args) -> dict:  # noqa: ANN001
+async def via_adaptd(url: str, headers: dict, work: list[dict], args) -> dict:
     limits = httpx.Limits(max_connections=args.clients + 4)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=900) as c:
 
@@ -69,7 +70,7 @@ async def vllm_direct(
     work: list[dict],
     args,
     eos: set[int],
-    adapters: dict[str, str],  # noqa: ANN001
+    adapters: dict[str, str],
 ) -> dict:
     limits = httpx.Limits(max_connections=args.clients + 4)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=900) as c:
@@ -182,7 +183,7 @@ def _run(args: argparse.Namespace, data_dir: Path) -> None:
         vllm.terminate()
         try:
             vllm.wait(timeout=60)
-        except Exception:  # noqa: BLE001
+        except Exception:
             vllm.kill()
 
 

@@ -1,7 +1,10 @@
-"""Real service processes for fault tests: the API under uvicorn, a private Redis."""
+"""Real service processes, for fault tests and benchmarks alike: the API under uvicorn, a
+private Redis. Free of the test fixtures (bench/server.py starts its services with
+`ApiProcess` too), so it imports nothing from tests.conftest."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,17 +13,34 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.conftest import ADMIN_KEY, ROOT, free_port
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class ApiProcess:
     """`uvicorn app.asgi:app` on a free port, ready (/readyz 200) when constructed. `env`
-    adds to or overrides the test's environment; `log` keeps its stderr (the request log)."""
+    adds to or overrides this process's environment (`replace_env`: is the whole
+    environment); `log` keeps its stderr (the request log). `http` is a client with the
+    environment's ADAPTD_ADMIN_KEY."""
 
-    def __init__(self, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        *,
+        replace_env: bool = False,
+        ready_timeout: float = 120,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.env = dict(env or {}) if replace_env else {**os.environ, **(env or {})}
+        self.key = self.env.get("ADAPTD_ADMIN_KEY", "")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -33,19 +53,19 @@ class ApiProcess:
                 "warning",
             ],
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb") if log is not None else subprocess.DEVNULL,
         )
         self.http = httpx.Client(
             base_url=self.base,
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            headers={"Authorization": f"Bearer {self.key}"},
             timeout=60,
         )
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_timeout
         while True:
             try:
-                if self.http.get("/readyz").status_code == 200:
+                if self.http.get("/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -59,6 +79,22 @@ class ApiProcess:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful shutdown), SIGKILL if it is not gone within 30 s."""
+        self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def rss_mib(self) -> float:
+        """Resident memory of the process, from /proc."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
 
 
 class RedisProcess:

@@ -1,7 +1,7 @@
 """The worker's entry point (`celery -A workers.celery_app worker`): the app configured in
 app/broker.py, plus the modules that define its tasks."""
 
-from app.audit import recorder as _audit_recorder  # noqa: F401 - adapters a job registers
+from app import models as _models  # noqa: F401 - every table mapped, flushes audited
 from app.broker import celery_app as _celery_app
 from app.observability.task_ids import install_request_ids
 

@@ -61,7 +61,7 @@ def run(eval_id: str, engine: Engine) -> None:
     except Exception as exc:  # reported on the row, not raised
         _fail(eval_id, exc)
         return
-    lifecycle.add_event(eval_id, f"Evaluating {len(examples)} examples on {len(names)} variants")
+    lifecycle.event(eval_id, f"Evaluating {len(examples)} examples on {len(names)} variants")
     # Touches the row while the worker is busy with it, so the reaper can tell a long
     # evaluation from a dead worker.
     with PeriodicThread("evaluation heartbeat", lambda: lifecycle.heartbeat(eval_id), 5.0):
@@ -95,7 +95,7 @@ def _run_variants(
         for i, (name, variant) in enumerate(zip(names, resolved, strict=True)):
             outcomes[name] = asyncio.run(run_variant(engine, variant, examples, metric, gen))
             correct = sum(o.correct for o in outcomes[name])
-            lifecycle.add_event(
+            lifecycle.event(
                 eval_id,
                 f"Variant {i + 1}/{len(names)} done: {name}",
                 {"variant": name, "correct": correct, "n": len(examples)},
@@ -108,14 +108,14 @@ def _run_variants(
         _fail(eval_id, exc)
         return
     lifecycle.succeed(eval_id, report)
-    lifecycle.add_event(
+    lifecycle.event(
         eval_id, "Evaluation succeeded", {"recommendation": report["recommendation"]["variant"]}
     )
 
 
 def _fail(eval_id: str, exc: Exception) -> None:
     message = lifecycle.fail(eval_id, exc)
-    lifecycle.add_event(eval_id, f"Evaluation failed: {message}")
+    lifecycle.event(eval_id, f"Evaluation failed: {message}")
 
 
 async def run_variant(

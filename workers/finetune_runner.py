@@ -128,7 +128,7 @@ class EpochSaver:
             return None
         try:
             return ResumeState.load(self.resume_from / RESUME_FILE)
-        except Exception:  # noqa: BLE001 - unreadable: train from the start instead
+        except Exception:  # unreadable: train from the start instead
             log.warning("job %s: unreadable training state, starting again", self.job_id)
             return None
 

@@ -69,7 +69,7 @@ def _hand_back_quietly(worker_names: list[str]) -> None:
         ids = hand_back(worker_names)
         if ids:
             log.info("shutting down: handed back %s", ", ".join(ids))
-    except Exception:  # noqa: BLE001 - the reaper re-queues them once heartbeats stop
+    except Exception:  # the reaper re-queues them once heartbeats stop
         log.exception("handing jobs back failed")
 
 

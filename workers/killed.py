@@ -70,5 +70,5 @@ def _on_task_failure(
         return  # shutting down: processes are ended on purpose, handback re-queues the jobs
     try:
         fail_if_killed(str(args[0]), exception)
-    except Exception:  # noqa: BLE001 - the reaper still re-queues the job once it is silent
+    except Exception:  # the reaper still re-queues the job once it is silent
         log.exception("could not record the loss of job %s's process", args[0])

@@ -106,6 +106,6 @@ def _events(session: Session) -> list[AuditEvent]:
 
 
 @event.listens_for(Session, "before_flush")
-def _record(session: Session, _flush_context, _instances) -> None:  # noqa: ANN001
+def _record(session: Session, _flush_context, _instances) -> None:
     for row in _events(session):
         session.add(row)

@@ -217,7 +217,7 @@ def create_key_as(
     )
 
 
-def _visible(actor: Principal):  # noqa: ANN202
+def _visible(actor: Principal):
     """The keys an actor may see: all for a platform admin; else its tenant's, less the
     platform keys (whose secret would reach every tenant)."""
     if actor.platform:

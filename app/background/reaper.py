@@ -9,8 +9,8 @@ import logging
 
 from app.background.periodic import PeriodicThread
 from app.broker import EVALUATE_TASK, FINE_TUNE_TASK, enqueue
-from app.evals import service as evals
-from app.finetune import lifecycle
+from app.evals import lifecycle as evals
+from app.finetune import lifecycle as finetune
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def reap_once() -> list[str]:
     settings = get_settings()
-    ids = lifecycle.reap(
+    ids = finetune.reap(
         settings.job_heartbeat_timeout_s, settings.job_queue_resend_s, settings.job_max_attempts
     )
     for job_id in ids:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import ApiKey
 from app.auth.service import Principal, key_status, principal_of
 from app.console.models import ConsoleSignIn
-from app.db import utcnow
+from app.db import get_sessionmaker, utcnow
 from app.settings import get_settings
 
 SESSION_COOKIE = "adaptd_console"
@@ -151,8 +151,6 @@ def read_session(request: Request, session: Session) -> ConsoleSession:
 
 def still_signed_in(request: Request) -> bool:
     """For long-lived streams: is the session (and its key) still good?"""
-    from app.db import get_sessionmaker
-
     with get_sessionmaker()() as session:
         try:
             read_session(request, session)

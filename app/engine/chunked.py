@@ -14,20 +14,17 @@ wait for a short chunk between their tokens instead of a full one.
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache
 
 from app.engine.batch import KV, cache_from, kv_of
-
-if TYPE_CHECKING:
-    from app.engine.scheduler import Sequence
+from app.engine.sequence import Sequence
 
 
 @dataclass(eq=False)  # compared by identity
 class PartialPrefill:
-    seq: "Sequence"
+    seq: Sequence
     # The leading tokens that are a cacheable template prefix (0: none). When the prefix was
     # not cached, the chunks stop at its end once, so its keys and values can be stored.
     prefix_len: int

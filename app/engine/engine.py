@@ -26,7 +26,8 @@ from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import shared_chat_prefix
 from app.engine.requests import RequestHandle
 from app.engine.sampling import SamplingParams
-from app.engine.scheduler import EngineConfig, EngineStats, Scheduler, Sequence
+from app.engine.scheduler import EngineConfig, EngineStats, Scheduler
+from app.engine.sequence import Sequence
 from app.engine.structured import (
     ConstraintError,
     ForcedTokens,

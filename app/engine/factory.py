@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 def build_engine(settings: Settings) -> InferenceEngine:
     """Loads what the engine needs and starts it."""
     engine: InferenceEngine
+    # Imported here: a process loads only the engine it is configured for.
     if settings.engine == "vllm":
         from app.engine.vllm.engine import VllmEngine
 

@@ -25,6 +25,10 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
+import xgrammar as xgr
+
+from app.engine.grammar_compile import compile_with
+
 # At most this many compiles at once (each in its child, then in the API process): each uses
 # up to COMPILE_THREADS cores and holds one of the API's threadpool threads while it runs. A
 # compile that finds every slot taken is refused at once (503, retry) rather than queued, so
@@ -134,10 +138,6 @@ def _wait(ready: Callable[[], bool], deadline: float, stopped: Callable[[], bool
 
 def _compile(out: Connection, tokenizer_info: str, kind: str, spec: str) -> None:
     """In the child: compile, then send ("ok", "") or ("error", xgrammar's message)."""
-    import xgrammar as xgr  # preloaded by the forkserver
-
-    from app.engine.structured import compile_with
-
     try:
         info = xgr.TokenizerInfo.deserialize_json(tokenizer_info)
         compiler = xgr.GrammarCompiler(info, max_threads=COMPILE_THREADS, cache_enabled=False)

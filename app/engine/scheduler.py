@@ -23,29 +23,20 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from app.engine.adapters import BASE, AdapterCache, AdapterRef, peft_label
+from app.engine.adapters import AdapterCache
 from app.engine.batch import KV, KVBatch, cache_from, kv_of, pad_left
 from app.engine.chunked import ChunkPacer, PartialPrefill
-from app.engine.detokenizer import TextAssembler
 from app.engine.errors import EngineError, EngineShuttingDown, GenerationFailed
 from app.engine.grammar_rules import GrammarLimits
 from app.engine.prefix_cache import PrefixCache
-from app.engine.requests import (
-    Delta,
-    Event,
-    Failed,
-    Finished,
-    RequestHandle,
-    TokenLogprob,
-)
+from app.engine.requests import Delta, Event, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import (
-    Sampler,
-    SamplingParams,
     adjust_logits,
     greedy_tokens,
     sample_rows,
 )
-from app.engine.structured import RowConstraint, mask_logits
+from app.engine.sequence import Sequence
+from app.engine.structured import mask_logits
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,32 +66,6 @@ class EngineConfig:
             prefill_chunk=settings.prefill_chunk,
             grammar_limits=GrammarLimits.from_settings(settings),
         )
-
-
-@dataclass
-class Sequence:
-    """One row of work: a prompt, how to sample it, where its events go."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    handle: RequestHandle
-    adapter: AdapterRef | None = None
-    prefix_len: int = 0  # leading prompt tokens whose key/values may come from the cache
-    # Structured output: which tokens this row may pick next (None: any).
-    constraint: RowConstraint | None = None
-    sampler: Sampler = field(init=False)
-    assembler: TextAssembler = field(init=False)
-    generated: list[int] = field(default_factory=list)
-    # Log-probabilities (when asked for): handed out with the deltas whose text they made.
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.sampler = Sampler(self.params)
-
-    @property
-    def label(self) -> str:
-        return peft_label(self.adapter.name) if self.adapter is not None else BASE
 
 
 @dataclass

@@ -24,12 +24,10 @@ from transformers import PreTrainedTokenizerBase
 
 from app.engine import grammar_process
 from app.engine.errors import EngineOverloaded, InvalidInput
+from app.engine.grammar_compile import SEPARATORS, compile_with
 from app.engine.grammar_rules import ConstraintError, GrammarLimits, check_schema, check_size
 
 ConstraintKind = Literal["json", "regex", "choice"]
-
-# Compact JSON: free whitespace lets a small model loop on spaces and newlines.
-SEPARATORS = (",", ":")
 
 
 def invalid_response_format(exc: ConstraintError) -> InvalidInput:
@@ -91,23 +89,6 @@ def conforms(constraint: OutputConstraint, text: str) -> bool:
         return re.fullmatch(constraint.spec, text) is not None
     except re.error:  # a pattern xgrammar accepts that Python's dialect does not
         return False
-
-
-REGEX_SPECIAL = set("\\^$.|?*+()[]{}/-")
-
-
-def literal_regex(text: str) -> str:
-    """`text` as a regex that matches exactly it (xgrammar's regex dialect: escape the
-    metacharacters, write control characters as \\uXXXX)."""
-    out = []
-    for ch in text:
-        if ch in REGEX_SPECIAL:
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 @dataclass
@@ -237,19 +218,6 @@ class Grammars:
     def _row(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> "GrammarRow":
         allowed = self.json_allowed if c.kind == "json" else None
         return GrammarRow(xgr.GrammarMatcher(compiled), allowed)
-
-
-def compile_with(compiler: xgr.GrammarCompiler, kind: str, spec: str) -> xgr.CompiledGrammar:
-    """One constraint through xgrammar (run in the compile process); RuntimeError if it does
-    not compile."""
-    if kind == "json":
-        return compiler.compile_json_schema(
-            spec, any_whitespace=False, separators=SEPARATORS, strict_mode=False
-        )
-    if kind == "regex":
-        return compiler.compile_regex(spec)
-    choices = json.loads(spec)
-    return compiler.compile_regex("|".join(f"({literal_regex(choice)})" for choice in choices))
 
 
 def pack_allowed(allowed: list[bool], vocab_size: int) -> torch.Tensor:

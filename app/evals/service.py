@@ -1,14 +1,14 @@
 """Evaluations as the API sees them: create (validate, store; the router sends the task after
-the commit), read, events, and the reaper's sweep. The worker runs them (workers/eval_runner.py)
-through the transitions in lifecycle.py."""
+the commit), get, list_page, read, events. The worker runs them (workers/eval_runner.py)
+through the transitions in lifecycle.py, where the reaper's sweep is too (as for fine-tuning
+jobs)."""
 
 from collections.abc import Callable
-from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import get_sessionmaker, unix_time, utcnow
+from app.db import unix_time
 from app.errors import BadRequest, ModelNotFound, NotFound
 from app.evals.models import EvalEvent, Evaluation
 from app.evals.repository import EvaluationRepository
@@ -48,11 +48,11 @@ def create(
     return row
 
 
-def evals_using_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
+def using_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
     return EvaluationRepository(session, tenant).using_model(matches)
 
 
-def evals_using_file(session: Session, tenant: str, file_id: str) -> list[str]:
+def using_file(session: Session, tenant: str, file_id: str) -> list[str]:
     return EvaluationRepository(session, tenant).using_file(file_id)
 
 
@@ -104,35 +104,3 @@ def events(session: Session, tenant: str, eval_id: str) -> list[EvalEventRead]:
         )
         for r in rows
     ]
-
-
-def reap(heartbeat_timeout_s: float, resend_after_s: float) -> list[str]:
-    """Fails evaluations whose worker went silent; returns queued ones the broker seems to
-    have lost, to be sent again."""
-    now = utcnow()
-    with get_sessionmaker()() as session:
-        lost = session.scalars(
-            select(Evaluation).where(
-                Evaluation.status == Status.RUNNING,
-                Evaluation.heartbeat_at < now - timedelta(seconds=heartbeat_timeout_s),
-            )
-        ).all()
-        for row in lost:
-            row.status, row.finished_at = Status.FAILED, now
-            row.error = {
-                "code": "worker_lost",
-                "message": f"The worker stopped reporting for over {heartbeat_timeout_s:g} s.",
-                "param": None,
-            }
-            session.add(EvalEvent(eval_id=row.id, message="Evaluation failed: worker lost"))
-        waiting = session.scalars(
-            select(Evaluation).where(
-                Evaluation.status == Status.QUEUED,
-                func.coalesce(Evaluation.heartbeat_at, Evaluation.created_at)
-                < now - timedelta(seconds=resend_after_s),
-            )
-        ).all()
-        for row in waiting:
-            row.heartbeat_at = now  # the resend clock starts again
-        session.commit()
-        return [row.id for row in waiting]

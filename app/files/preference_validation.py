@@ -10,19 +10,17 @@ text}; every problem gets its line number and a stable code, like SFT files.
 
 from typing import Any
 
-from app.files.validation import (
+from app.files.problems import (
     EMPTY_CONTENT,
+    IDENTICAL_OUTPUTS,
+    INPUT_NOT_ENDING_WITH_USER,
+    INVALID_OUTPUT,
+    MISSING_INPUT,
     Problem,
     Problems,
     checked_message,
     content_text,
 )
-
-# Codes, documented in README "Fine-tuning".
-MISSING_INPUT = "missing_input"
-INPUT_NOT_ENDING_WITH_USER = "input_not_ending_with_user"
-INVALID_OUTPUT = "invalid_output"
-IDENTICAL_OUTPUTS = "identical_outputs"
 
 OUTPUT_KEYS = ("preferred_output", "non_preferred_output")
 

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
-from app.evals.service import evals_using_file
+from app.evals import service as evals
 from app.files import service
 from app.files.schemas import FileDeleted, FileList, FileRead
 from app.files.tokens import token_counter, tokenizer_and_window
-from app.finetune.service import jobs_using_file
+from app.finetune import service as finetune
 from app.protocol.forms import single_form_fields
 from app.settings import get_settings
 
@@ -109,6 +109,6 @@ def delete_file(file_id: str, principal: TenantDep, session: SessionDep) -> File
 
 def file_users(session: Session, tenant: str, file_id: str) -> list[str]:
     """What has not finished with the file yet (its deletion is refused meanwhile)."""
-    return [f"fine-tuning job {j}" for j in jobs_using_file(session, tenant, file_id)] + [
-        f"evaluation {e}" for e in evals_using_file(session, tenant, file_id)
+    return [f"fine-tuning job {j}" for j in finetune.using_file(session, tenant, file_id)] + [
+        f"evaluation {e}" for e in evals.using_file(session, tenant, file_id)
     ]

@@ -21,14 +21,10 @@ from sqlalchemy.orm import Session
 from app.db import unix_time
 from app.errors import BadRequest, Conflict, NotFound
 from app.files.models import File
+from app.files.problems import MAX_REPORTED_ERRORS
 from app.files.repository import FileRepository
 from app.files.schemas import FileRead
-from app.files.validation import (
-    MAX_REPORTED_ERRORS,
-    ParsedDataset,
-    TokenCounter,
-    parse_dataset,
-)
+from app.files.validation import ParsedDataset, TokenCounter, parse_dataset
 from app.ids import new_id
 
 PURPOSES = {"fine-tune": 10, "evals": 1}  # purpose -> fewest examples accepted

@@ -19,61 +19,34 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from app.files.preference_validation import is_preference_line, preference_example, token_view
+from app.files.problems import (
+    BAD_CSV_HEADER,
+    BAD_CSV_ROW,
+    EMPTY_CONTENT,
+    EMPTY_FILE,
+    FILE_TOO_LARGE,
+    INVALID_ENCODING,
+    INVALID_JSON,
+    INVALID_WEIGHT,
+    MISSING_MESSAGES,
+    MIXED_FORMATS,
+    NO_ASSISTANT_TURN,
+    TOO_FEW_EXAMPLES,
+    TOO_LONG,
+    Problem,
+    Problems,
+    checked_message,
+)
 from app.protocol.values import text_problem
 
-ROLES = {"system", "user", "assistant"}
-ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 CSV_COLUMN_PAIRS = [("input", "output"), ("text", "label"), ("prompt", "completion")]
-MAX_REPORTED_ERRORS = 100
 READ_CHUNK = 1 << 20  # bytes read at a time by the UTF-8 check
 
 MAX_JSON_DEPTH = 64  # objects and lists within one JSONL line
 # Values (objects, lists, and what commas separate) in one JSONL line; an example with more
 # is far past any context window, and each parsed value costs tens of bytes.
 MAX_JSON_ITEMS = 100_000
-
-# Codes, documented in README "Fine-tuning".
-INVALID_ENCODING = "invalid_encoding"
-FILE_TOO_LARGE = "file_too_large"
-EMPTY_FILE = "empty_file"
-INVALID_JSON = "invalid_json"
-MISSING_MESSAGES = "missing_messages"
-INVALID_MESSAGE = "invalid_message"
-UNKNOWN_ROLE = "unknown_role"
-EMPTY_CONTENT = "empty_content"
-INVALID_WEIGHT = "invalid_weight"
-NO_ASSISTANT_TURN = "no_assistant_turn"
-TOO_LONG = "too_long"
-TOO_FEW_EXAMPLES = "too_few_examples"
-BAD_CSV_HEADER = "bad_csv_header"
-BAD_CSV_ROW = "bad_csv_row"
-MIXED_FORMATS = "mixed_formats"
-
-
-@dataclass(frozen=True)
-class Problem:
-    line: int | None
-    code: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "code": self.code, "message": self.message}
-
-
-class Problems:
-    """Every problem counted, the first `keep` kept: a file of a million bad lines costs a
-    counter, not a million objects. Problems arrive in line order (whole-file ones last),
-    so the kept ones are the first in the report."""
-
-    def __init__(self, keep: int = MAX_REPORTED_ERRORS) -> None:
-        self.keep = keep
-        self.kept: list[Problem] = []
-        self.count = 0
-
-    def append(self, problem: Problem) -> None:
-        self.count += 1
-        if len(self.kept) < self.keep:
-            self.kept.append(problem)
 
 
 @dataclass
@@ -92,42 +65,6 @@ class ParsedDataset:
 TokenCounter = Callable[[list[dict[str, Any]]], int]
 # Takes each valid example, as it is checked (e.g. writes it to the examples file).
 ExampleSink = Callable[[dict[str, Any]], None]
-
-
-def content_text(content: Any) -> str | None:
-    """A message's text: a string, or OpenAI's list of {"type": "text", "text": ...} parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-        for p in content
-    ):
-        return "".join(p["text"] for p in content)
-    return None
-
-
-def checked_message(line: int, where: str, msg: Any, problems: Problems) -> dict[str, Any] | None:
-    """One chat message as {"role", "content"} (the role's alias resolved, the text of its
-    parts joined), or None with its problem recorded: not an object, an unknown role, or
-    empty content. Shared by chat files and the inputs of preference files."""
-    if not isinstance(msg, dict):
-        problems.append(Problem(line, INVALID_MESSAGE, f"{where} must be an object"))
-        return None
-    role = ROLE_ALIASES.get(msg.get("role"), msg.get("role"))
-    if role not in ROLES:
-        problems.append(
-            Problem(
-                line,
-                UNKNOWN_ROLE,
-                f"{where}.role {msg.get('role')!r} is not one of system, user, assistant",
-            )
-        )
-        return None
-    text = content_text(msg.get("content"))
-    if text is None or not text.strip():
-        problems.append(Problem(line, EMPTY_CONTENT, f"{where}.content is empty or missing"))
-        return None
-    return {"role": role, "content": text}
 
 
 def _chat_example(line: int, obj: dict[str, Any], problems: Problems) -> dict | None:
@@ -285,8 +222,6 @@ class _Run:
             return
         self.records += 1
         if self.count_tokens is not None:
-            from app.files.preference_validation import token_view
-
             n = self.count_tokens(
                 token_view(example) if "preferred" in example else example["messages"]
             )
@@ -308,9 +243,6 @@ class _Run:
 
 
 def _jsonl_example(number: int, raw: str, problems: Problems, kinds: set[str]) -> dict | None:
-    # Imported here: the preference module builds on this one's helpers.
-    from app.files.preference_validation import is_preference_line, preference_example
-
     obj, problem = load_json_line(number, raw)
     if problem is not None:
         problems.append(problem)

@@ -31,7 +31,7 @@ def create_job(
     body: JobCreate, request: Request, principal: TenantDep, session: SessionDep
 ) -> JobRead:
     settings = get_settings()
-    row = service.create_job(
+    row = service.create(
         session,
         principal.tenant,
         body,
@@ -47,18 +47,18 @@ def create_job(
 def list_jobs(
     principal: TenantDep, session: SessionDep, after: str | None = None, limit: Limit = 20
 ) -> JobList:
-    rows, has_more = service.list_jobs(session, principal.tenant, after=after, limit=limit)
+    rows, has_more = service.list_page(session, principal.tenant, after=after, limit=limit)
     return JobList(data=[service.to_read(r) for r in rows], has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=JobRead)
 def retrieve_job(job_id: str, principal: TenantDep, session: SessionDep) -> JobRead:
-    return service.to_read(service.get_job(session, principal.tenant, job_id))
+    return service.to_read(service.get(session, principal.tenant, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
 def cancel_job(job_id: str, principal: TenantDep, session: SessionDep) -> JobRead:
-    return service.to_read(service.cancel_job(session, principal.tenant, job_id))
+    return service.to_read(service.cancel(session, principal.tenant, job_id))
 
 
 @router.get("/{job_id}/events", response_model=EventList)
@@ -99,4 +99,4 @@ def list_checkpoints(
 def loss_curve(job_id: str, principal: TenantDep, session: SessionDep) -> Response:
     """The training (and validation) loss by step as an SVG chart; it grows while the job
     runs. adaptd's own: OpenAI has no such endpoint."""
-    return svg_response(loss_curve_svg(session, service.get_job(session, principal.tenant, job_id)))
+    return svg_response(loss_curve_svg(session, service.get(session, principal.tenant, job_id)))

@@ -61,7 +61,7 @@ def _training_file(session: Session, tenant: str, file_id: str, param: str, meth
     return row
 
 
-def create_job(
+def create(
     session: Session,
     tenant: str,
     body: JobCreate,
@@ -138,7 +138,7 @@ def create_job(
     return row
 
 
-def get_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
+def get(session: Session, tenant: str, job_id: str) -> FineTuningJob:
     row = JobRepository(session, tenant).get(job_id)
     if row is None:
         raise NotFound(
@@ -147,10 +147,10 @@ def get_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
     return row
 
 
-def list_jobs(
+def list_page(
     session: Session, tenant: str, *, after: str | None, limit: int
 ) -> tuple[list[FineTuningJob], bool]:
-    cursor = get_job(session, tenant, after) if after else None
+    cursor = get(session, tenant, after) if after else None
     return JobRepository(session, tenant).list_page(
         keys=(FineTuningJob.created_at, FineTuningJob.id),
         after=(cursor.created_at, cursor.id) if cursor is not None else None,
@@ -158,8 +158,8 @@ def list_jobs(
     )
 
 
-def cancel_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
-    row = get_job(session, tenant, job_id)
+def cancel(session: Session, tenant: str, job_id: str) -> FineTuningJob:
+    row = get(session, tenant, job_id)
     was = row.status
     done = session.execute(
         update(FineTuningJob)
@@ -189,7 +189,7 @@ def cancel_job(session: Session, tenant: str, job_id: str) -> FineTuningJob:
 def list_events(
     session: Session, tenant: str, job_id: str, *, after: str | None, limit: int
 ) -> tuple[list[JobEvent], bool]:
-    job = get_job(session, tenant, job_id)
+    job = get(session, tenant, job_id)
     after_id = None
     if after:
         after_id = db_int(after.removeprefix("ftevent-"))
@@ -203,15 +203,15 @@ def list_events(
 def list_checkpoints(
     session: Session, tenant: str, job_id: str, *, after: str | None, limit: int
 ) -> tuple[list[JobCheckpoint], bool]:
-    job = get_job(session, tenant, job_id)
+    job = get(session, tenant, job_id)
     return JobRepository(session, tenant).checkpoints_page(job, after, limit)
 
 
-def jobs_on_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
+def using_model(session: Session, tenant: str, matches: Callable[[str], bool]) -> list[str]:
     return JobRepository(session, tenant).on_model(matches)
 
 
-def jobs_using_file(session: Session, tenant: str, file_id: str) -> list[str]:
+def using_file(session: Session, tenant: str, file_id: str) -> list[str]:
     return JobRepository(session, tenant).using_file(file_id)
 
 

@@ -227,7 +227,7 @@ def run_python(
             stderr=subprocess.PIPE,
             env={},
             start_new_session=True,
-            preexec_fn=_limiter(limits),  # noqa: PLW1509 - rlimits must be set in the child
+            preexec_fn=_limiter(limits),  # rlimits must be set in the child, before exec
         )
     except OSError as exc:
         return SandboxResult(error=f"the sandbox did not start: {exc}", kind="server")

@@ -33,6 +33,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from app.db import get_sessionmaker, utcnow
 from app.engine.metrics_snapshot import EngineMetrics
 from app.engine.protocol import InferenceEngine
+from app.evals.models import Evaluation
+from app.finetune.models import FineTuningJob
+from app.status import TERMINAL, Status
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class EngineSampler:
     `interval` seconds on a thread, and on demand just before this process is scraped. A
     figure the engine cannot know (None) leaves its metric alone."""
 
-    def __init__(self, app_state, interval: float = 1.0) -> None:  # noqa: ANN001
+    def __init__(self, app_state, interval: float = 1.0) -> None:
         self.app_state = app_state
         self.interval = interval
         self._seen: dict[str, int] = {}
@@ -169,7 +172,7 @@ class EngineSampler:
         while not self._stop.wait(self.interval):
             try:
                 self.sample()
-            except Exception:  # noqa: BLE001 - metrics must never take the API down
+            except Exception:  # metrics must never take the API down
                 log.exception("sampling engine metrics failed")
 
     def sample(self) -> None:
@@ -229,9 +232,6 @@ class JobsCollector(Collector):
     Prometheus reads as a counter reset."""
 
     def collect(self) -> Iterator[Metric]:
-        from app.evals.models import Evaluation
-        from app.finetune.models import FineTuningJob
-        from app.status import Status
 
         now = utcnow()
         with get_sessionmaker()() as session:
@@ -264,7 +264,6 @@ def _durations(
     session: Session, table: Any, started: InstrumentedAttribute, noun: str
 ) -> HistogramMetricFamily:
     """Start to finish of the rows that ended, by final status, aggregated by the database."""
-    from app.status import TERMINAL
 
     family = HistogramMetricFamily(
         f"adaptd_{noun}_duration_seconds",

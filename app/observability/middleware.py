@@ -104,7 +104,7 @@ class RequestObserver:
                 record.completion_tokens,
                 ttft,
             )
-        except Exception:  # noqa: BLE001 - metrics must never fail a request
+        except Exception:  # metrics must never fail a request
             logging.getLogger(__name__).exception("recording metrics failed")
         principal = (scope.get("state") or {}).get("principal")
         line: dict[str, Any] = {

@@ -36,7 +36,7 @@ def serve_on_port(
     the whole picture (multiprocess mode), so the others just skip it."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:  # the http.server API
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
@@ -47,7 +47,7 @@ def serve_on_port(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args) -> None:  # noqa: ANN002 - quiet: scrapes are frequent
+        def log_message(self, *args) -> None:  # quiet: scrapes are frequent
             pass
 
     try:

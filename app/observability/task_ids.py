@@ -29,7 +29,7 @@ def _stamp_request_id(headers: dict | None = None, **_: object) -> None:
 
 
 def _enter_task(
-    task=None,  # noqa: ANN001
+    task=None,
     task_id: str | None = None,
     args: tuple | None = None,
     **_: object,
@@ -44,8 +44,8 @@ def _leave_task(**_: object) -> None:
     current_request_id.set(None)
 
 
-def _with_request_id(factory):  # noqa: ANN001, ANN202
-    def make(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+def _with_request_id(factory):
+    def make(*args, **kwargs):
         record = factory(*args, **kwargs)
         if not hasattr(record, "request_id"):
             record.request_id = request_id() or "-"

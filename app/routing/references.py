@@ -27,8 +27,8 @@ def references_to(session: Session, tenant: str, model: str) -> References:
     return References(
         aliases=aliases.pointing_to(session, tenant, matches),
         templates=templates.running_on(session, tenant, model),
-        pending=[f"evaluation {e}" for e in evals.evals_using_model(session, tenant, matches)]
-        + [f"fine-tuning job {j}" for j in finetune.jobs_on_model(session, tenant, matches)],
+        pending=[f"evaluation {e}" for e in evals.using_model(session, tenant, matches)]
+        + [f"fine-tuning job {j}" for j in finetune.using_model(session, tenant, matches)],
     )
 
 

@@ -13,11 +13,11 @@ from tests.console.conftest import DESKTOP, Watched, sign_in
 XSS = '<img src=x onerror=alert("key")>'
 
 
-def _api(client: TestClient, secret: str, method: str, path: str, **kwargs):  # noqa: ANN202
+def _api(client: TestClient, secret: str, method: str, path: str, **kwargs):
     return client.request(method, path, headers={"Authorization": f"Bearer {secret}"}, **kwargs)
 
 
-def _row(watched: Watched, name: str):  # noqa: ANN202
+def _row(watched: Watched, name: str):
     return watched.page.locator("#keys tbody tr", has_text=name)
 
 
@@ -25,7 +25,7 @@ def _csrf(watched: Watched) -> str:
     return watched.page.locator('meta[name="csrf-token"]').get_attribute("content")
 
 
-def _post_form(watched: Watched, path: str, data: dict):  # noqa: ANN202
+def _post_form(watched: Watched, path: str, data: dict):
     """A form post from the signed-in page, with its CSRF token (what a crafted form could
     send); the server, not the hidden link, must refuse it."""
     return watched.page.request.post(

@@ -65,7 +65,7 @@ def test_cookie_is_bound_to_key_and_expiry(browser_like: TestClient, client, ten
     assert not use(value)
 
 
-def _key_row(key_id: str):  # noqa: ANN202
+def _key_row(key_id: str):
     from app.auth.models import ApiKey
     from app.db import get_sessionmaker
 

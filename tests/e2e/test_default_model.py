@@ -57,7 +57,7 @@ def test_control_tokens_in_a_message_stay_text(
     seen: list[list[int]] = []
     submit = default_engine.submit
 
-    def recording(prompt_ids, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def recording(prompt_ids, *args, **kwargs):
         seen.append(list(prompt_ids))
         return submit(prompt_ids, *args, **kwargs)
 

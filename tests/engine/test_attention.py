@@ -11,7 +11,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from app.engine.attention import NAME, decode_attention, use_decode_attention
 
 
-def attention_inputs(rows: int, queries: int, keys: int, dtype: torch.dtype):  # noqa: ANN201
+def attention_inputs(rows: int, queries: int, keys: int, dtype: torch.dtype):
     g = torch.Generator().manual_seed(0)
     heads, kv_heads, dim = 6, 2, 16
     query = torch.randn(rows, heads, queries, dim, generator=g).to(dtype)

@@ -39,11 +39,11 @@ def object_alternatives(count: int) -> dict:
 
 
 @pytest.fixture
-def engine(make_engine):  # noqa: ANN001, ANN201
+def engine(make_engine):
     return make_engine(start=False)
 
 
-def grammars(engine, **limits) -> Grammars:  # noqa: ANN001, ANN003
+def grammars(engine, **limits) -> Grammars:
     return Grammars(
         engine.tokenizer,
         engine.model.config.vocab_size,
@@ -60,7 +60,7 @@ def compile_in_thread(g: Grammars, schema: dict, stop: threading.Event) -> tuple
     def run() -> None:
         try:
             outcome.append(g.compile(OutputConstraint.json_schema(schema, "schema"), stop))
-        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+        except Exception as exc:  # the test looks at what it was
             outcome.append(exc)
 
     thread = threading.Thread(target=run)

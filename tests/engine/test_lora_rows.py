@@ -68,7 +68,7 @@ def test_grouped_rows_match_peft(make_engine, adapter_refs, monkeypatch, pattern
                 assert not torch.allclose(ours[i], base[i], atol=1e-3), f"row {i}"
 
 
-def _each_row_alone(engine, ids: torch.Tensor, labels: list[str]) -> list[torch.Tensor]:  # noqa: ANN001
+def _each_row_alone(engine, ids: torch.Tensor, labels: list[str]) -> list[torch.Tensor]:
     """peft's logits for each row run by itself on its own adapter: the reference."""
     return [
         engine.adapters.peft(input_ids=ids[i : i + 1], adapter_names=[label]).logits[0]

@@ -24,7 +24,7 @@ SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required"
         (OutputConstraint.regex(r"\d+"), {"regex": r"\d+"}),
     ],
 )
-def test_constraint_becomes_structured_outputs(constraint, field) -> None:  # noqa: ANN001
+def test_constraint_becomes_structured_outputs(constraint, field) -> None:
     body = completion_body("m", [1, 2], SamplingParams(constraint=constraint), [0])
     assert body["structured_outputs"] == field
 

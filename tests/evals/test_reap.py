@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from app.db import get_sessionmaker, utcnow
-from app.evals import service
+from app.evals import lifecycle
 from app.evals.models import Evaluation
 
 pytestmark = pytest.mark.both_databases
@@ -36,9 +36,9 @@ def test_reap_fails_silent_runs_and_resends_lost_queued(client) -> None:
             ]
         )
         s.commit()
-    assert service.reap(heartbeat_timeout_s=120, resend_after_s=300) == ["eval_lost"]
+    assert lifecycle.reap(heartbeat_timeout_s=120, resend_after_s=300) == ["eval_lost"]
     # The resend clock restarted: a second pass right away sends nothing again.
-    assert service.reap(heartbeat_timeout_s=120, resend_after_s=300) == []
+    assert lifecycle.reap(heartbeat_timeout_s=120, resend_after_s=300) == []
     with get_sessionmaker()() as s:
         states = {e.id: (e.status, (e.error or {}).get("code")) for e in s.query(Evaluation)}
     assert states == {

@@ -80,7 +80,7 @@ class Stream(threading.Thread):
                     if line:
                         self.lines.append(line)
                         self.started.set()
-        except Exception as exc:  # noqa: BLE001 - examined by the test
+        except Exception as exc:  # examined by the test
             self.error = exc
         finally:
             self.started.set()

@@ -14,7 +14,7 @@ def _with_line(bad: dict | str, at: int) -> bytes:
     return b"".join(lines)
 
 
-def _pair(**overrides) -> dict:  # noqa: ANN003
+def _pair(**overrides) -> dict:
     row = preference_rows(1)[0]
     row.update(overrides)
     return row

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.files.validation import MAX_REPORTED_ERRORS, parse_dataset
+from app.files.problems import MAX_REPORTED_ERRORS
+from app.files.validation import parse_dataset
 from tests.files.data import chat_rows, jsonl, upload
 
 ROOT = Path(__file__).resolve().parents[2]

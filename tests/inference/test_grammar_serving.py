@@ -12,7 +12,7 @@ from tests.inference.test_abandoned_requests import raw_post, wait_for
 SLOW = {"type": "string", "pattern": "[a-z]{1,20000}"}  # minutes to compile, 46 bytes
 
 
-def chat(model: str, **fields) -> dict:  # noqa: ANN003
+def chat(model: str, **fields) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     return {**body, **fields}
 

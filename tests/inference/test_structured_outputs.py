@@ -42,25 +42,25 @@ def json_schema_format(schema: dict = SCHEMA, strict: bool = True) -> dict:
     }
 
 
-def base(client) -> str:  # noqa: ANN001
+def base(client) -> str:
     return client.app.state.engine.name
 
 
-def post_chat(client, **body):  # noqa: ANN001, ANN003
+def post_chat(client, **body):
     body.setdefault("model", base(client))
     body.setdefault("messages", REVIEW)
     body.setdefault("max_tokens", 60)
     return client.post("/v1/chat/completions", json=body)
 
 
-def post_completion(client, **body):  # noqa: ANN001, ANN003
+def post_completion(client, **body):
     body.setdefault("model", base(client))
     body.setdefault("prompt", "Review: what a great film\nVerdict:")
     body.setdefault("max_tokens", 60)
     return client.post("/v1/completions", json=body)
 
 
-def sse_texts(response, key: str) -> dict[int, str]:  # noqa: ANN001
+def sse_texts(response, key: str) -> dict[int, str]:
     texts: dict[int, str] = {}
     for line in response.text.splitlines():
         if line.startswith("data: {"):

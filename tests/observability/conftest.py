@@ -18,7 +18,7 @@ class Lines(logging.Handler):
 
 
 @pytest.fixture
-def request_lines(app) -> Iterator[Lines]:  # noqa: ANN001 - after the app installed its handler
+def request_lines(app) -> Iterator[Lines]:  # after the app installed its handler
     handler = Lines()
     logger = logging.getLogger("adaptd.requests")
     logger.addHandler(handler)

@@ -30,7 +30,7 @@ def sent_prompts(client, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     seen: list[list[int]] = []
     submit = engine.submit
 
-    def recording(prompt_ids, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def recording(prompt_ids, *args, **kwargs):
         seen.append(list(prompt_ids))
         return submit(prompt_ids, *args, **kwargs)
 

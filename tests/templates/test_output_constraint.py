@@ -17,7 +17,7 @@ LABELS = ["positive", "negative"]
 MESSAGES = [{"role": "user", "content": "what a great film"}]
 
 
-def ask(client, model: str, **fields):  # noqa: ANN001, ANN003
+def ask(client, model: str, **fields):
     body = {"model": model, "messages": MESSAGES, "temperature": 0, "max_tokens": 40, **fields}
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text

@@ -151,7 +151,7 @@ def local_engine(default_source: str) -> Iterator[Engine]:
 
 
 @pytest.fixture(params=["local", "vllm"])
-def backend(request: pytest.FixtureRequest):  # noqa: ANN201 - the engine under test
+def backend(request: pytest.FixtureRequest):  # the engine under test
     return request.getfixturevalue(f"{request.param}_engine")
 
 
@@ -193,7 +193,7 @@ def register_adapter(settings_env: Settings, peft_adapter_files: Path) -> Callab
 
 
 @pytest.fixture
-def app(settings_env, backend, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
+def app(settings_env, backend, monkeypatch: pytest.MonkeyPatch):
     """The app on the backend under test and the default model (overrides the tiny one)."""
     from app.main import create_app
     from app.settings import get_settings

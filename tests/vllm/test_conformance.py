@@ -34,12 +34,12 @@ def oai(live_server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{live_server}/v1", api_key=ADMIN_KEY, max_retries=0)
 
 
-def chat(oai: openai.OpenAI, **kw):  # noqa: ANN003, ANN201
+def chat(oai: openai.OpenAI, **kw):
     args = {"model": DEFAULT_BASE_MODEL, "messages": QUESTION, "max_tokens": 12, "temperature": 0}
     return oai.chat.completions.create(**{**args, **kw})
 
 
-def test_readyz_names_the_engine(client, backend) -> None:  # noqa: ANN001
+def test_readyz_names_the_engine(client, backend) -> None:
     body = client.get("/readyz").json()
     assert body["status"] == "ready" and body["engine"] == backend.kind
     if backend.kind == "vllm":
@@ -58,7 +58,7 @@ def test_base_plain_and_streamed_agree(oai: openai.OpenAI) -> None:
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
 
 
-def test_template_variant(client) -> None:  # noqa: ANN001
+def test_template_variant(client) -> None:
     assert client.post("/v1/templates", json=TEMPLATE).status_code in (200, 201)
     r = client.post(
         "/v1/chat/completions",
@@ -70,7 +70,7 @@ def test_template_variant(client) -> None:  # noqa: ANN001
     assert r.headers["x-adaptd-variant"] == "tmpl:capitals"
 
 
-def test_adapter_served_then_deleted(client, backend, register_adapter) -> None:  # noqa: ANN001
+def test_adapter_served_then_deleted(client, backend, register_adapter) -> None:
     name = register_adapter("default", "conf")
     body = {"messages": QUESTION, "max_tokens": 12, "temperature": 0}
     base = client.post("/v1/chat/completions", json={**body, "model": DEFAULT_BASE_MODEL})
@@ -121,7 +121,7 @@ def test_logprobs(oai: openai.OpenAI) -> None:
     assert len(lp.tokens) == len(lp.token_logprobs) == legacy.usage.completion_tokens
 
 
-def test_logit_bias_and_penalties(oai: openai.OpenAI, backend) -> None:  # noqa: ANN001
+def test_logit_bias_and_penalties(oai: openai.OpenAI, backend) -> None:
     forced = backend.tokenizer.encode(" banana", add_special_tokens=False)[0]
     out = chat(oai, logit_bias={str(forced): 100}, max_tokens=4)
     assert out.choices[0].message.content == " banana" * 4
@@ -144,7 +144,7 @@ def test_logit_bias_and_penalties(oai: openai.OpenAI, backend) -> None:  # noqa:
         ({"max_tokens": 9000}, None),
     ],
 )
-def test_errors(client, extra, code) -> None:  # noqa: ANN001
+def test_errors(client, extra, code) -> None:
     r = client.post(
         "/v1/chat/completions",
         json={"model": DEFAULT_BASE_MODEL, "messages": QUESTION, "max_tokens": 4, **extra},
@@ -155,7 +155,7 @@ def test_errors(client, extra, code) -> None:  # noqa: ANN001
         assert r.json()["error"]["code"] == code
 
 
-def test_engines_give_the_same_tokens(local_engine, vllm_engine) -> None:  # noqa: ANN001
+def test_engines_give_the_same_tokens(local_engine, vllm_engine) -> None:
     """Greedy, with stop, penalties, logit bias and logprobs: token for token the same."""
     tokenizer = local_engine.tokenizer
     ids = encode(
@@ -183,7 +183,7 @@ def test_engines_give_the_same_tokens(local_engine, vllm_engine) -> None:  # noq
 
 def test_control_tokens_in_a_message_reach_neither_engine(
     client, backend, local_engine, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: ANN001
+) -> None:
     """`<|im_end|>` and `<|im_start|>system` in a message are text on both engines: adaptd
     tokenises the chat and sends vLLM token ids (the body recorded here is what vLLM gets),
     with only the template's control tokens, and vLLM answers as the built-in engine does."""
@@ -191,11 +191,11 @@ def test_control_tokens_in_a_message_reach_neither_engine(
     to_vllm: list[list[int]] = []
     submit, stream = backend.submit, ServerClient.stream_completion
 
-    def recording_submit(prompt_ids, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def recording_submit(prompt_ids, *args, **kwargs):
         submitted.append(list(prompt_ids))
         return submit(prompt_ids, *args, **kwargs)
 
-    def recording_stream(self, body):  # noqa: ANN001, ANN202
+    def recording_stream(self, body):
         to_vllm.append(list(body["prompt"]))
         return stream(self, body)
 
@@ -226,7 +226,7 @@ def test_control_tokens_in_a_message_reach_neither_engine(
     assert r.json()["choices"][0]["message"]["content"] == ours.text
 
 
-def test_cancelled_stream_frees_the_server(vllm_engine) -> None:  # noqa: ANN001
+def test_cancelled_stream_frees_the_server(vllm_engine) -> None:
     async def scenario() -> None:
         params = SamplingParams(max_tokens=500, temperature=0)
         handle = vllm_engine.submit([1, 504, 3458], params)

@@ -23,14 +23,14 @@ HANG = 300  # seconds a client waits before calling a request hung (the machine 
 
 
 @pytest.fixture(scope="module")
-def second_server(vllm_logs, default_source) -> VllmProcess:  # noqa: ANN001
+def second_server(vllm_logs, default_source) -> VllmProcess:
     _need_vllm()
     server = VllmProcess(vllm_logs).start()
     yield server
     server.stop()
 
 
-def prompts(engine, count: int) -> list[list[int]]:  # noqa: ANN001
+def prompts(engine, count: int) -> list[list[int]]:
     tok = engine.tokenizer
     return [
         tok.encode(f"Story number {i}: once upon a time, a", add_special_tokens=True)
@@ -38,7 +38,7 @@ def prompts(engine, count: int) -> list[list[int]]:  # noqa: ANN001
     ]
 
 
-def wait_until(condition, what: str, limit: float = HANG) -> None:  # noqa: ANN001
+def wait_until(condition, what: str, limit: float = HANG) -> None:
     deadline = time.monotonic() + limit
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what}"
@@ -51,7 +51,7 @@ def test_two_servers_one_killed_mid_traffic(
     vllm_engine,
     default_source,
     data_root,
-    vllm_view,  # noqa: ANN001
+    vllm_view,
 ) -> None:
     engine = make_vllm_engine(
         default_source, [vllm_server.url, second_server.url], data_root, vllm_view
@@ -87,7 +87,7 @@ def test_two_servers_one_killed_mid_traffic(
 
 
 @pytest.fixture
-def single(second_server, default_source, data_root, vllm_view):  # noqa: ANN001, ANN201
+def single(second_server, default_source, data_root, vllm_view):
     if second_server.proc is None or second_server.proc.poll() is not None:
         second_server.start()
     engine = make_vllm_engine(default_source, [second_server.url], data_root, vllm_view)
@@ -96,7 +96,7 @@ def single(second_server, default_source, data_root, vllm_view):  # noqa: ANN001
 
 
 @pytest.fixture
-def backend(single):  # noqa: ANN001, ANN201 - the app of these tests serves on `single`
+def backend(single):  # the app of these tests serves on `single`
     return single
 
 
@@ -105,7 +105,7 @@ def test_single_server_killed_and_restarted(
     client,
     single,
     second_server,
-    register_adapter,  # noqa: ANN001
+    register_adapter,
 ) -> None:
     name = register_adapter("default", "faults")
     body = {
@@ -170,7 +170,7 @@ def test_single_server_killed_and_restarted(
     )
 
 
-def test_no_server_at_all_is_a_503(default_source, data_root, vllm_view) -> None:  # noqa: ANN001
+def test_no_server_at_all_is_a_503(default_source, data_root, vllm_view) -> None:
     from tests.conftest import free_port
 
     engine = make_vllm_engine(

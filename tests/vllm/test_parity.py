@@ -40,13 +40,13 @@ def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return min(len(a), len(b))
 
 
-def test_greedy_parity_50_prompts(local_engine, vllm_engine) -> None:  # noqa: ANN001
+def test_greedy_parity_50_prompts(local_engine, vllm_engine) -> None:
     assert len(PROMPTS) == 50
     tok = local_engine.tokenizer
     ids = [encode(tok, render_chat(tok, [{"role": "user", "content": p}])) for p in PROMPTS]
     params = SamplingParams(max_tokens=24, temperature=0)
 
-    async def run(engine) -> list:  # noqa: ANN001
+    async def run(engine) -> list:
         return await asyncio.gather(*(generate(engine, p, params) for p in ids))
 
     ours = asyncio.run(run(local_engine))

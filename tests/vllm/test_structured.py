@@ -51,12 +51,12 @@ def oai(live_server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{live_server}/v1", api_key=ADMIN_KEY, max_retries=0)
 
 
-def post_chat(client, **body):  # noqa: ANN001, ANN003, ANN201
+def post_chat(client, **body):
     body = {"model": DEFAULT_BASE_MODEL, "messages": REVIEW, "max_tokens": 40, **body}
     return client.post("/v1/chat/completions", json=body)
 
 
-def sse_text(response) -> str:  # noqa: ANN001
+def sse_text(response) -> str:
     text = ""
     for line in response.text.splitlines():
         if line.startswith("data: {"):
@@ -95,7 +95,7 @@ def test_parse_choice_and_regex_on_base(oai: openai.OpenAI) -> None:
     assert [bool(re.fullmatch(CODE, c.text)) for c in code.choices] == [True, True]
 
 
-def test_streamed_schema_joins_to_the_plain_answer(client) -> None:  # noqa: ANN001
+def test_streamed_schema_joins_to_the_plain_answer(client) -> None:
     plain = post_chat(client, response_format=json_schema_format(), temperature=0)
     assert plain.status_code == 200, plain.text
     content = plain.json()["choices"][0]["message"]["content"]
@@ -116,7 +116,7 @@ def test_streamed_schema_joins_to_the_plain_answer(client) -> None:  # noqa: ANN
     assert re.fullmatch(CODE, sse_text(regex))
 
 
-def test_constraints_on_an_adapter(client, register_adapter) -> None:  # noqa: ANN001
+def test_constraints_on_an_adapter(client, register_adapter) -> None:
     name = register_adapter("default", "structured")
     tuned = post_chat(client, model=name, response_format=json_schema_format(), temperature=0)
     assert tuned.status_code == 200, tuned.text
@@ -141,7 +141,7 @@ def test_constraints_on_an_adapter(client, register_adapter) -> None:  # noqa: A
     assert tuned_labels != base.json()["choices"][0]["label_logprobs"]  # the adapter's own
 
 
-def test_label_logprobs(client) -> None:  # noqa: ANN001
+def test_label_logprobs(client) -> None:
     r = post_chat(client, structured_outputs={"choice": LABELS}, logprobs=True, temperature=0)
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
@@ -172,7 +172,7 @@ def test_label_logprobs(client) -> None:  # noqa: ANN001
     assert usage["completion_tokens"] == answer + label_tokens
 
 
-def test_label_work_over_the_bound_is_refused_alike(client) -> None:  # noqa: ANN001
+def test_label_work_over_the_bound_is_refused_alike(client) -> None:
     """16 prompts x 100 labels: a 400 before anything reaches the engine, on both engines."""
     r = client.post(
         "/v1/completions",
@@ -189,13 +189,13 @@ def test_label_work_over_the_bound_is_refused_alike(client) -> None:  # noqa: AN
     assert (error["code"], error["param"]) == ("too_many_label_tokens", "structured_outputs.choice")
 
 
-def chat_ids(engine, text: str) -> list[int]:  # noqa: ANN001
+def chat_ids(engine, text: str) -> list[int]:
     return encode(
         engine.tokenizer, render_chat(engine.tokenizer, [{"role": "user", "content": text}])
     )
 
 
-def test_engines_give_the_same_constrained_tokens(local_engine, vllm_engine) -> None:  # noqa: ANN001
+def test_engines_give_the_same_constrained_tokens(local_engine, vllm_engine) -> None:
     """Greedy under each kind of constraint: token for token what the built-in engine gives
     (both run xgrammar on the same spec, with compact JSON)."""
     ids = chat_ids(local_engine, REVIEW[0]["content"])
@@ -214,14 +214,14 @@ def test_engines_give_the_same_constrained_tokens(local_engine, vllm_engine) -> 
     assert asyncio.run(generate(vllm_engine, ids, cut)).finish_reason == "length"
 
 
-def test_engines_score_labels_alike(local_engine, vllm_engine, peft_adapter_files) -> None:  # noqa: ANN001
+def test_engines_score_labels_alike(local_engine, vllm_engine, peft_adapter_files) -> None:
     """Forced rows: each label's tokens scored under the same prompt give the same figures on
     both engines, on the base model and on an adapter, while other rows generate beside them
     (vLLM's prompt_logprobs with LoRA brought its engine down: not used)."""
     ids = chat_ids(local_engine, REVIEW[0]["content"])
     adapter = AdapterRef("ft:smollm2-135m-instruct:scored:job1", peft_adapter_files)
 
-    async def scores(engine, variant: AdapterRef | None) -> list[list[float]]:  # noqa: ANN001
+    async def scores(engine, variant: AdapterRef | None) -> list[list[float]]:
         beside = engine.submit(ids, SamplingParams(max_tokens=8, temperature=0), variant)
         out = []
         for label in [*LABELS, "a mixed review"]:
@@ -250,7 +250,7 @@ BAD = [
 ]
 
 
-def test_bad_constraints_are_refused_alike(local_engine, vllm_engine) -> None:  # noqa: ANN001
+def test_bad_constraints_are_refused_alike(local_engine, vllm_engine) -> None:
     for constraint in BAD:
         errors = []
         for engine in (local_engine, vllm_engine):
@@ -272,7 +272,7 @@ def test_bad_constraints_are_refused_alike(local_engine, vllm_engine) -> None:  
         ({"structured_outputs": {"choice": []}}, "structured_outputs.choice"),
     ],
 )
-def test_bad_constraint_over_http(client, backend, fields, param) -> None:  # noqa: ANN001
+def test_bad_constraint_over_http(client, backend, fields, param) -> None:
     before = getattr(getattr(backend, "pool", None), "servers", [])
     sent = [s.in_flight for s in before]
     r = post_chat(client, **fields)

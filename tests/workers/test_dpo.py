@@ -14,11 +14,11 @@ from workers.training import IGNORE, TrainConfig, train_objective, wrap_lora
 
 
 @pytest.fixture
-def loaded(tiny_model_dir: Path, tmp_path: Path):  # noqa: ANN201
+def loaded(tiny_model_dir: Path, tmp_path: Path):
     return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
 
 
-def _pairs(loaded, n: int = 8) -> list:  # noqa: ANN001
+def _pairs(loaded, n: int = 8) -> list:
     examples = [
         {
             "messages": row["input"]["messages"],
@@ -30,7 +30,7 @@ def _pairs(loaded, n: int = 8) -> list:  # noqa: ANN001
     return [tokenize_pair(loaded.tokenizer, e, 256) for e in examples]
 
 
-def _plain_logp(model, example) -> float:  # noqa: ANN001
+def _plain_logp(model, example) -> float:
     """Summed log-probability of the labelled tokens: one unpadded forward, full logits."""
     ids = torch.tensor([example.input_ids])
     logits = model(input_ids=ids).logits[0, :-1].float()
@@ -40,7 +40,7 @@ def _plain_logp(model, example) -> float:  # noqa: ANN001
     )
 
 
-def _objective(loaded, pairs, beta: float = 0.5) -> DpoObjective:  # noqa: ANN001
+def _objective(loaded, pairs, beta: float = 0.5) -> DpoObjective:
     return DpoObjective(
         pairs,
         pairs[:2],

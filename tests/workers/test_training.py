@@ -170,7 +170,7 @@ def test_epoch_ends_give_each_epochs_weights(loaded):
     config = TrainConfig(n_epochs=3, batch_size=4, learning_rate=1e-3, r=4)
     ends = []
 
-    def on_epoch_end(ended, model, last) -> None:  # noqa: ANN001
+    def on_epoch_end(ended, model, last) -> None:
         weights = {k: v.clone() for k, v in model.state_dict().items() if "lora_B" in k}
         ends.append((ended.epoch, ended.step, last.step, ended.valid_loss, weights))
 
@@ -186,15 +186,15 @@ def test_epoch_ends_give_each_epochs_weights(loaded):
     assert result.selected.epoch == 3 and "no validation examples" in result.selection_reason
 
 
-def _lora(model) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _lora(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
 
 
-def _contradicted(loaded) -> tuple[list, list]:  # noqa: ANN001
+def _contradicted(loaded) -> tuple[list, list]:
     """Training teaches "yes" for every prompt; validation wants a long "no" for the same
     prompts, so the more an epoch learns, the worse its validation loss."""
 
-    def example(question: str, answer: str):  # noqa: ANN202
+    def example(question: str, answer: str):
         messages = [
             {"role": "user", "content": f"Say the word for {question}."},
             {"role": "assistant", "content": answer},
@@ -211,7 +211,7 @@ def test_the_best_validation_epoch_is_the_model(loaded):
     config = TrainConfig(n_epochs=6, batch_size=8, learning_rate=1e-2, r=4, dropout=0.0)
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
-    def keep(ended, model, last) -> None:  # noqa: ANN001
+    def keep(ended, model, last) -> None:
         snapshots[ended.epoch] = _lora(model)
 
     result = train_lora(
@@ -263,7 +263,7 @@ def test_holdout_only_for_sets_that_can_spare_it():
 
 
 def test_training_on_top_of_an_adapter_starts_from_its_weights(tiny_model_dir, tmp_path):
-    def fresh():  # noqa: ANN202
+    def fresh():
         return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
 
     shape = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ("q_proj", "v_proj")}
@@ -306,7 +306,7 @@ def test_resumed_training_goes_on_from_the_epoch_and_matches_an_unbroken_run(
     bit: the optimizer's moments, the schedule, the dropout RNG, the batch order and the
     best epoch so far all carry over."""
 
-    def fresh():  # noqa: ANN202
+    def fresh():
         return load_base_model(str(tiny_model_dir), tmp_path, "cpu")
 
     first = fresh()
@@ -384,7 +384,7 @@ def test_bf16_autocast_trains_as_fp32_does(tiny_model_dir: Path, tmp_path: Path)
         assert b == pytest.approx(a, rel=0.02)
 
 
-def _varied_examples(tokenizer, n: int) -> list:  # noqa: ANN001
+def _varied_examples(tokenizer, n: int) -> list:
     """Examples of clearly different lengths, so micro-batches differ in width."""
     rows = []
     for i in range(n):
@@ -397,7 +397,7 @@ def _varied_examples(tokenizer, n: int) -> list:  # noqa: ANN001
     return [tokenize_chat(tokenizer, messages, 256) for messages in rows]
 
 
-def _lora_weights(model) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _lora_weights(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 

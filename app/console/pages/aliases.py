@@ -21,7 +21,7 @@ router = APIRouter(route_class=ConsoleRoute)
 TARGET_ROWS = 4
 
 
-def _kinds(session: Session, tenant: str):  # noqa: ANN202
+def _kinds(session: Session, tenant: str):
     return model_kinds(session, tenant, base_model_name())
 
 

@@ -63,7 +63,7 @@ def _page(
     rows, _ = files.list_files(
         session, tenant, purpose="fine-tune", limit=200, after=None, order="desc"
     )
-    jobs, _ = finetune.list_jobs(session, tenant, after=None, limit=50)
+    jobs, _ = finetune.list_page(session, tenant, after=None, limit=50)
     return render(
         request,
         "jobs.html",
@@ -134,7 +134,7 @@ async def create_job(request: Request, console: FormConsoleDep, session: Session
     modules = _module_names(request)
 
     def start() -> str:
-        row = finetune.create_job(
+        row = finetune.create(
             session,
             console.principal.tenant,
             JobCreate(**body),
@@ -157,7 +157,7 @@ async def create_job(request: Request, console: FormConsoleDep, session: Session
 def _snapshot(tenant: str, job_id: str) -> tuple[JobRead, dict[str, Any]]:
     """The job, and everything the job page shows of it as JSON for the live view."""
     with get_sessionmaker()() as session:
-        job = finetune.get_job(session, tenant, job_id)
+        job = finetune.get(session, tenant, job_id)
         events, _ = finetune.list_events(session, tenant, job_id, after=None, limit=100)
         checkpoints, _ = finetune.list_checkpoints(session, tenant, job_id, after=None, limit=10)
         read = finetune.to_read(job)
@@ -229,11 +229,11 @@ async def job_live(job_id: str, request: Request, console: ConsoleDep) -> Respon
 @router.get("/jobs/{job_id}/loss.svg")
 def loss_svg(job_id: str, console: ConsoleDep, session: SessionDep) -> Response:
     """The API's own loss chart (GET /v1/fine_tuning/jobs/{id}/loss.svg), for this session."""
-    job = finetune.get_job(session, console.principal.tenant, job_id)
+    job = finetune.get(session, console.principal.tenant, job_id)
     return svg_response(loss_curve_svg(session, job))
 
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: str, console: FormConsoleDep, session: SessionDep) -> Response:
-    finetune.cancel_job(session, console.principal.tenant, job_id)
+    finetune.cancel(session, console.principal.tenant, job_id)
     return redirect(f"/jobs/{job_id}")

@@ -35,7 +35,7 @@ def overview(request: Request, console: ConsoleDep, session: SessionDep) -> Resp
     tenant = console.principal.tenant
     adapters = AdapterRepository(session, tenant).all_by_age()
     jobs = {
-        a.job_id: finetune.to_read(finetune.get_job(session, tenant, a.job_id))
+        a.job_id: finetune.to_read(finetune.get(session, tenant, a.job_id))
         for a in adapters
         if a.job_id
     }

@@ -45,7 +45,7 @@ def _editor(
     session: Session,
     values: dict,
     *,
-    template=None,  # noqa: ANN001 - TemplateRead of an existing template
+    template=None,  # TemplateRead of an existing template
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:

@@ -207,7 +207,7 @@ class VllmEngine:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _call(self, coro, timeout: float):  # noqa: ANN001, ANN202 - run on the engine loop
+    def _call(self, coro, timeout: float):  # run on the engine loop
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
@@ -333,7 +333,7 @@ class VllmEngine:
             )
 
     @staticmethod
-    def _affinity_key(adapter: AdapterRef | None, prompt_ids: list[int], prefix_len: int):  # noqa: ANN205
+    def _affinity_key(adapter: AdapterRef | None, prompt_ids: list[int], prefix_len: int):
         if adapter is not None:
             return f"adapter:{adapter.name}"
         if prefix_len > 0:  # a template's fixed prefix: keep it on the servers that cached it
@@ -387,7 +387,7 @@ class VllmEngine:
             await job
         except EngineError as err:
             handle.push(Failed(err))
-        except Exception as exc:  # noqa: BLE001 - the caller must get an answer
+        except Exception as exc:  # the caller must get an answer
             log.exception("vLLM %s request failed", what.lower())
             handle.push(Failed(GenerationFailed(f"{what} failed: {type(exc).__name__}")))
 

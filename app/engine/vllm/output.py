@@ -13,7 +13,7 @@ from app.engine.sampling import SamplingParams
 class OutputAssembler:
     def __init__(
         self,
-        tokenizer,  # noqa: ANN001 - a transformers tokenizer
+        tokenizer,  # a transformers tokenizer
         params: SamplingParams,
         prompt_len: int,
         eos_ids: set[int],

@@ -89,7 +89,7 @@ class ServerPool:
             await asyncio.sleep(interval)
             try:
                 await self.check_all()
-            except Exception:  # noqa: BLE001 - the poller must outlive any one failure
+            except Exception:  # the poller must outlive any one failure
                 log.exception("vLLM health poll failed")
 
     def any_healthy(self) -> bool:
