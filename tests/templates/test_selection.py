@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.templates import embeddings
+from app import embeddings
 from tests.templates.util import create
 
 EXAMPLES = [

