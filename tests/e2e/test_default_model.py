@@ -8,8 +8,6 @@ from app.engine.loader import load_base_model
 from app.settings import DEFAULT_BASE_MODEL, get_settings
 from tests.conftest import ADMIN_KEY, clean_database
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def default_engine():

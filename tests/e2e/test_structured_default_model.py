@@ -17,8 +17,6 @@ from app.engine.structured import OutputConstraint
 from app.settings import DEFAULT_BASE_MODEL, get_settings
 from tests.engine.test_structured import random_schema
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def engine():

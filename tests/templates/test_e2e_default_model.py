@@ -5,8 +5,6 @@ from fastapi.testclient import TestClient
 
 from tests.e2e.test_default_model import default_client, default_engine  # noqa: F401
 
-pytestmark = pytest.mark.e2e
-
 SENTIMENT = {
     "name": "sentiment",
     "system_prompt": "Classify the sentiment of the review as positive or negative.",

@@ -17,8 +17,6 @@ from app.engine.sampling import SamplingParams
 from tests.conftest import ADMIN_KEY
 from tests.vllm.conftest import VllmProcess, _need_vllm, make_vllm_engine
 
-pytestmark = pytest.mark.vllm
-
 HANG = 300  # seconds a client waits before calling a request hung (the machine is slow)
 
 
