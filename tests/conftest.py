@@ -255,6 +255,21 @@ def tiny_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     engine.stop()
 
 
+@pytest.fixture(scope="session")
+def default_engine() -> Iterator:
+    """The built-in engine on the real default model (SmolLM2-135M-Instruct), loaded once per
+    session for every test on it (the e2e tier and the vLLM conformance tests)."""
+    from app.engine.engine import Engine
+    from app.engine.loader import load_base_model
+    from app.settings import DEFAULT_BASE_MODEL, Settings
+
+    loaded = load_base_model(DEFAULT_BASE_MODEL, Settings().model_cache, "cpu")
+    engine = Engine(loaded)
+    engine.start()
+    yield engine
+    engine.stop()
+
+
 @pytest.fixture
 def app(settings_env, tiny_engine):
     from app.main import create_app
