@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
-from app.engine.errors import EngineBusy
+from app.engine.errors import EngineBusy, EngineError
 from app.engine.protocol import generate
-from app.engine.requests import Finished
+from app.engine.requests import Failed, Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from tests.conftest import ADMIN_KEY
 from tests.vllm.conftest import VllmProcess, _need_vllm, make_vllm_engine
@@ -60,16 +60,31 @@ def test_two_servers_one_killed_mid_traffic(
         # What each prompt gives on the server that stays up, undisturbed.
         reference = [asyncio.run(generate(vllm_engine, p, params)).token_ids for p in ids]
 
+        async def outcome(
+            handle: RequestHandle, first_token: asyncio.Event
+        ) -> Finished | EngineError | None:
+            async for event in handle.events():
+                first_token.set()
+                if isinstance(event, Failed):
+                    return event.error
+                if isinstance(event, Finished):
+                    return event
+            return None
+
         async def scenario() -> list:
             handles = [engine.submit(p, params) for p in ids]  # spread by load over both
+            first_tokens = [asyncio.Event() for _ in handles]
+            outcomes = [
+                asyncio.create_task(outcome(h, first))
+                for h, first in zip(handles, first_tokens, strict=True)
+            ]
             victim = engine.pool.servers[1]
-            while victim.in_flight == 0:
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.5)  # mid-generation
+            # Mid-generation: every request has its first tokens and the victim still has
+            # requests to finish (40 tokens each take far longer than the kill).
+            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in first_tokens)), HANG)
+            assert victim.in_flight > 0, "the victim had finished before it was killed"
             await asyncio.to_thread(second_server.kill)
-            return await asyncio.wait_for(
-                asyncio.gather(*(h.result() for h in handles), return_exceptions=True), HANG
-            )
+            return await asyncio.wait_for(asyncio.gather(*outcomes), HANG)
 
         results = asyncio.run(scenario())
         assert all(isinstance(r, Finished) for r in results), results
@@ -82,6 +97,14 @@ def test_two_servers_one_killed_mid_traffic(
         assert after.token_ids == reference[0]
     finally:
         engine.stop()
+
+
+def has_text(line: str) -> bool:
+    """A streamed chunk (an SSE line) that carries generated text."""
+    if not line.startswith("data: {"):
+        return False
+    choices = json.loads(line[6:]).get("choices") or [{}]
+    return bool(choices[0].get("delta", {}).get("content"))
 
 
 @pytest.fixture
@@ -116,20 +139,31 @@ def test_single_server_killed_and_restarted(
         base_url=live_server, timeout=HANG, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     outcomes: list[tuple[str, int, str]] = []
+    generating = threading.Event()  # a streamed answer has its first generated text
 
     def one(i: int) -> None:
         model = name if i % 2 else single.name
         payload = {**body, "model": model, "stream": i < 3, "temperature": 0}
-        r = http.post("/v1/chat/completions", json=payload)  # a hang raises ReadTimeout
-        outcomes.append(("stream" if i < 3 else "plain", r.status_code, r.text))
+        if i >= 3:
+            r = http.post("/v1/chat/completions", json=payload)  # a hang raises ReadTimeout
+            text = r.text
+        else:
+            lines = []
+            with http.stream("POST", "/v1/chat/completions", json=payload) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if has_text(line):
+                        generating.set()
+            text = "\n".join(lines)
+        outcomes.append(("stream" if i < 3 else "plain", r.status_code, text))
         if r.status_code == 503:
             assert r.headers["retry-after"]
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    wait_until(lambda: single.pool.servers[0].in_flight > 0, "requests on the server")
-    time.sleep(0.5)
+    # Killed mid-generation: once a streamed answer has text (64 tokens take far longer).
+    assert generating.wait(HANG), "no answer started"
     second_server.kill()
     for t in threads:
         t.join(HANG + 10)
