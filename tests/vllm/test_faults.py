@@ -43,62 +43,6 @@ def wait_until(condition, what: str, limit: float = HANG) -> None:  # noqa: ANN0
         time.sleep(0.1)
 
 
-def test_two_servers_one_killed_mid_traffic(
-    vllm_server,
-    second_server,
-    vllm_engine,
-    default_source,
-    data_root,
-    vllm_view,  # noqa: ANN001
-) -> None:
-    engine = make_vllm_engine(
-        default_source, [vllm_server.url, second_server.url], data_root, vllm_view
-    )
-    try:
-        params = SamplingParams(max_tokens=40, temperature=0)
-        ids = prompts(engine, 8)
-        # What each prompt gives on the server that stays up, undisturbed.
-        reference = [asyncio.run(generate(vllm_engine, p, params)).token_ids for p in ids]
-
-        async def outcome(
-            handle: RequestHandle, first_token: asyncio.Event
-        ) -> Finished | EngineError | None:
-            async for event in handle.events():
-                first_token.set()
-                if isinstance(event, Failed):
-                    return event.error
-                if isinstance(event, Finished):
-                    return event
-            return None
-
-        async def scenario() -> list:
-            handles = [engine.submit(p, params) for p in ids]  # spread by load over both
-            first_tokens = [asyncio.Event() for _ in handles]
-            outcomes = [
-                asyncio.create_task(outcome(h, first))
-                for h, first in zip(handles, first_tokens, strict=True)
-            ]
-            victim = engine.pool.servers[1]
-            # Mid-generation: every request has its first tokens and the victim still has
-            # requests to finish (40 tokens each take far longer than the kill).
-            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in first_tokens)), HANG)
-            assert victim.in_flight > 0, "the victim had finished before it was killed"
-            await asyncio.to_thread(second_server.kill)
-            return await asyncio.wait_for(asyncio.gather(*outcomes), HANG)
-
-        results = asyncio.run(scenario())
-        assert all(isinstance(r, Finished) for r in results), results
-        assert engine.moved >= 1  # some went on on the surviving server
-        # Greedy requests continued from their tokens so far give the same answer.
-        assert [r.token_ids for r in results] == reference
-        health = engine.health()
-        assert health["ready"] and [s["healthy"] for s in health["servers"]] == [True, False]
-        after = asyncio.run(generate(engine, ids[0], params))
-        assert after.token_ids == reference[0]
-    finally:
-        engine.stop()
-
-
 def has_text(line: str) -> bool:
     """A streamed chunk (an SSE line) that carries generated text."""
     if not line.startswith("data: {"):
@@ -107,6 +51,9 @@ def has_text(line: str) -> bool:
     return bool(choices[0].get("delta", {}).get("content"))
 
 
+# Order matters for time, not for correctness: the single-server test kills and restarts
+# the second server, which the two-server test then finds up and kills for good, so a session
+# boots vLLM three times (this module's server, its restart, the session's) instead of four.
 @pytest.fixture
 def single(second_server, default_source, data_root, vllm_view):  # noqa: ANN001, ANN201
     if second_server.proc is None or second_server.proc.poll() is not None:
@@ -200,6 +147,62 @@ def test_single_server_killed_and_restarted(
         retried.json()["choices"][0]["message"]["content"]
         == again.json()["choices"][0]["message"]["content"]
     )
+
+
+def test_two_servers_one_killed_mid_traffic(
+    vllm_server,
+    second_server,
+    vllm_engine,
+    default_source,
+    data_root,
+    vllm_view,  # noqa: ANN001
+) -> None:
+    engine = make_vllm_engine(
+        default_source, [vllm_server.url, second_server.url], data_root, vllm_view
+    )
+    try:
+        params = SamplingParams(max_tokens=40, temperature=0)
+        ids = prompts(engine, 8)
+        # What each prompt gives on the server that stays up, undisturbed.
+        reference = [asyncio.run(generate(vllm_engine, p, params)).token_ids for p in ids]
+
+        async def outcome(
+            handle: RequestHandle, first_token: asyncio.Event
+        ) -> Finished | EngineError | None:
+            async for event in handle.events():
+                first_token.set()
+                if isinstance(event, Failed):
+                    return event.error
+                if isinstance(event, Finished):
+                    return event
+            return None
+
+        async def scenario() -> list:
+            handles = [engine.submit(p, params) for p in ids]  # spread by load over both
+            first_tokens = [asyncio.Event() for _ in handles]
+            outcomes = [
+                asyncio.create_task(outcome(h, first))
+                for h, first in zip(handles, first_tokens, strict=True)
+            ]
+            victim = engine.pool.servers[1]
+            # Mid-generation: every request has its first tokens and the victim still has
+            # requests to finish (40 tokens each take far longer than the kill).
+            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in first_tokens)), HANG)
+            assert victim.in_flight > 0, "the victim had finished before it was killed"
+            await asyncio.to_thread(second_server.kill)
+            return await asyncio.wait_for(asyncio.gather(*outcomes), HANG)
+
+        results = asyncio.run(scenario())
+        assert all(isinstance(r, Finished) for r in results), results
+        assert engine.moved >= 1  # some went on on the surviving server
+        # Greedy requests continued from their tokens so far give the same answer.
+        assert [r.token_ids for r in results] == reference
+        health = engine.health()
+        assert health["ready"] and [s["healthy"] for s in health["servers"]] == [True, False]
+        after = asyncio.run(generate(engine, ids[0], params))
+        assert after.token_ids == reference[0]
+    finally:
+        engine.stop()
 
 
 def test_no_server_at_all_is_a_503(default_source, data_root, vllm_view) -> None:  # noqa: ANN001
