@@ -67,12 +67,13 @@ test: install install-vllm browser sandbox
 	$(VENV)/bin/pytest -q --durations=15
 
 # The edit-run loop: unit and API tests on SQLite only. Leaves out the tiers that start
-# worker or API processes, inject faults, need PostgreSQL or the real model, or fuzz
-# (markers set in tests/conftest.py); `make test` still runs them. test_fuzz.py builds the
-# app's OpenAPI document on import, so it is not even collected here.
+# worker or API processes, inject faults, need PostgreSQL or the real model, drive a browser,
+# or are slow by design (each test's tier is set in tests/conftest.py, TIER_BY_PATH and
+# TIER_BY_FIXTURE); `make test` still runs them. A module whose whole tier is left out is not
+# even imported.
 FAST_TIERS := not (e2e or workers or faults or postgres or slow or browser or vllm)
 test-fast: install
-	$(VENV)/bin/pytest -q -m "$(FAST_TIERS)" --ignore=tests/test_fuzz.py
+	$(VENV)/bin/pytest -q -m "$(FAST_TIERS)"
 
 # A longer schemathesis run over every operation (make test runs a short one).
 fuzz: install

@@ -11,6 +11,7 @@ here from where a test lives or what it starts, so that `make test-fast` can lea
 processes, fault injection, PostgreSQL and the real model; `make test` runs everything.
 """
 
+import itertools
 import os
 import secrets
 import socket
@@ -110,30 +111,99 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{getattr(request, 'param', 'sqlite')}_url")
 
 
-# Tiers by folder or module (path relative to tests/): what `make test-fast` leaves out.
+# Tiers: the one place a test's tier is set (the markers are declared in pyproject.toml;
+# `make test-fast` leaves out every tier below, `make test` runs them all). No test module
+# marks its own tier. A test is in a tier by where it lives (a folder, a module or a test,
+# relative to tests/) ...
 TIER_BY_PATH = {
     "faults/": "faults",  # API, Redis and worker processes stopped and restarted
-    "workers/test_worker_jobs.py": "workers",
-    "workers/test_worker_evals.py": "workers",
-    "test_fuzz.py": "slow",  # schemathesis over every operation
     "console/": "browser",  # chromium driven by Playwright
+    "e2e/": "e2e",  # the real default model
+    "templates/test_e2e_default_model.py": "e2e",
+    "vllm/": "vllm",  # real vLLM CPU servers (.venv-vllm)
+    "test_fuzz.py": "slow",  # schemathesis over every operation
+    # Slow by design: a fresh interpreter, property sweeps, thousands of requests or rows,
+    # bodies at the size limits (seconds each where the rest take tenths).
+    "templates/test_embeddings_threads.py": "slow",
+    "templates/test_sandbox_bounds.py::test_size_bounds_are_never_below_the_real_size": "slow",
+    "templates/test_security.py::test_huge_loops_and_recursion": "slow",
+    "engine/test_grammar_limits.py::test_schemas_over_the_size_limits_are_refused": "slow",
+    "engine/test_structured.py::test_fifty_generated_schemas_yield_valid_json": "slow",
+    "files/test_upload_memory.py::test_a_file_of_good_lines_at_the_limit": "slow",
+    "files/test_upload_memory.py::test_a_file_of_bad_lines_at_the_limit": "slow",
+    # Many requests or rows compared each way (the engine's equivalence checks at scale):
+    # each takes seconds; the rest of each module stays in the fast tier.
+    "engine/test_structured.py::test_constrained_and_free_rows_in_one_batch": "slow",
+    "engine/test_chunked_prefill.py::test_chunked_prefill_gives_the_same_answers": "slow",
+    "engine/test_http.py::test_adapter_and_base_stream_the_same_text_as_whole": "slow",
+    "engine/test_prefix_cache.py::test_cached_prefix_answers_equal_uncached": "slow",
+    "observability/test_metrics.py::test_counters_move_by_exactly_the_traffic_sent": "slow",
+    "security/test_hostile_values.py::test_lone_surrogates_are_refused_wherever": "slow",
+    "aliases/test_aliases.py::test_weighted_split_is_close_to_even": "slow",  # 1000 picks
+    "aliases/test_aliases.py::test_repoint_under_concurrent_traffic_loses_no_request": "slow",
 }
+# ... or by what it starts or needs (a fixture it uses, directly or through another).
+TIER_BY_FIXTURE = {
+    "start_worker": "workers",  # a real `celery worker` process
+    "postgres_url": "postgres",
+}
+
+
+def tiers_of(where: str, fixturenames: list[str]) -> set[str]:
+    """The tiers of the test at `where` ("folder/test_x.py::test_name") using those fixtures."""
+    tiers = {tier for prefix, tier in TIER_BY_PATH.items() if where.startswith(prefix)}
+    tiers |= {tier for name, tier in TIER_BY_FIXTURE.items() if name in fixturenames}
+    return tiers
+
+
+def _deselected_by_path(path: Path, config: pytest.Config) -> bool:
+    """Whether `-m` leaves out every test of this module whatever else it is marked with
+    (its folder or module tier decides): then it is not even imported, so `make test-fast`
+    pays nothing for test_fuzz.py building the app's OpenAPI document, or for the browser,
+    fault, vLLM and default-model modules."""
+    expression = config.getoption("markexpr")
+    tests_dir = Path(__file__).resolve().parent
+    if not expression or not path.is_relative_to(tests_dir) or path.suffix != ".py":
+        return False
+    where = path.relative_to(tests_dir).as_posix()
+    tiers = {
+        tier
+        for prefix, tier in TIER_BY_PATH.items()
+        if "::" not in prefix and where.startswith(prefix)
+    }
+    if not tiers:
+        return False
+    from _pytest.mark.expression import Expression  # how pytest itself reads `-m`
+
+    compiled = Expression.compile(expression)
+    declared = [line.split(":")[0].strip() for line in config.getini("markers")]
+    others = [name for name in declared if name not in tiers]
+    # Any other marker a test of the module may carry (from a fixture, a parametrize).
+    for extra in itertools.chain.from_iterable(
+        itertools.combinations(others, n) for n in range(len(others) + 1)
+    ):
+        if compiled.evaluate(tiers.union(extra).__contains__):
+            return False
+    return True
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    return True if _deselected_by_path(collection_path, config) else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests_dir = Path(__file__).resolve().parent
     for item in items:
+        where = ""
         if item.path.is_relative_to(tests_dir):
-            where = item.path.relative_to(tests_dir).as_posix()
-            for prefix, tier in TIER_BY_PATH.items():
-                if where.startswith(prefix):
-                    item.add_marker(tier)
-        if "start_worker" in item.fixturenames:
-            item.add_marker("workers")
+            where = f"{item.path.relative_to(tests_dir).as_posix()}::{item.name.split('[')[0]}"
+        fixturenames = getattr(item, "fixturenames", [])
+        tiers = tiers_of(where, fixturenames)
         callspec = getattr(item, "callspec", None)
-        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgres"
-        if on_postgres or "postgres_url" in item.fixturenames:
-            item.add_marker("postgres")
+        if callspec is not None and callspec.params.get("db_url") == "postgres":
+            tiers.add("postgres")
+        for tier in sorted(tiers):
+            item.add_marker(tier)
 
 
 @pytest.fixture
@@ -154,6 +224,24 @@ def settings_env(
     reset_caches()
 
 
+@pytest.fixture
+def start_worker(settings_env, tmp_path: Path) -> Iterator:
+    """`start_worker(pool="solo")`: a real `celery worker` process on this test's database
+    and queue, ready when returned, stopped after the test (tests/processes.py)."""
+    from tests.processes import WorkerProcess
+
+    workers: list[WorkerProcess] = []
+
+    def start(pool: str = "solo") -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, pool).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
 def clean_database() -> None:
     from app.db import get_engine
     from app.models import Base
@@ -170,6 +258,21 @@ def tiny_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
     loaded = load_base_model(str(tiny_model_dir), tmp_path_factory.mktemp("cache"), "cpu")
     engine = Engine(loaded, EngineConfig(max_queue=64))
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def default_engine() -> Iterator:
+    """The built-in engine on the real default model (SmolLM2-135M-Instruct), loaded once per
+    session for every test on it (the e2e tier and the vLLM conformance tests)."""
+    from app.engine.engine import Engine
+    from app.engine.loader import load_base_model
+    from app.settings import DEFAULT_BASE_MODEL, Settings
+
+    loaded = load_base_model(DEFAULT_BASE_MODEL, Settings().model_cache, "cpu")
+    engine = Engine(loaded)
     engine.start()
     yield engine
     engine.stop()

@@ -1,8 +1,9 @@
 """Real service processes, for fault tests and benchmarks alike: the API under uvicorn, a
-private Redis. Free of the test fixtures (bench/server.py starts its services with
-`ApiProcess` too), so it imports nothing from tests.conftest."""
+Celery worker, a private Redis. Free of the test fixtures (bench/server.py starts its services
+with `ApiProcess` too), so it imports nothing from tests.conftest."""
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -140,3 +141,63 @@ class RedisProcess:
     def queued_messages(self) -> int:
         client = redis.Redis(port=self.port)
         return sum(client.llen(k) for k in client.keys("*") if client.type(k) == b"list")
+
+
+class WorkerProcess:
+    """`celery -A workers.celery_app worker --pool=solo` (or another pool, with one child
+    process: docker-compose runs prefork) as a child process."""
+
+    def __init__(self, log_dir: Path, pool: str = "solo") -> None:
+        self.log = log_dir / f"worker-{secrets.token_hex(3)}.log"
+        self.pool = pool
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        queue = os.environ["CELERY_QUEUE"]
+        cmd = [
+            str(ROOT / ".venv" / "bin" / "celery"),
+            "-A",
+            "workers.celery_app",
+            "worker",
+            f"--pool={self.pool}",
+            *(["--concurrency=1"] if self.pool != "solo" else []),
+            "-Q",
+            queue,
+            "-n",
+            f"test-{secrets.token_hex(3)}@%h",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while " ready." not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

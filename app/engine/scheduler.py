@@ -126,8 +126,13 @@ class Scheduler:
         self.pacer = ChunkPacer(config.prefill_chunk)
         self.batch: KVBatch | None = None
         self._outbox: list[tuple[RequestHandle, Event]] = []  # sent once per step
-        # Tests hook in here to see each step's logits, row by row (None: no cost).
+        # Test hooks (None: no cost), so tests wait on what the scheduler does instead of
+        # sleeping or patching its methods: each step's logits, row by row; each model
+        # forward's input ids, before it runs (a hook that blocks holds the scheduler there);
+        # each row's end, with its finish reason.
         self.observe_logits: Callable[[list[Sequence], torch.Tensor], None] | None = None
+        self.before_forward: Callable[[torch.Tensor], None] | None = None
+        self.observe_finish: Callable[[Sequence, str], None] | None = None
 
     def load(self) -> tuple[int, int]:
         """(waiting, running) now, read from another thread: lengths only, which the
@@ -421,6 +426,8 @@ class Scheduler:
             self.batch.select(indices)
 
     def _forward(self, ids, mask, positions, cache, labels: list[str]):
+        if self.before_forward is not None:
+            self.before_forward(ids)
         stats = self.stats
         stats.forwards += 1
         stats.max_rows = max(stats.max_rows, len(labels))
@@ -514,6 +521,8 @@ class Scheduler:
         return out
 
     def _finish(self, row: Sequence, reason: str) -> None:
+        if self.observe_finish is not None:
+            self.observe_finish(row, reason)
         if row.assembler.stopped:
             row.pending_logprobs.clear()  # a stop sequence's tokens: not in the text
         tail = row.assembler.flush()

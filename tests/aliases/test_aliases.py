@@ -120,7 +120,6 @@ def test_aliases_are_per_tenant(client) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
 
 
-@pytest.mark.slow  # a thousand picks through the database
 def test_weighted_split_is_close_to_even(client) -> None:
     base = client.app.state.engine.name
     ft = register_random_adapter("default", "split")
@@ -143,7 +142,6 @@ def test_weighted_split_is_close_to_even(client) -> None:
 
 
 @pytest.mark.both_databases
-@pytest.mark.slow  # sixty requests through the engine while the alias moves
 def test_repoint_under_concurrent_traffic_loses_no_request(client) -> None:
     base = client.app.state.engine.name
     ft = register_random_adapter("default", "live")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from tests.workers.conftest import WorkerProcess
+from tests.processes import WorkerProcess
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,11 +30,9 @@ def db_url(postgres_url: str) -> str:
 
 
 @pytest.fixture
-def worker(settings_env, tmp_path: Path) -> Iterator[WorkerProcess]:
+def worker(start_worker) -> WorkerProcess:
     """A real `celery worker` process on this test's database and queue."""
-    process = WorkerProcess(tmp_path).start()
-    yield process
-    process.stop()
+    return start_worker()
 
 
 # Package scope, not session: Playwright's sync API keeps an event loop running on the main

@@ -27,7 +27,6 @@ def eval_file(client) -> Iterator[str]:
     yield r.json()["id"]
 
 
-@pytest.mark.workers
 def test_evaluation_report_and_promote(admin, client, eval_file, worker) -> None:
     r = client.post(
         "/v1/templates",

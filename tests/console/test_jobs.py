@@ -35,7 +35,6 @@ def test_form_shows_auto_values_and_field_errors(admin, client, training_file) -
     assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
 
 
-@pytest.mark.workers
 def test_job_runs_to_100_percent_live(admin, client, training_file, worker) -> None:
     page = admin.page
     admin.goto("/jobs")

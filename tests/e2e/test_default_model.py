@@ -4,20 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.engine.engine import Engine
-from app.engine.loader import load_base_model
-from app.settings import DEFAULT_BASE_MODEL, get_settings
+from app.settings import DEFAULT_BASE_MODEL
 from tests.conftest import ADMIN_KEY, clean_database
-
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def default_engine():
-    loaded = load_base_model(DEFAULT_BASE_MODEL, get_settings().model_cache, "cpu")
-    engine = Engine(loaded)
-    engine.start()
-    yield engine
-    engine.stop()
 
 
 @pytest.fixture

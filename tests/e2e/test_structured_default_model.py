@@ -9,24 +9,16 @@ import jsonschema
 import pytest
 
 from app.engine.engine import Engine
-from app.engine.loader import load_base_model
 from app.engine.prompts import encode, render_chat
 from app.engine.protocol import generate
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
-from app.settings import DEFAULT_BASE_MODEL, get_settings
 from tests.engine.test_structured import random_schema
 
-pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope="module")
-def engine():
-    loaded = load_base_model(DEFAULT_BASE_MODEL, get_settings().model_cache, "cpu")
-    engine = Engine(loaded)
-    engine.start()
-    yield engine
-    engine.stop()
+@pytest.fixture
+def engine(default_engine: Engine) -> Engine:
+    return default_engine  # loaded once per session (tests/conftest.py)
 
 
 def chat_ids(engine: Engine, text: str) -> list[int]:

@@ -110,16 +110,14 @@ def test_a_short_request_is_answered_while_a_long_prompt_prefills(make_engine) -
     # Hold the long prompt's first prefill forward until the short request is queued, so the
     # short one surely arrives while the long one is in its prefill.
     started, release = threading.Event(), threading.Event()
-    forward = scheduler._forward
 
-    def held_forward(ids, *args, **kwargs):
+    def hold_first_prefill(ids) -> None:
         if not started.is_set() and ids.shape[1] > 1:
             started.set()
             release.wait(120)
-        return forward(ids, *args, **kwargs)
 
     scheduler.observe_logits = observe
-    scheduler._forward = held_forward
+    scheduler.before_forward = hold_first_prefill
 
     async def scenario() -> list[Finished]:
         first = engine.submit(long_ids, long.params())

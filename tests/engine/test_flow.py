@@ -2,6 +2,7 @@
 that goes away frees its row at the next step)."""
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -139,14 +140,37 @@ def test_engine_survives_a_closed_event_loop(make_engine) -> None:
     """A server that stops mid-stream closes its event loop under running rows: the
     scheduler drops those rows and keeps serving everyone else."""
     engine = make_engine()
+    scheduler = engine.scheduler
+    assert scheduler is not None
     job = Job("Review: great film", max_tokens=40)
+    stepped, loop_closed, row_ended = threading.Event(), threading.Event(), threading.Event()
+    ended: list[tuple[str, int]] = []  # the abandoned row's finish reason and tokens
+
+    def hold_first_step(rows, logits) -> None:
+        if not stepped.is_set():
+            stepped.set()
+            loop_closed.wait(120)  # its first token goes out only once nobody listens
+
+    def record_end(row, reason: str) -> None:
+        ended.append((reason, len(row.generated)))
+        row_ended.set()
+
+    scheduler.observe_logits = hold_first_step
+    scheduler.observe_finish = record_end
 
     async def abandon() -> None:
         engine.submit(job.ids(engine), job.params())
-        await asyncio.sleep(0)  # return while the row is still running: the loop closes
+        assert await asyncio.to_thread(stepped.wait, 120)  # the row is running
 
-    asyncio.run(abandon())
-    time.sleep(0.5)  # let the scheduler try to deliver to the closed loop
+    try:
+        asyncio.run(abandon())  # returns, and closes its loop, under the running row
+    finally:
+        loop_closed.set()
+    # The scheduler delivered to the closed loop and dropped the row, long before its end.
+    assert row_ended.wait(120), "the abandoned row never ended"
+    reason, generated = ended[0]
+    assert reason == "cancelled" and generated < job.max_tokens
+    scheduler.observe_logits = scheduler.observe_finish = None
 
     async def serve() -> int:
         return (await engine.submit(job.ids(engine), job.params()).result()).completion_tokens

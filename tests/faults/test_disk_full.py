@@ -8,8 +8,7 @@ import time
 import pytest
 
 from tests.files.data import chat_rows, jsonl, upload
-from tests.processes import ApiProcess
-from tests.workers.conftest import WorkerProcess
+from tests.processes import ApiProcess, WorkerProcess
 
 QUICK = {
     "n_epochs": 1,

@@ -6,8 +6,7 @@ import time
 import pytest
 
 from tests.files.data import chat_rows, jsonl, upload
-from tests.processes import ApiProcess, RedisProcess
-from tests.workers.conftest import WorkerProcess
+from tests.processes import ApiProcess, RedisProcess, WorkerProcess
 
 QUICK = {"n_epochs": 2, "batch_size": 12, "learning_rate_multiplier": 1, "r": 4}
 

@@ -77,15 +77,12 @@ def test_rows_of_a_whole_answer_are_cancelled_when_its_client_leaves(
             started.set()
             release.wait(120)  # hold the engine still until the client has gone
 
-    finish = scheduler._finish
-
     def record_finish(row, reason: str) -> None:
         if note(row):
             ended[id(row)] = (reason, len(row.generated))
-        finish(row, reason)
 
     monkeypatch.setattr(scheduler, "observe_logits", observe)
-    monkeypatch.setattr(scheduler, "_finish", record_finish)
+    monkeypatch.setattr(scheduler, "observe_finish", record_finish)
     try:
         sock = raw_post(live_server, path, body)
         wait_for(started.is_set, "the request's rows started generating")

@@ -3,9 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.e2e.test_default_model import default_client, default_engine  # noqa: F401
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.test_default_model import default_client  # noqa: F401
 
 SENTIMENT = {
     "name": "sentiment",

@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from app.engine.engine import Engine
-from app.engine.loader import load_base_model, resolve_source
+from app.engine.loader import resolve_source
 from app.engine.vllm.engine import VllmConfig, VllmEngine
 from app.engine.vllm.launch import server_command, vllm_python, wait_ready
 from app.ids import new_id
@@ -142,12 +142,8 @@ def vllm_engine(vllm_server, default_source, data_root, vllm_view) -> Iterator[V
 
 
 @pytest.fixture(scope="session")
-def local_engine(default_source: str) -> Iterator[Engine]:
-    loaded = load_base_model(DEFAULT_BASE_MODEL, _settings().model_cache, "cpu")
-    engine = Engine(loaded)
-    engine.start()
-    yield engine
-    engine.stop()
+def local_engine(default_engine: Engine) -> Engine:
+    return default_engine  # the one built-in engine on the default model (tests/conftest.py)
 
 
 @pytest.fixture(params=["local", "vllm"])

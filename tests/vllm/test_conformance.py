@@ -14,8 +14,6 @@ from app.engine.vllm.client import ServerClient
 from app.settings import DEFAULT_BASE_MODEL
 from tests.conftest import ADMIN_KEY
 
-pytestmark = pytest.mark.vllm
-
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 TEMPLATE = {
     "name": "capitals",

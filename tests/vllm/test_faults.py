@@ -10,14 +10,12 @@ import time
 import httpx
 import pytest
 
-from app.engine.errors import EngineBusy
+from app.engine.errors import EngineBusy, EngineError
 from app.engine.protocol import generate
-from app.engine.requests import Finished
+from app.engine.requests import Failed, Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from tests.conftest import ADMIN_KEY
 from tests.vllm.conftest import VllmProcess, _need_vllm, make_vllm_engine
-
-pytestmark = pytest.mark.vllm
 
 HANG = 300  # seconds a client waits before calling a request hung (the machine is slow)
 
@@ -45,47 +43,17 @@ def wait_until(condition, what: str, limit: float = HANG) -> None:
         time.sleep(0.1)
 
 
-def test_two_servers_one_killed_mid_traffic(
-    vllm_server,
-    second_server,
-    vllm_engine,
-    default_source,
-    data_root,
-    vllm_view,
-) -> None:
-    engine = make_vllm_engine(
-        default_source, [vllm_server.url, second_server.url], data_root, vllm_view
-    )
-    try:
-        params = SamplingParams(max_tokens=40, temperature=0)
-        ids = prompts(engine, 8)
-        # What each prompt gives on the server that stays up, undisturbed.
-        reference = [asyncio.run(generate(vllm_engine, p, params)).token_ids for p in ids]
-
-        async def scenario() -> list:
-            handles = [engine.submit(p, params) for p in ids]  # spread by load over both
-            victim = engine.pool.servers[1]
-            while victim.in_flight == 0:
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.5)  # mid-generation
-            await asyncio.to_thread(second_server.kill)
-            return await asyncio.wait_for(
-                asyncio.gather(*(h.result() for h in handles), return_exceptions=True), HANG
-            )
-
-        results = asyncio.run(scenario())
-        assert all(isinstance(r, Finished) for r in results), results
-        assert engine.moved >= 1  # some went on on the surviving server
-        # Greedy requests continued from their tokens so far give the same answer.
-        assert [r.token_ids for r in results] == reference
-        health = engine.health()
-        assert health["ready"] and [s["healthy"] for s in health["servers"]] == [True, False]
-        after = asyncio.run(generate(engine, ids[0], params))
-        assert after.token_ids == reference[0]
-    finally:
-        engine.stop()
+def has_text(line: str) -> bool:
+    """A streamed chunk (an SSE line) that carries generated text."""
+    if not line.startswith("data: {"):
+        return False
+    choices = json.loads(line[6:]).get("choices") or [{}]
+    return bool(choices[0].get("delta", {}).get("content"))
 
 
+# Order matters for time, not for correctness: the single-server test kills and restarts
+# the second server, which the two-server test then finds up and kills for good, so a session
+# boots vLLM three times (this module's server, its restart, the session's) instead of four.
 @pytest.fixture
 def single(second_server, default_source, data_root, vllm_view):
     if second_server.proc is None or second_server.proc.poll() is not None:
@@ -118,20 +86,31 @@ def test_single_server_killed_and_restarted(
         base_url=live_server, timeout=HANG, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     outcomes: list[tuple[str, int, str]] = []
+    generating = threading.Event()  # a streamed answer has its first generated text
 
     def one(i: int) -> None:
         model = name if i % 2 else single.name
         payload = {**body, "model": model, "stream": i < 3, "temperature": 0}
-        r = http.post("/v1/chat/completions", json=payload)  # a hang raises ReadTimeout
-        outcomes.append(("stream" if i < 3 else "plain", r.status_code, r.text))
+        if i >= 3:
+            r = http.post("/v1/chat/completions", json=payload)  # a hang raises ReadTimeout
+            text = r.text
+        else:
+            lines = []
+            with http.stream("POST", "/v1/chat/completions", json=payload) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if has_text(line):
+                        generating.set()
+            text = "\n".join(lines)
+        outcomes.append(("stream" if i < 3 else "plain", r.status_code, text))
         if r.status_code == 503:
             assert r.headers["retry-after"]
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    wait_until(lambda: single.pool.servers[0].in_flight > 0, "requests on the server")
-    time.sleep(0.5)
+    # Killed mid-generation: once a streamed answer has text (64 tokens take far longer).
+    assert generating.wait(HANG), "no answer started"
     second_server.kill()
     for t in threads:
         t.join(HANG + 10)
@@ -168,6 +147,62 @@ def test_single_server_killed_and_restarted(
         retried.json()["choices"][0]["message"]["content"]
         == again.json()["choices"][0]["message"]["content"]
     )
+
+
+def test_two_servers_one_killed_mid_traffic(
+    vllm_server,
+    second_server,
+    vllm_engine,
+    default_source,
+    data_root,
+    vllm_view,
+) -> None:
+    engine = make_vllm_engine(
+        default_source, [vllm_server.url, second_server.url], data_root, vllm_view
+    )
+    try:
+        params = SamplingParams(max_tokens=40, temperature=0)
+        ids = prompts(engine, 8)
+        # What each prompt gives on the server that stays up, undisturbed.
+        reference = [asyncio.run(generate(vllm_engine, p, params)).token_ids for p in ids]
+
+        async def outcome(
+            handle: RequestHandle, first_token: asyncio.Event
+        ) -> Finished | EngineError | None:
+            async for event in handle.events():
+                first_token.set()
+                if isinstance(event, Failed):
+                    return event.error
+                if isinstance(event, Finished):
+                    return event
+            return None
+
+        async def scenario() -> list:
+            handles = [engine.submit(p, params) for p in ids]  # spread by load over both
+            first_tokens = [asyncio.Event() for _ in handles]
+            outcomes = [
+                asyncio.create_task(outcome(h, first))
+                for h, first in zip(handles, first_tokens, strict=True)
+            ]
+            victim = engine.pool.servers[1]
+            # Mid-generation: every request has its first tokens and the victim still has
+            # requests to finish (40 tokens each take far longer than the kill).
+            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in first_tokens)), HANG)
+            assert victim.in_flight > 0, "the victim had finished before it was killed"
+            await asyncio.to_thread(second_server.kill)
+            return await asyncio.wait_for(asyncio.gather(*outcomes), HANG)
+
+        results = asyncio.run(scenario())
+        assert all(isinstance(r, Finished) for r in results), results
+        assert engine.moved >= 1  # some went on on the surviving server
+        # Greedy requests continued from their tokens so far give the same answer.
+        assert [r.token_ids for r in results] == reference
+        health = engine.health()
+        assert health["ready"] and [s["healthy"] for s in health["servers"]] == [True, False]
+        after = asyncio.run(generate(engine, ids[0], params))
+        assert after.token_ids == reference[0]
+    finally:
+        engine.stop()
 
 
 def test_no_server_at_all_is_a_503(default_source, data_root, vllm_view) -> None:

@@ -3,13 +3,9 @@ built-in engine and through vLLM, compared token for token."""
 
 import asyncio
 
-import pytest
-
 from app.engine.prompts import encode, render_chat
 from app.engine.protocol import generate
 from app.engine.sampling import SamplingParams
-
-pytestmark = pytest.mark.vllm
 
 SUBJECTS = [
     "France",

@@ -21,8 +21,6 @@ from app.engine.structured import OutputConstraint
 from app.settings import DEFAULT_BASE_MODEL
 from tests.conftest import ADMIN_KEY
 
-pytestmark = pytest.mark.vllm
-
 REVIEW = [{"role": "user", "content": "Review: what a great film! Is it positive or negative?"}]
 SCHEMA = {
     "type": "object",

@@ -3,26 +3,12 @@ that job's task, and not on lines of other work."""
 
 import time
 
-from tests.files.data import chat_rows, jsonl
+from tests.workers.jobs import create_job
 
 
 def test_request_id_reaches_the_worker_logs(client, start_worker) -> None:
     worker = start_worker()
-    file_id = client.post(
-        "/v1/files",
-        files={"file": ("a.jsonl", jsonl(chat_rows(12)))},
-        data={"purpose": "fine-tune"},
-    ).json()["id"]
-    r = client.post(
-        "/v1/fine_tuning/jobs",
-        headers={"X-Request-ID": "job-req-7781"},
-        json={
-            "model": client.app.state.engine.name,
-            "training_file": file_id,
-            "hyperparameters": {"n_epochs": 1},
-        },
-    )
-    assert r.status_code in (200, 201), r.text
+    r = create_job(client, {"n_epochs": 1}, headers={"X-Request-ID": "job-req-7781"})
     assert r.headers["x-request-id"] == "job-req-7781"
     job_id = r.json()["id"]
     deadline = time.monotonic() + 300

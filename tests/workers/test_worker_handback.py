@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.files.data import chat_rows, jsonl
-from tests.workers.conftest import WorkerProcess
+from tests.processes import WorkerProcess
+from tests.workers.jobs import create_job
 from workers.finetune_runner import INDEX_FILE, epochs_folder
 
 LONG = {"n_epochs": 200, "batch_size": 1, "learning_rate_multiplier": 1}
@@ -56,60 +56,41 @@ def saved_epochs(folder: Path) -> int:
 
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_sigterm_mid_job_hands_the_job_back_and_it_resumes(
-    client, settings_env, tmp_path, pool
+    client, settings_env, start_worker, pool
 ) -> None:
-    first = WorkerProcess(tmp_path, pool).start()
-    second = None
-    try:
-        file_id = client.post(
-            "/v1/files",
-            files={"file": ("a.jsonl", jsonl(chat_rows(12)))},
-            data={"purpose": "fine-tune"},
-        ).json()["id"]
-        r = client.post(
-            "/v1/fine_tuning/jobs",
-            json={
-                "model": client.app.state.engine.name,
-                "training_file": file_id,
-                "hyperparameters": LONG,
-            },
-        )
-        job_id = r.json()["id"]
-        folder = epochs_folder(settings_env.adapters_dir, job_id)
-        # Two epochs finished and checkpointed (12 steps each), the third under way.
-        wait_until(lambda: saved_epochs(folder) >= 2, "two epochs checkpointed", first)
-        first.proc.send_signal(signal.SIGTERM)
-        assert first.proc.wait(timeout=120) == 0, first.output()[-3000:]
-        status, events = job_events(client, job_id)
-        assert status == "queued", (status, messages(events)[-5:])
-        assert any("handed back" in m for m in messages(events))
-        assert "handed back" in first.output()
+    first = start_worker(pool)
+    job_id = create_job(client, LONG).json()["id"]
+    folder = epochs_folder(settings_env.adapters_dir, job_id)
+    # Two epochs finished and checkpointed (12 steps each), the third under way.
+    wait_until(lambda: saved_epochs(folder) >= 2, "two epochs checkpointed", first)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=120) == 0, first.output()[-3000:]
+    status, events = job_events(client, job_id)
+    assert status == "queued", (status, messages(events)[-5:])
+    assert any("handed back" in m for m in messages(events))
+    assert "handed back" in first.output()
 
-        # The next worker takes it from the broker and goes on after the last epoch saved.
-        second = WorkerProcess(tmp_path, pool).start()
+    # The next worker takes it from the broker and goes on after the last epoch saved.
+    second = start_worker(pool)
 
-        def resumed_and_stepping(status: str, events: list[dict]) -> bool:
-            text = messages(events)
-            at = next((i for i, m in enumerate(text) if m.startswith("Resuming after")), None)
-            return at is not None and any(m.startswith("Step ") for m in text[at:])
+    def resumed_and_stepping(status: str, events: list[dict]) -> bool:
+        text = messages(events)
+        at = next((i for i, m in enumerate(text) if m.startswith("Resuming after")), None)
+        return at is not None and any(m.startswith("Step ") for m in text[at:])
 
-        wait_for(client, job_id, resumed_and_stepping, "resumed and training", second)
-        _, events = job_events(client, job_id)
-        at = next(i for i, e in enumerate(events) if e["message"].startswith("Resuming after"))
-        resumed = events[at]["data"]
-        assert resumed["epoch"] >= 2 and resumed["step"] == 12 * resumed["epoch"]
-        assert any("attempt 2" in m for m in messages(events[:at]))
-        after = [e["data"] for e in events[at:] if e["message"].startswith("Step ")]
-        # No finished epoch trained again: every step after the resume is a new one, in
-        # the epoch after the checkpoint or later; the unfinished epoch is trained again.
-        assert all(d["step"] > resumed["step"] for d in after), (resumed, after[:3])
-        assert all(d["epoch"] > resumed["epoch"] for d in after)
-        assert after[0]["step"] <= resumed["step"] + 24  # the next logged step (every 24)
+    wait_for(client, job_id, resumed_and_stepping, "resumed and training", second)
+    _, events = job_events(client, job_id)
+    at = next(i for i, e in enumerate(events) if e["message"].startswith("Resuming after"))
+    resumed = events[at]["data"]
+    assert resumed["epoch"] >= 2 and resumed["step"] == 12 * resumed["epoch"]
+    assert any("attempt 2" in m for m in messages(events[:at]))
+    after = [e["data"] for e in events[at:] if e["message"].startswith("Step ")]
+    # No finished epoch trained again: every step after the resume is a new one, in
+    # the epoch after the checkpoint or later; the unfinished epoch is trained again.
+    assert all(d["step"] > resumed["step"] for d in after), (resumed, after[:3])
+    assert all(d["epoch"] > resumed["epoch"] for d in after)
+    assert after[0]["step"] <= resumed["step"] + 24  # the next logged step (every 24)
 
-        client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
-        wait_for(client, job_id, lambda s, ev: s == "cancelled", "cancelled", second)
-        wait_until(lambda: not folder.exists(), "epochs folder removed once ended", second)
-    finally:
-        for w in (first, second):
-            if w is not None:
-                w.stop()
+    client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+    wait_for(client, job_id, lambda s, ev: s == "cancelled", "cancelled", second)
+    wait_until(lambda: not folder.exists(), "epochs folder removed once ended", second)

@@ -14,8 +14,7 @@ from sqlalchemy import select
 from app.db import get_sessionmaker
 from app.finetune import lifecycle
 from app.finetune.models import FineTuningJob
-from tests.files.data import chat_rows, jsonl
-from tests.workers.conftest import WorkerProcess
+from tests.workers.jobs import create_job
 from workers import finetune_runner
 from workers.killed import fail_if_killed, killed_by_sigkill
 
@@ -24,21 +23,7 @@ DEADLINE_S = 300
 
 
 def _create_job(client) -> str:
-    file_id = client.post(
-        "/v1/files",
-        files={"file": ("a.jsonl", jsonl(chat_rows(12)))},
-        data={"purpose": "fine-tune"},
-    ).json()["id"]
-    r = client.post(
-        "/v1/fine_tuning/jobs",
-        json={
-            "model": client.app.state.engine.name,
-            "training_file": file_id,
-            "hyperparameters": LONG,
-        },
-    )
-    assert r.status_code == 200, r.text
-    return r.json()["id"]
+    return create_job(client, LONG).json()["id"]
 
 
 def _row(job_id: str) -> FineTuningJob:
@@ -68,36 +53,31 @@ def test_a_memory_error_in_training_fails_the_job_once(client, monkeypatch) -> N
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["attempts"] == 1
 
 
-def test_a_pool_process_killed_mid_job_fails_it_as_out_of_memory(
-    client, settings_env, tmp_path
-) -> None:
-    worker = WorkerProcess(tmp_path, "prefork").start()
-    try:
-        job_id = _create_job(client)
-        deadline = time.monotonic() + DEADLINE_S
-        while not any(m.startswith("Step ") for m in _messages(client, job_id)):
-            assert time.monotonic() < deadline, worker.output()[-3000:]
-            time.sleep(0.3)
-        row = _row(job_id)
-        assert row.status == "running" and row.worker is not None
-        pid = int(row.worker.rsplit(":", 1)[1])
-        assert pid != worker.proc.pid  # the pool process, not the worker's main process
-        os.kill(pid, signal.SIGKILL)
+def test_a_pool_process_killed_mid_job_fails_it_as_out_of_memory(client, start_worker) -> None:
+    worker = start_worker("prefork")
+    job_id = _create_job(client)
+    deadline = time.monotonic() + DEADLINE_S
+    while not any(m.startswith("Step ") for m in _messages(client, job_id)):
+        assert time.monotonic() < deadline, worker.output()[-3000:]
+        time.sleep(0.3)
+    row = _row(job_id)
+    assert row.status == "running" and row.worker is not None
+    pid = int(row.worker.rsplit(":", 1)[1])
+    assert pid != worker.proc.pid  # the pool process, not the worker's main process
+    os.kill(pid, signal.SIGKILL)
 
-        # Until the job ends or is tried again (what happened before: redelivered, then
-        # re-queued by the reaper once its heartbeat went silent).
-        while (row := _row(job_id)).status not in ("failed", "succeeded", "cancelled") and (
-            row.attempts < 2
-        ):
-            assert time.monotonic() < deadline, worker.output()[-3000:]
-            time.sleep(0.3)
-        assert row.status == "failed" and row.attempts == 1, (row.status, row.attempts)
-        assert row.error["code"] == "out_of_memory"
-        assert "killed (SIGKILL)" in row.error["message"]
-        assert any("Job failed: " in m and "SIGKILL" in m for m in _messages(client, job_id))
-        assert worker.proc.poll() is None  # the worker goes on, with a new pool process
-    finally:
-        worker.stop()
+    # Until the job ends or is tried again (what happened before: redelivered, then
+    # re-queued by the reaper once its heartbeat went silent).
+    while (row := _row(job_id)).status not in ("failed", "succeeded", "cancelled") and (
+        row.attempts < 2
+    ):
+        assert time.monotonic() < deadline, worker.output()[-3000:]
+        time.sleep(0.3)
+    assert row.status == "failed" and row.attempts == 1, (row.status, row.attempts)
+    assert row.error["code"] == "out_of_memory"
+    assert "killed (SIGKILL)" in row.error["message"]
+    assert any("Job failed: " in m and "SIGKILL" in m for m in _messages(client, job_id))
+    assert worker.proc.poll() is None  # the worker goes on, with a new pool process
 
 
 def _lost(status: str) -> WorkerLostError:
