@@ -19,6 +19,10 @@ MAX_CHOICE_CHARS = 256
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # OpenAI's strict mode: the keywords it supports; anything else in a strict schema is a 400.
+# Not derived from the grammar's list (engine/grammar_rules.py SUPPORTED, checked for every
+# schema, strict or not): this one is OpenAI's contract, that one what xgrammar keeps. It must
+# stay a subset of SUPPORTED, or a schema strict mode accepts would then be refused by the
+# grammar check (tests/engine/test_grammar_limits.py checks it).
 STRICT_KEYWORDS = {
     "type",
     "properties",

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from app.engine.engine import Engine
 from app.engine.loader import load_base_model
 from app.settings import DEFAULT_BASE_MODEL, get_settings
-from tests.conftest import ADMIN_KEY, clean_database
+from tests.conftest import ADMIN_KEY, clean_database, reset_caches
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +25,9 @@ def default_client(settings_env, default_engine, monkeypatch):
     from app.main import create_app
 
     monkeypatch.setenv("BASE_MODEL", DEFAULT_BASE_MODEL)
+    reset_caches()  # the app names its base model from the settings
     clean_database()
-    with TestClient(create_app(engine=default_engine, settings=settings_env)) as c:
+    with TestClient(create_app(engine=default_engine, settings=get_settings())) as c:
         c.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
         yield c
 
