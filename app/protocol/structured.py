@@ -4,7 +4,8 @@ Two spellings are accepted: OpenAI's `response_format` (`text`, `json_object`,
 `json_schema` with `name`, `schema`, `strict`) and vLLM's `structured_outputs` extension
 (`choice`, `regex`, `json`), so code written for either works unchanged. Only the shape and
 OpenAI's strict-mode rules are checked here; whether a schema or regex compiles, and can match
-anything, is the engine's check (`Engine.check_constraint`), also before anything is queued.
+anything, is the engine's check (`InferenceEngine.check_constraint`), also before anything is
+queued.
 """
 
 import json
