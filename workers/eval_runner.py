@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session
 
 from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
-from app.engine.engine import Engine
 from app.engine.errors import EngineError
-from app.engine.protocol import generate
+from app.engine.protocol import InferenceEngine, generate
 from app.engine.structured import conforms
 from app.errors import APIError
 from app.evals import lifecycle
@@ -41,7 +40,7 @@ class GenerationSettings:
     concurrency: int = 16
 
 
-def run(eval_id: str, engine: Engine) -> None:
+def run(eval_id: str, engine: InferenceEngine) -> None:
     claimed = lifecycle.claim(eval_id)
     if claimed is None:
         return
@@ -83,7 +82,7 @@ def per_example(
 
 def _run_variants(
     eval_id: str,
-    engine: Engine,
+    engine: InferenceEngine,
     names: list[str],
     resolved: list[list[Variant]],
     examples: list[LabeledExample],
@@ -119,7 +118,7 @@ def _fail(eval_id: str, exc: Exception) -> None:
 
 
 async def run_variant(
-    engine: Engine,
+    engine: InferenceEngine,
     variants: Variant | Sequence[Variant],
     examples: list[LabeledExample],
     metric: str,

@@ -11,7 +11,7 @@ from app.aliases.schemas import (
 )
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
-from app.inference.dependencies import EngineDep
+from app.dependencies import BaseModelNameDep
 from app.routing.references import references_in
 from app.routing.resolve import model_kinds
 
@@ -20,15 +20,15 @@ router = APIRouter(prefix="/v1/aliases", tags=["aliases"])
 
 @router.post("", response_model=AliasRead, status_code=201)
 def create_alias(
-    body: AliasCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
+    body: AliasCreate, principal: TenantDep, session: SessionDep, base: BaseModelNameDep
 ) -> AliasRead:
     alias = service.create(
         session,
         principal.tenant,
-        engine.name,
+        base,
         body.name,
         body.targets,
-        model_kinds(session, principal.tenant, engine.name),
+        model_kinds(session, principal.tenant, base),
     )
     return service.read(session, alias)
 
@@ -47,28 +47,32 @@ def get_alias(name: str, principal: TenantDep, session: SessionDep) -> AliasRead
 
 @router.put("/{name}", response_model=AliasRead)
 def repoint_alias(
-    name: str, body: AliasUpdate, principal: TenantDep, session: SessionDep, engine: EngineDep
+    name: str, body: AliasUpdate, principal: TenantDep, session: SessionDep, base: BaseModelNameDep
 ) -> AliasRead:
     alias = service.repoint(
         session,
         principal.tenant,
         name,
         body.targets,
-        model_kinds(session, principal.tenant, engine.name),
+        model_kinds(session, principal.tenant, base),
     )
     return service.read(session, alias)
 
 
 @router.post("/{name}/rollback", response_model=AliasRead)
 def rollback_alias(
-    name: str, body: AliasRollback, principal: TenantDep, session: SessionDep, engine: EngineDep
+    name: str,
+    body: AliasRollback,
+    principal: TenantDep,
+    session: SessionDep,
+    base: BaseModelNameDep,
 ) -> AliasRead:
     alias = service.rollback(
         session,
         principal.tenant,
         name,
         body.version,
-        model_kinds(session, principal.tenant, engine.name),
+        model_kinds(session, principal.tenant, base),
     )
     return service.read(session, alias)
 

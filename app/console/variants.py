@@ -2,13 +2,8 @@
 
 from sqlalchemy.orm import Session
 
-from app.engine.loader import model_name
+from app.dependencies import base_model_name
 from app.inference.models_list import list_models
-from app.settings import get_settings
-
-
-def base_model_name() -> str:
-    return model_name(get_settings().base_model)
 
 
 def callable_models(session: Session, tenant: str) -> list[str]:

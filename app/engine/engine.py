@@ -17,9 +17,10 @@ from transformers import PreTrainedModel
 from app.engine.adapters import AdapterCache, AdapterRef, adapter_dtype, peft_label
 from app.engine.attention import use_decode_attention
 from app.engine.batch import check_supported
+from app.engine.checks import check_request
 from app.engine.detokenizer import TextAssembler
-from app.engine.errors import EngineOverloaded, InvalidInput
-from app.engine.loader import LoadedModel, context_window, eos_token_ids
+from app.engine.errors import EngineOverloaded
+from app.engine.loader import LoadedModel, context_window, dtype_name, eos_token_ids
 from app.engine.lora_targets import lora_target_names
 from app.engine.metrics_snapshot import EngineMetrics
 from app.engine.prefix_cache import PrefixCache
@@ -28,13 +29,7 @@ from app.engine.requests import RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.scheduler import EngineConfig, EngineStats, Scheduler
 from app.engine.sequence import Sequence
-from app.engine.structured import (
-    ConstraintError,
-    ForcedTokens,
-    Grammars,
-    OutputConstraint,
-    invalid_response_format,
-)
+from app.engine.structured import EngineGrammars, ForcedTokens, Grammars, OutputConstraint
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +67,9 @@ class Engine:
         # The chat template's default system prompt and user header open every chat prompt
         # that brings no system message of its own: cached like a template's fixed prefix.
         self.chat_prefix = shared_chat_prefix(self.tokenizer)
-        self._grammars: Grammars | None = None
-        self._grammars_lock = threading.Lock()
+        self.constraints = EngineGrammars(
+            self.tokenizer, self.model.config.vocab_size, self.eos_ids, self.config.grammar_limits
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -111,28 +107,12 @@ class Engine:
     # -- structured outputs ------------------------------------------------------------------
     @property
     def grammars(self) -> Grammars:
-        """Built on first use: reading the vocabulary takes a moment and most engines (tests,
-        workers) never see a constraint."""
-        with self._grammars_lock:
-            if self._grammars is None:
-                self._grammars = Grammars(
-                    self.tokenizer,
-                    self.model.config.vocab_size,
-                    self.eos_ids,
-                    limits=self.config.grammar_limits,
-                )
-            return self._grammars
+        return self.constraints.grammars
 
     def check_constraint(
         self, constraint: OutputConstraint, cancelled: threading.Event | None = None
     ) -> None:
-        """Compiles (and caches) the constraint; a 400 if it is too large, cannot compile in
-        time or cannot match. Callers run it off the event loop (the compile runs in a child
-        process, up to GRAMMAR_COMPILE_TIMEOUT_S); setting `cancelled` stops it."""
-        try:
-            self.grammars.compile(constraint, cancelled)
-        except ConstraintError as exc:
-            raise invalid_response_format(exc) from None
+        self.constraints.check(constraint, cancelled)
 
     # -- API for callers -------------------------------------------------------------------
     def submit(
@@ -148,16 +128,7 @@ class Engine:
         whose key/value cache may be shared with other requests of the same variant (a prompt
         that opens with the chat template's shared header gets at least that much).
         `forced_tokens`: the row generates exactly these (to score them: ask for logprobs)."""
-        if not prompt_ids:
-            raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
-        vocab = self.model.config.vocab_size
-        unknown = [t for t, _ in params.logit_bias if not 0 <= t < vocab]
-        if unknown:
-            raise InvalidInput(
-                f"logit_bias: token ids must be 0 to {vocab - 1}; got {unknown[0]}.",
-                param="logit_bias",
-                code="invalid_logit_bias",
-            )
+        check_request(prompt_ids, params, self.model.config.vocab_size)
         shared = len(self.chat_prefix)
         if prefix_len < shared and shared and list(prompt_ids[:shared]) == self.chat_prefix:
             prefix_len = shared
@@ -167,10 +138,7 @@ class Engine:
         if forced_tokens is not None:
             seq.constraint = ForcedTokens(list(forced_tokens), min(self.eos_ids, default=0))
         elif params.constraint is not None:
-            try:
-                seq.constraint = self.grammars.row(params.constraint)
-            except ConstraintError as exc:
-                raise invalid_response_format(exc) from None
+            seq.constraint = self.constraints.row(params.constraint)
         try:
             self._queue.put_nowait(seq)
         except queue.Full:
@@ -184,6 +152,10 @@ class Engine:
 
     def lora_target_names(self) -> set[str]:
         return lora_target_names(self.model)
+
+    def base_parameters(self) -> int:
+        # Adapters loaded into the model add their LoRA weights: not the base's.
+        return sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n)
 
     def health(self) -> dict:
         return {"engine": self.kind, "device": str(self.device), "dtype": dtype_name(self.dtype)}
@@ -225,7 +197,3 @@ def contiguous_output_inputs(model: torch.nn.Module) -> None:
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(lambda _module, args: tuple(a.contiguous() for a in args))
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")

@@ -18,7 +18,7 @@ def build_engine(settings: Settings) -> InferenceEngine:
         engine = VllmEngine.from_settings(settings)
     else:
         from app.engine.engine import Engine, EngineConfig
-        from app.engine.loader import load_base_model
+        from app.engine.loader import dtype_name, load_base_model
 
         loaded = load_base_model(
             settings.base_model, settings.model_cache, settings.device, settings.dtype
@@ -27,7 +27,7 @@ def build_engine(settings: Settings) -> InferenceEngine:
             "model %s loaded on %s in %s (DTYPE=%s)",
             loaded.name,
             loaded.device,
-            str(loaded.dtype).removeprefix("torch."),
+            dtype_name(loaded.dtype),
             settings.dtype,
         )
         engine = Engine(loaded, EngineConfig.from_settings(settings))

@@ -5,6 +5,7 @@ other."""
 
 import json
 
+import torch
 import xgrammar as xgr
 
 # Compact JSON: free whitespace lets a small model loop on spaces and newlines.
@@ -38,3 +39,13 @@ def compile_with(compiler: xgr.GrammarCompiler, kind: str, spec: str) -> xgr.Com
         return compiler.compile_regex(spec)
     choices = json.loads(spec)
     return compiler.compile_regex("|".join(f"({literal_regex(choice)})" for choice in choices))
+
+
+def can_start(compiled: xgr.CompiledGrammar, vocab_size: int, allowed: bytes | None) -> bool:
+    """Whether the grammar allows some first token (of those set in `allowed`, a packed
+    bitmask row, when given). Run in the compile process, right after the compile."""
+    mask = xgr.allocate_token_bitmask(1, vocab_size)
+    xgr.GrammarMatcher(compiled).fill_next_token_bitmask(mask, 0)
+    if allowed is not None:
+        mask[0] &= torch.frombuffer(bytearray(allowed), dtype=torch.int32)
+    return bool(mask.any())

@@ -8,10 +8,12 @@ from a forkserver that imported xgrammar once (a fork costs milliseconds; a fres
 would import torch again). The parent kills the child when GRAMMAR_COMPILE_TIMEOUT_S passes
 or the client leaves: the CPU comes back at once.
 
-The child only answers whether the constraint compiles, and xgrammar's message if not: a
-compiled grammar is cheap to build again in the API process (the same work, now known to
-finish within the deadline) but expensive to hand over (serializing the token masks of a
-28 KB schema took 10 s and 36 MB against 0.24 s to compile it).
+The child only answers whether the constraint compiles and can match (some first token is
+allowed), and xgrammar's message if not. The built-in engine, which needs the compiled grammar
+for its rows, compiles it once more in the API process: that is cheap (the same work, now known
+to finish within the deadline) while handing the child's over is not (serializing the token
+masks of a 28 KB schema took 10 s and 36 MB against 0.24 s to compile it). The vLLM engine
+only checks: the child's compile is the only one in adaptd (the server compiles its own).
 
 As with any forkserver child, multiprocessing imports the process's `__main__` module in each
 child (as `__mp_main__`): entry points must keep their work under `if __name__ ==
@@ -27,7 +29,7 @@ from multiprocessing.connection import Connection
 
 import xgrammar as xgr
 
-from app.engine.grammar_compile import compile_with
+from app.engine.grammar_compile import can_start, compile_with
 
 # At most this many compiles at once (each in its child, then in the API process): each uses
 # up to COMPILE_THREADS cores and holds one of the API's threadpool threads while it runs. A
@@ -60,18 +62,24 @@ class CompilerBusy(Exception):
     """Every compile slot was taken."""
 
 
+class CannotMatch(Exception):
+    """It compiled, but allows no first token: no text can match it."""
+
+
 def check_compiles(
     tokenizer_info: str,
     kind: str,
     spec: str,
     timeout_s: float,
     cancelled: threading.Event | None = None,
+    allowed: bytes | None = None,
 ) -> None:
-    """Returns once the constraint has compiled in a child within `timeout_s`; raises
-    CompileFailed, CompileTimeout or CompileCancelled (`cancelled` was set). Call it holding
-    a `slot()`."""
+    """Returns once the constraint has compiled in a child within `timeout_s` and allows a
+    first token (of those in `allowed`, a packed token bitmask row, when given); raises
+    CompileFailed, CannotMatch, CompileTimeout or CompileCancelled (`cancelled` was set).
+    Call it holding a `slot()`."""
     stopped = cancelled.is_set if cancelled is not None else lambda: False
-    _run(tokenizer_info, kind, spec, timeout_s, stopped)
+    _run(tokenizer_info, kind, spec, timeout_s, stopped, allowed)
 
 
 @contextlib.contextmanager
@@ -94,11 +102,16 @@ def warm_up() -> None:
 
 
 def _run(
-    tokenizer_info: str, kind: str, spec: str, timeout_s: float, stopped: Callable[[], bool]
+    tokenizer_info: str,
+    kind: str,
+    spec: str,
+    timeout_s: float,
+    stopped: Callable[[], bool],
+    allowed: bytes | None,
 ) -> None:
     receiver, sender = _context.Pipe(duplex=False)
     child = _context.Process(
-        target=_compile, args=(sender, tokenizer_info, kind, spec), daemon=True
+        target=_compile, args=(sender, tokenizer_info, kind, spec, allowed), daemon=True
     )
     child.start()  # the first start waits for the forkserver, outside the deadline
     sender.close()  # the child holds its own end; EOF here means it died
@@ -112,6 +125,8 @@ def _run(
             status, payload = receiver.recv()
         except EOFError:
             raise CompileFailed("The grammar compiler stopped unexpectedly.") from None
+        if status == "empty":
+            raise CannotMatch
         if status != "ok":
             raise CompileFailed(payload)
     finally:
@@ -136,13 +151,16 @@ def _wait(ready: Callable[[], bool], deadline: float, stopped: Callable[[], bool
     return False
 
 
-def _compile(out: Connection, tokenizer_info: str, kind: str, spec: str) -> None:
-    """In the child: compile, then send ("ok", "") or ("error", xgrammar's message)."""
+def _compile(
+    out: Connection, tokenizer_info: str, kind: str, spec: str, allowed: bytes | None
+) -> None:
+    """In the child: compile, then send ("ok", ""), ("empty", "") when no first token is
+    allowed, or ("error", xgrammar's message)."""
     try:
         info = xgr.TokenizerInfo.deserialize_json(tokenizer_info)
         compiler = xgr.GrammarCompiler(info, max_threads=COMPILE_THREADS, cache_enabled=False)
-        compile_with(compiler, kind, spec)
-        out.send(("ok", ""))
+        compiled = compile_with(compiler, kind, spec)
+        out.send(("ok", "") if can_start(compiled, info.vocab_size, allowed) else ("empty", ""))
     except RuntimeError as exc:
         out.send(("error", library_message(exc)))
     finally:

@@ -96,6 +96,9 @@ ANNOTATIONS = {
     "writeOnly",
     "discriminator",  # OpenAPI's tag for a oneOf; the alternatives' own consts enforce it
 }
+# Every schema's keywords are checked against this. With `strict: true` a schema is first held
+# to OpenAI's narrower list (protocol/structured.py STRICT_KEYWORDS), which must stay a subset
+# of this one (tests/engine/test_grammar_limits.py checks it).
 SUPPORTED = ENFORCED | ANNOTATIONS
 # xgrammar's formats; any other value would be ignored.
 FORMATS = {

@@ -18,6 +18,8 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    GenerationConfig,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -176,13 +178,32 @@ def load_base_model(
     return LoadedModel(model, tokenizer, model_name(base_model), source, dev, torch_dtype)
 
 
+# What both engines (and upload validation, and the vLLM server's --max-model-len) read off the
+# base model, each by one rule here.
+
+
+def window_of(config: PretrainedConfig) -> int:
+    """The most tokens a sequence may hold, prompt and answer together."""
+    return int(getattr(config, "max_position_embeddings", 2048))
+
+
 def context_window(model: PreTrainedModel) -> int:
-    return int(getattr(model.config, "max_position_embeddings", 2048))
+    """The loaded model's window (`window_of`)."""
+    return window_of(model.config)
 
 
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The loaded model's end-of-sequence ids (`end_of_sequence_ids`)."""
+    return end_of_sequence_ids(model.generation_config, tokenizer)
+
+
+def end_of_sequence_ids(
+    generation: GenerationConfig | None, tokenizer: PreTrainedTokenizerBase
+) -> set[int]:
+    """The token ids that end an answer: the generation config's (one or a list) and the
+    tokenizer's own."""
     ids: set[int] = set()
-    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    gen_eos = getattr(generation, "eos_token_id", None)
     if isinstance(gen_eos, int):
         ids.add(gen_eos)
     elif gen_eos:
@@ -190,3 +211,8 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`bfloat16`, as DTYPE names it (not `torch.bfloat16`)."""
+    return str(dtype).removeprefix("torch.")

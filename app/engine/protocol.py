@@ -58,6 +58,11 @@ class InferenceEngine(Protocol):
         target modules are checked against them."""
         ...
 
+    def base_parameters(self) -> int:
+        """The base model's parameter count, adapters' LoRA weights left out (the automatic
+        learning rate depends on it)."""
+        ...
+
     def health(self) -> dict[str, Any]:
         """Details for /readyz."""
         ...

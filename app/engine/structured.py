@@ -103,7 +103,10 @@ class GrammarStats:
 class Grammars:
     """Compiles constraints for one tokenizer; keeps the last `capacity` compiled grammars.
     A constraint is checked against `limits` (size, supported keywords) first, then compiled
-    in a child process that is stopped at the deadline or when the caller gives up."""
+    in a child process that is stopped at the deadline or when the caller gives up.
+    `compile_here`: compile it again in this process, for rows to run on (the built-in
+    engine); without it (the vLLM engine, whose server compiles its own) a constraint is
+    only checked, and `compile` returns None."""
 
     def __init__(
         self,
@@ -112,6 +115,7 @@ class Grammars:
         stop_ids: set[int],
         capacity: int = 64,
         limits: GrammarLimits | None = None,
+        compile_here: bool = True,
     ) -> None:
         # The model's vocabulary may be padded past the tokenizer's; masks cover all of it.
         self.info = xgr.TokenizerInfo.from_huggingface(
@@ -125,7 +129,8 @@ class Grammars:
         ).start()
         self.vocab_size = vocab_size
         self.limits = limits or GrammarLimits()
-        self._cache: OrderedDict[OutputConstraint, xgr.CompiledGrammar] = OrderedDict()
+        self.compile_here = compile_here
+        self._cache: OrderedDict[OutputConstraint, xgr.CompiledGrammar | None] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
         self.stats = GrammarStats()
@@ -135,23 +140,22 @@ class Grammars:
         self.json_allowed = pack_allowed(
             [not any(b < 0x20 for b in token) for token in self.info.decoded_vocab], vocab_size
         )
+        self._json_allowed_bytes = self.json_allowed.numpy().tobytes()  # for the child
 
     def compile(
         self, constraint: OutputConstraint, cancelled: threading.Event | None = None
-    ) -> xgr.CompiledGrammar:
-        """The compiled grammar (cached). Raises ConstraintError (a 400), EngineOverloaded
-        (every compile slot busy) or grammar_process.CompileCancelled (`cancelled` was set:
-        the caller's client left)."""
+    ) -> xgr.CompiledGrammar | None:
+        """The compiled grammar (cached; None without `compile_here`). Raises ConstraintError
+        (a 400), EngineOverloaded (every compile slot busy) or
+        grammar_process.CompileCancelled (`cancelled` was set: the caller's client left)."""
         with self._lock:
-            compiled = self._cache.get(constraint)
-            if compiled is not None:
+            if constraint in self._cache:
                 self._cache.move_to_end(constraint)
                 self.stats.hits += 1
-                return compiled
+                return self._cache[constraint]
         self.check(constraint)
         started = time.perf_counter()
         compiled = self._compile(constraint, cancelled)
-        self._check_can_match(compiled, constraint)
         with self._lock:
             self.stats.compiles += 1
             self.stats.compile_seconds += time.perf_counter() - started
@@ -168,16 +172,26 @@ class Grammars:
 
     def _compile(
         self, c: OutputConstraint, cancelled: threading.Event | None
-    ) -> xgr.CompiledGrammar:
+    ) -> xgr.CompiledGrammar | None:
         """Compiled in a child first, which is stopped at the deadline or when the caller gives
-        up; once it has compiled there, compiled again here (the same, bounded, work)."""
+        up, and checked there to allow a first token; then, for `compile_here`, compiled again
+        here (the same, bounded, work): handing the child's grammar over would cost far more
+        than compiling it twice (grammar_process's docstring)."""
         timeout = self.limits.compile_timeout_s
+        allowed = self._json_allowed_bytes if c.kind == "json" else None
         try:
             with grammar_process.slot():
-                grammar_process.check_compiles(self._info_json, c.kind, c.spec, timeout, cancelled)
-                return self._compile_here(c)
+                grammar_process.check_compiles(
+                    self._info_json, c.kind, c.spec, timeout, cancelled, allowed
+                )
+                return self._compile_here(c) if self.compile_here else None
         except grammar_process.CompileFailed as exc:
             raise ConstraintError(str(exc), c.param) from None
+        except grammar_process.CannotMatch:
+            # A grammar that allows no first token (e.g. the regex `[^\s\S]`) would leave
+            # the row nothing to pick: refused up front.
+            what = {"json": "schema", "regex": "regex", "choice": "choice list"}[c.kind]
+            raise ConstraintError(f"The {what} cannot match any text.", c.param) from None
         except grammar_process.CompileTimeout:
             self.stats.timeouts += 1
             raise ConstraintError(
@@ -202,22 +216,63 @@ class Grammars:
         except RuntimeError as exc:  # the child compiled it: not expected
             raise ConstraintError(grammar_process.library_message(exc), c.param) from None
 
-    def _check_can_match(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> None:
-        """A grammar that allows no first token (e.g. the regex `[^\\s\\S]`) would leave the row
-        nothing to pick: refused up front."""
-        mask = xgr.allocate_token_bitmask(1, self.vocab_size)
-        self._row(compiled, c).fill(mask, 0)
-        if not bool(mask.any()):
-            what = {"json": "schema", "regex": "regex", "choice": "choice list"}[c.kind]
-            raise ConstraintError(f"The {what} cannot match any text.", c.param)
-
     def row(self, constraint: OutputConstraint) -> "RowConstraint":
         # Callers checked the constraint first (in the threadpool), so this is a cache hit.
-        return self._row(self.compile(constraint), constraint)
+        compiled = self.compile(constraint)
+        if compiled is None:
+            raise RuntimeError("rows need Grammars(compile_here=True)")
+        return self._row(compiled, constraint)
 
     def _row(self, compiled: xgr.CompiledGrammar, c: OutputConstraint) -> "GrammarRow":
         allowed = self.json_allowed if c.kind == "json" else None
         return GrammarRow(xgr.GrammarMatcher(compiled), allowed)
+
+
+class EngineGrammars:
+    """An engine's structured outputs, the same on both engines: its `Grammars`, built on
+    first use (reading the vocabulary takes a moment, and most engines, in tests and
+    workers, never see a constraint), and the 400 for a constraint it cannot run."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        vocab_size: int,
+        stop_ids: set[int],
+        limits: GrammarLimits,
+        *,
+        compile_here: bool = True,
+    ) -> None:
+        self._args = (tokenizer, vocab_size, stop_ids)
+        self._limits = limits
+        self._compile_here = compile_here
+        self._grammars: Grammars | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def grammars(self) -> Grammars:
+        with self._lock:
+            if self._grammars is None:
+                self._grammars = Grammars(
+                    *self._args, limits=self._limits, compile_here=self._compile_here
+                )
+            return self._grammars
+
+    def check(self, constraint: OutputConstraint, cancelled: threading.Event | None = None) -> None:
+        """Compiles (and caches) the constraint; an InvalidInput (400) if it is too large,
+        cannot compile in time or cannot match. Blocks while it compiles (in a child process,
+        up to GRAMMAR_COMPILE_TIMEOUT_S): call it off the event loop; setting `cancelled`
+        stops it."""
+        try:
+            self.grammars.compile(constraint, cancelled)
+        except ConstraintError as exc:
+            raise invalid_response_format(exc) from None
+
+    def row(self, constraint: OutputConstraint) -> "RowConstraint":
+        """A fresh matcher for one row (the constraint was checked before: a cache hit)."""
+        try:
+            return self.grammars.row(constraint)
+        except ConstraintError as exc:
+            raise invalid_response_format(exc) from None
 
 
 def pack_allowed(allowed: list[bool], vocab_size: int) -> torch.Tensor:

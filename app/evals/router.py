@@ -4,10 +4,10 @@ from app.auth.dependencies import TenantDep
 from app.broker import EVALUATE_TASK, enqueue
 from app.charts.responses import SVG_RESPONSES, svg_response
 from app.db import SessionDep
+from app.dependencies import BaseModelNameDep
 from app.evals import service
 from app.evals.charts import accuracy_cost_svg
 from app.evals.schemas import EvalCreate, EvalEventList, EvalList, EvalRead
-from app.inference.dependencies import EngineDep
 from app.routing.resolve import variant_checks
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
@@ -15,9 +15,9 @@ router = APIRouter(prefix="/v1/evals", tags=["evals"])
 
 @router.post("", response_model=EvalRead, status_code=201)
 def create_eval(
-    body: EvalCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
+    body: EvalCreate, principal: TenantDep, session: SessionDep, base: BaseModelNameDep
 ) -> EvalRead:
-    check = variant_checks(session, principal.tenant, engine.name)
+    check = variant_checks(session, principal.tenant, base)
     row = service.create(session, principal.tenant, body, check)
     enqueue(EVALUATE_TASK, row.id)  # after the commit, so the worker always finds the row
     return service.read(row)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Request
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from app.engine.loader import resolve_source
+from app.engine.loader import resolve_source, window_of
 from app.engine.prompts import encode, render_chat
 from app.files.validation import TokenCounter
 from app.settings import get_settings
@@ -16,10 +16,8 @@ from app.settings import get_settings
 @lru_cache(maxsize=2)
 def _tokenizer_for(base_model: str, cache: str) -> tuple[PreTrainedTokenizerBase, int]:
     source = resolve_source(base_model, Path(cache))
-    config = AutoConfig.from_pretrained(source)
-    return AutoTokenizer.from_pretrained(source), int(
-        getattr(config, "max_position_embeddings", 2048)
-    )
+    window = window_of(AutoConfig.from_pretrained(source))
+    return AutoTokenizer.from_pretrained(source), window
 
 
 def tokenizer_and_window(request: Request) -> tuple[PreTrainedTokenizerBase, int]:

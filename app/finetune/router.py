@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.auth.dependencies import TenantDep
 from app.charts.responses import SVG_RESPONSES, svg_response
 from app.db import SessionDep
-from app.engine.loader import model_name
+from app.dependencies import BaseModelNameDep
 from app.finetune import service
 from app.finetune.charts import loss_curve_svg
 from app.finetune.schemas import CheckpointList, EventList, JobCreate, JobList, JobRead
@@ -28,14 +28,18 @@ def _module_names(request: Request) -> set[str] | None:
 
 @router.post("", response_model=JobRead)
 def create_job(
-    body: JobCreate, request: Request, principal: TenantDep, session: SessionDep
+    body: JobCreate,
+    request: Request,
+    principal: TenantDep,
+    session: SessionDep,
+    base: BaseModelNameDep,
 ) -> JobRead:
     settings = get_settings()
     row = service.create(
         session,
         principal.tenant,
         body,
-        base_name=model_name(settings.base_model),
+        base_name=base,
         max_active=settings.max_active_jobs_per_tenant,
         module_names=_module_names(request),
         microbatch_tokens=settings.train_microbatch_tokens,

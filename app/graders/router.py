@@ -11,13 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
-from app.engine.engine import Engine
+from app.dependencies import EngineDep
 from app.engine.errors import EngineError
+from app.engine.protocol import InferenceEngine
 from app.errors import APIError, BadRequest, ModelNotFound
 from app.graders.model_judge import JudgeAnswer, JudgeFailed, JudgeRequest
 from app.graders.results import GraderRunResponse, GraderValidateResponse
 from app.graders.service import run_grader, validate_grader
-from app.inference.dependencies import EngineDep
 from app.inference.prompting import prepare_chat
 from app.inference.serving_chat import create_chat_completion
 from app.protocol.chat import ChatCompletion, ChatCompletionRequest
@@ -43,7 +43,7 @@ class GraderRunRequest(RequestModel):
 class EngineJudge:
     """A `Judge` on this service's engine, for one tenant."""
 
-    def __init__(self, session: Session, tenant: str, engine: Engine) -> None:
+    def __init__(self, session: Session, tenant: str, engine: InferenceEngine) -> None:
         self.session, self.tenant, self.engine = session, tenant, engine
 
     def check_model(self, model: str, param: str) -> None:

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 from app.engine.protocol import InferenceEngine
-from app.engine.requests import Finished
+from app.engine.requests import Finished, RequestHandle
 from app.engine.sampling import SamplingParams
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, ContextLengthExceeded
@@ -86,6 +86,20 @@ def plan_labels(
             code="too_many_label_tokens",
         )
     return plan
+
+
+async def submit_with_labels(
+    rows: RequestRows,
+    jobs: list[tuple[list[int], SamplingParams]],
+    plan: LabelPlan | None,
+    prefix_len: int = 0,
+) -> tuple[list[RequestHandle], list[dict[str, float]] | None]:
+    """Both endpoints' submission: the answer rows at once, then the label rows (scored to
+    the end, per prompt; None without a plan). The answers and the first label rows go in
+    before this yields, so a full queue refuses the request before any response starts."""
+    handles = rows.submit_all(jobs, prefix_len)
+    labels = await score_labels(rows, plan) if plan is not None else None
+    return handles, labels
 
 
 async def score_labels(rows: RequestRows, plan: LabelPlan) -> list[dict[str, float]]:

@@ -4,8 +4,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.engine import Engine
 from app.engine.prompts import encode, encode_raw, render_chat
+from app.engine.protocol import InferenceEngine
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, ContextLengthExceeded
 from app.inference.labels import LabelPlan
@@ -33,7 +33,7 @@ class PreparedPrompt:
 
 
 def prepare_chat(
-    engine: Engine,
+    engine: InferenceEngine,
     variant: Variant,
     req: ChatCompletionRequest,
     stop: threading.Event | None = None,
@@ -45,7 +45,7 @@ def prepare_chat(
 
 
 def prepare_completion(
-    engine: Engine,
+    engine: InferenceEngine,
     variant: Variant,
     prompt: str,
     req: GenerationRequest,
@@ -56,7 +56,9 @@ def prepare_completion(
     return prepared
 
 
-def _prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) -> PreparedPrompt:
+def _prepare_chat(
+    engine: InferenceEngine, variant: Variant, req: ChatCompletionRequest
+) -> PreparedPrompt:
     messages = [m.as_template_dict() for m in req.messages]
     if variant.kind == "template" and variant.template is not None:
         request = templates.TemplateRequest(
@@ -68,7 +70,7 @@ def _prepare_chat(engine: Engine, variant: Variant, req: ChatCompletionRequest) 
 
 
 def _prepare_completion(
-    engine: Engine, variant: Variant, prompt: str, req: GenerationRequest
+    engine: InferenceEngine, variant: Variant, prompt: str, req: GenerationRequest
 ) -> PreparedPrompt:
     if variant.kind == "template" and variant.template is not None:
         request = templates.TemplateRequest(
@@ -81,7 +83,7 @@ def _prepare_completion(
 
 
 def _from_template(
-    engine: Engine, tmpl: templates.ResolvedTemplate, request: templates.TemplateRequest
+    engine: InferenceEngine, tmpl: templates.ResolvedTemplate, request: templates.TemplateRequest
 ) -> PreparedPrompt:
     built = templates.prepare(engine.tokenizer, engine.context_window, tmpl, request)
     return PreparedPrompt(
@@ -122,7 +124,7 @@ def check_request_size(sequences: list[tuple[int, int]], labels: LabelPlan | Non
 
 
 def max_tokens_for(
-    engine: Engine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]
+    engine: InferenceEngine, req: GenerationRequest, prompt_len: int, defaults: dict[str, Any]
 ) -> int:
     """The completion budget; a request that cannot fit is refused, never truncated silently."""
     cap = get_settings().max_tokens_cap

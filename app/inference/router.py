@@ -4,7 +4,7 @@ prompt building happen here; serving_chat / serving_completion shape the respons
 import threading
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from app.auth.dependencies import TenantDep
 from app.auth.service import Principal
 from app.db import SessionDep
-from app.engine.engine import Engine
-from app.inference.dependencies import EngineDep
+from app.dependencies import BaseModelNameDep, EngineDep, base_model_name, get_engine
+from app.engine.protocol import InferenceEngine
 from app.inference.disconnect import cancel_on_disconnect, run_until_disconnected
 from app.inference.key_recheck import while_key_is_good
 from app.inference.models_list import list_models, retrieve_model
@@ -55,8 +55,8 @@ def _respond(
 # The database lookup and the prompt building (Jinja, example embeddings, tokenising) run in
 # the threadpool, so neither holds up the event loop that streams every other response; a
 # client that leaves meanwhile stops its template renders.
-def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Variant:
-    variant = resolve(session, tenant, model, engine.name)
+def _variant(session: Session, tenant: str, model: str) -> Variant:
+    variant = resolve(session, tenant, model, base_model_name())
     session.close()  # generation can take a while: give the connection back now
     return variant
 
@@ -66,36 +66,37 @@ def _variant(session: Session, tenant: str, engine: Engine, model: str) -> Varia
 def _chat_prompt(
     session: Session,
     tenant: str,
-    engine: Engine,
+    engine: InferenceEngine,
     req: ChatCompletionRequest,
     stop: threading.Event,
 ) -> tuple[Variant, PreparedPrompt]:
-    variant = _variant(session, tenant, engine, req.model)
+    variant = _variant(session, tenant, req.model)
     return variant, prepare_chat(engine, variant, req, stop)
 
 
 def _completion_prompts(
     session: Session,
     tenant: str,
-    engine: Engine,
+    engine: InferenceEngine,
     req: CompletionRequest,
     stop: threading.Event,
 ) -> tuple[Variant, list[PreparedPrompt]]:
-    variant = _variant(session, tenant, engine, req.model)
+    variant = _variant(session, tenant, req.model)
     return variant, [prepare_completion(engine, variant, p, req, stop) for p in req.prompts()]
 
 
-@router.get("/models", response_model=ModelList)
-def models(principal: TenantDep, session: SessionDep, engine: EngineDep) -> ModelList:
-    return list_models(session, principal.tenant, engine.name)
+# The model list answers once the model is up (503 while it loads), as the endpoints that run it.
+@router.get("/models", response_model=ModelList, dependencies=[Depends(get_engine)])
+def models(principal: TenantDep, session: SessionDep, base: BaseModelNameDep) -> ModelList:
+    return list_models(session, principal.tenant, base)
 
 
 # `:path`, so a hub id with a slash works as the base name; DELETE is in registry/router.py.
-@router.get("/models/{model:path}", response_model=ModelCard)
+@router.get("/models/{model:path}", response_model=ModelCard, dependencies=[Depends(get_engine)])
 def model_card(
-    model: str, principal: TenantDep, session: SessionDep, engine: EngineDep
+    model: str, principal: TenantDep, session: SessionDep, base: BaseModelNameDep
 ) -> ModelCard:
-    return retrieve_model(session, principal.tenant, model, engine.name)
+    return retrieve_model(session, principal.tenant, model, base)
 
 
 @router.post("/chat/completions", response_model=ChatCompletion)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from app.engine.protocol import InferenceEngine
 from app.engine.requests import RequestHandle
 from app.engine.sampling import SamplingParams
+from app.observability.context import note_variant
 from app.routing.resolve import Variant
 
 
@@ -36,6 +37,15 @@ class RequestRows:
         )
         self.handles.append(handle)
         return handle
+
+    def submit_all(
+        self, jobs: list[tuple[list[int], SamplingParams]], prefix_len: int = 0
+    ) -> list[RequestHandle]:
+        """A request's answer rows. `prefix_len`: leading tokens every job shares with the
+        variant's fixed template prefix (the engine reuses their key/value cache). A refusal
+        part-way leaves the rows already submitted here, cancelled as the request ends."""
+        note_variant(self.variant.model, self.variant.kind, self.variant.alias)
+        return [self.submit(ids, params, prefix_len=prefix_len) for ids, params in jobs]
 
     def cancel(self) -> None:
         """A no-op for rows that have finished; the engine drops the others at its next step."""

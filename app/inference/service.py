@@ -13,8 +13,7 @@ from app.engine.sampling import SamplingParams
 from app.errors import engine_api_error
 from app.ids import new_id
 from app.inference.labels import LabelPlan
-from app.inference.rows import RequestRows
-from app.observability.context import note_first_token, note_usage, note_variant
+from app.observability.context import note_first_token, note_usage
 from app.protocol.common import Usage
 
 
@@ -27,17 +26,6 @@ def seeded(params: SamplingParams, index: int) -> SamplingParams:
     return (
         params if params.seed is None or index == 0 else replace(params, seed=params.seed + index)
     )
-
-
-def submit_all(
-    rows: RequestRows, jobs: list[tuple[list[int], SamplingParams]], prefix_len: int = 0
-) -> list[RequestHandle]:
-    """`prefix_len`: leading tokens every job shares with the variant's fixed template prefix
-    (the engine reuses their key/value cache). A refusal part-way leaves the rows already
-    submitted in `rows`, which the request cancels as it ends."""
-    variant = rows.variant
-    note_variant(variant.model, variant.kind, variant.alias)
-    return [rows.submit(prompt_ids, params, prefix_len=prefix_len) for prompt_ids, params in jobs]
 
 
 async def collect(handles: list[RequestHandle]) -> list[Finished]:

@@ -3,10 +3,10 @@ in; the OpenAI response, or the server-sent-event lines of its stream, out."""
 
 from collections.abc import AsyncIterator
 
-from app.engine.engine import Engine
+from app.engine.protocol import InferenceEngine
 from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
-from app.inference.labels import LabelPlan, plan_labels, score_labels
+from app.inference.labels import LabelPlan, plan_labels, submit_with_labels
 from app.inference.logprobs import chat_logprobs
 from app.inference.prompting import PreparedPrompt, check_request_size, max_tokens_for
 from app.inference.rows import RequestRows
@@ -24,7 +24,7 @@ from app.routing.resolve import Variant
 
 
 async def create_chat_completion(
-    engine: Engine, variant: Variant, req: ChatCompletionRequest, prepared: PreparedPrompt
+    engine: InferenceEngine, variant: Variant, req: ChatCompletionRequest, prepared: PreparedPrompt
 ) -> ChatCompletion | AsyncIterator[str]:
     """Submits the n choices at once, and the first of the label rows, so a full queue refuses
     before any response starts; then the whole response, or for `stream` the SSE lines.
@@ -39,12 +39,8 @@ async def create_chat_completion(
     check_request_size([(len(prepared.token_ids), max_tokens)] * req.n, plan)
     rows = RequestRows(engine, variant)
     try:
-        handles = service.submit_all(
-            rows,
-            [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)],
-            prefix_len=prepared.prefix_len,
-        )
-        scored = await score_labels(rows, plan) if plan is not None else None
+        jobs = [(prepared.token_ids, service.seeded(params, i)) for i in range(req.n)]
+        handles, scored = await submit_with_labels(rows, jobs, plan, prepared.prefix_len)
         labels = scored[0] if scored else None
         rid, created = service.response_id("chatcmpl-")
         prompt_tokens = len(prepared.token_ids)
@@ -77,7 +73,7 @@ async def create_chat_completion(
 
 
 async def _stream(
-    engine: Engine,
+    engine: InferenceEngine,
     variant: Variant,
     req: ChatCompletionRequest,
     handles: list[RequestHandle],

@@ -3,10 +3,10 @@ prompts in; the OpenAI response, or the server-sent-event lines of its stream, o
 
 from collections.abc import AsyncIterator
 
-from app.engine.engine import Engine
+from app.engine.protocol import InferenceEngine
 from app.engine.requests import RequestHandle, TokenLogprob
 from app.inference import service
-from app.inference.labels import LabelPlan, plan_labels, score_labels
+from app.inference.labels import LabelPlan, plan_labels, submit_with_labels
 from app.inference.logprobs import completion_logprobs
 from app.inference.prompting import PreparedPrompt, check_request_size, max_tokens_for
 from app.inference.rows import RequestRows
@@ -16,7 +16,7 @@ from app.routing.resolve import Variant
 
 
 async def create_completion(
-    engine: Engine, variant: Variant, req: CompletionRequest, prompts: list[PreparedPrompt]
+    engine: InferenceEngine, variant: Variant, req: CompletionRequest, prompts: list[PreparedPrompt]
 ) -> Completion | AsyncIterator[str]:
     """Submits n choices per prompt at once, and the first of the label rows, so a full queue
     refuses before any response starts; then the whole response, or for `stream` the SSE
@@ -39,8 +39,8 @@ async def create_completion(
     rows = RequestRows(engine, variant)
     try:
         # A template's prefix is the same for every prompt of the request.
-        handles = service.submit_all(rows, jobs, prefix_len=min(p.prefix_len for p in prompts))
-        labels = await score_labels(rows, plan) if plan is not None else None
+        prefix_len = min(p.prefix_len for p in prompts)
+        handles, labels = await submit_with_labels(rows, jobs, plan, prefix_len)
         rid, created = service.response_id("cmpl-")
         prompt_tokens = sum(len(p.token_ids) for p in prompts) * req.n
         if req.stream:
@@ -78,7 +78,7 @@ async def create_completion(
 
 
 def _stream(
-    engine: Engine,
+    engine: InferenceEngine,
     variant: Variant,
     req: CompletionRequest,
     handles: list[RequestHandle],

@@ -3,14 +3,14 @@ for a `choice` constraint: labels.py)."""
 
 import threading
 
-from app.engine.engine import Engine
+from app.engine.protocol import InferenceEngine
 from app.engine.structured import OutputConstraint
 from app.protocol.common import GenerationRequest
 from app.routing.resolve import Variant
 
 
 def effective_constraint(
-    engine: Engine,
+    engine: InferenceEngine,
     variant: Variant,
     req: GenerationRequest,
     stop: threading.Event | None = None,

@@ -4,7 +4,8 @@ Two spellings are accepted: OpenAI's `response_format` (`text`, `json_object`,
 `json_schema` with `name`, `schema`, `strict`) and vLLM's `structured_outputs` extension
 (`choice`, `regex`, `json`), so code written for either works unchanged. Only the shape and
 OpenAI's strict-mode rules are checked here; whether a schema or regex compiles, and can match
-anything, is the engine's check (`Engine.check_constraint`), also before anything is queued.
+anything, is the engine's check (`InferenceEngine.check_constraint`), also before anything is
+queued.
 """
 
 import json
@@ -19,6 +20,10 @@ MAX_CHOICE_CHARS = 256
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # OpenAI's strict mode: the keywords it supports; anything else in a strict schema is a 400.
+# Not derived from the grammar's list (engine/grammar_rules.py SUPPORTED, checked for every
+# schema, strict or not): this one is OpenAI's contract, that one what xgrammar keeps. It must
+# stay a subset of SUPPORTED, or a schema strict mode accepts would then be refused by the
+# grammar check (tests/engine/test_grammar_limits.py checks it).
 STRICT_KEYWORDS = {
     "type",
     "properties",

@@ -4,8 +4,8 @@ from fastapi import APIRouter, Query, Response
 
 from app.auth.dependencies import TenantDep
 from app.db import SessionDep
+from app.dependencies import BaseModelNameDep, EngineDep
 from app.errors import NotFound
-from app.inference.dependencies import EngineDep
 from app.inference.prompting import max_tokens_for
 from app.protocol.common import GenerationRequest
 from app.protocol.values import Version
@@ -30,7 +30,11 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 @router.post("", response_model=TemplateRead, status_code=201)
 def create_template(
-    body: TemplateCreate, principal: TenantDep, session: SessionDep, engine: EngineDep
+    body: TemplateCreate,
+    principal: TenantDep,
+    session: SessionDep,
+    engine: EngineDep,
+    base: BaseModelNameDep,
 ) -> TemplateRead:
     spec = TemplateSpec(**body.model_dump(exclude={"name"}))
     template = service.create(
@@ -39,7 +43,7 @@ def create_template(
         engine,
         body.name,
         spec,
-        model_kinds(session, principal.tenant, engine.name),
+        model_kinds(session, principal.tenant, base),
     )
     return service.read(session, template)
 
@@ -72,7 +76,12 @@ def list_versions(name: str, principal: TenantDep, session: SessionDep) -> Templ
 
 @router.post("/{name}/versions", response_model=TemplateVersionRead, status_code=201)
 def add_version(
-    name: str, body: TemplatePatch, principal: TenantDep, session: SessionDep, engine: EngineDep
+    name: str,
+    body: TemplatePatch,
+    principal: TenantDep,
+    session: SessionDep,
+    engine: EngineDep,
+    base: BaseModelNameDep,
 ) -> TemplateVersionRead:
     row = service.add_version(
         session,
@@ -80,7 +89,7 @@ def add_version(
         engine,
         name,
         body,
-        model_kinds(session, principal.tenant, engine.name),
+        model_kinds(session, principal.tenant, base),
     )
     return service.version_read(name, row)
 

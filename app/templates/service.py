@@ -12,8 +12,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.engine.engine import Engine
 from app.engine.prompts import encode, literal, render_chat
+from app.engine.protocol import InferenceEngine
 from app.engine.structured import OutputConstraint
 from app.errors import BadRequest, Conflict, ModelNotFound, NotFound
 from app.ids import new_id
@@ -267,7 +267,7 @@ def _check_model(model_kind: ModelKind, model: str) -> None:
         )
 
 
-def validate(spec: TemplateSpec, engine: Engine, model_kind: ModelKind) -> str:
+def validate(spec: TemplateSpec, engine: InferenceEngine, model_kind: ModelKind) -> str:
     """Every check that can be made before a request arrives; raises a 400 naming the
     problem. Returns the model the version runs on (`model_kind`, from the routing layer,
     says what a model name is)."""
@@ -325,7 +325,7 @@ def _dry_run(spec: TemplateSpec, used: frozenset[str]) -> str:
         raise _refused(exc, "instruction") from None
 
 
-def _check_fits(spec: TemplateSpec, engine: Engine, probe: str) -> None:
+def _check_fits(spec: TemplateSpec, engine: InferenceEngine, probe: str) -> None:
     """With no examples and a one-letter input, the prompt plus max_tokens must fit."""
     messages, _ = chat_messages(spec.system_prompt, [], [{"role": "user", "content": probe}])
     chat_tokens = len(encode(engine.tokenizer, render_chat(engine.tokenizer, messages)))
@@ -378,7 +378,7 @@ def _version_row(
 def create(
     session: Session,
     tenant: str,
-    engine: Engine,
+    engine: InferenceEngine,
     name: str,
     spec: TemplateSpec,
     model_kind: ModelKind,
@@ -402,7 +402,7 @@ def create(
 def add_version(
     session: Session,
     tenant: str,
-    engine: Engine,
+    engine: InferenceEngine,
     name: str,
     patch: TemplatePatch,
     model_kind: ModelKind,

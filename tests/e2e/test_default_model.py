@@ -4,8 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.engine.engine import Engine
-from app.settings import DEFAULT_BASE_MODEL
-from tests.conftest import ADMIN_KEY, clean_database
+from app.settings import DEFAULT_BASE_MODEL, get_settings
+from tests.conftest import ADMIN_KEY, clean_database, reset_caches
 
 
 @pytest.fixture
@@ -13,8 +13,9 @@ def default_client(settings_env, default_engine, monkeypatch):
     from app.main import create_app
 
     monkeypatch.setenv("BASE_MODEL", DEFAULT_BASE_MODEL)
+    reset_caches()  # the app names its base model from the settings
     clean_database()
-    with TestClient(create_app(engine=default_engine, settings=settings_env)) as c:
+    with TestClient(create_app(engine=default_engine, settings=get_settings())) as c:
         c.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
         yield c
 

@@ -10,8 +10,9 @@ import xgrammar as xgr
 
 from app.engine import grammar_process
 from app.engine.errors import EngineOverloaded, InvalidInput
-from app.engine.grammar_rules import GrammarLimits
+from app.engine.grammar_rules import SUPPORTED, GrammarLimits
 from app.engine.structured import Grammars, OutputConstraint
+from app.protocol.structured import STRICT_KEYWORDS
 
 # 46 bytes that take xgrammar minutes: a bounded repetition is unrolled into 20,000 states
 # (5,000 took 14 s with the tiny model's 400-token vocabulary).
@@ -188,3 +189,9 @@ def test_keywords_the_grammar_enforces_compile_and_hold(engine) -> None:
     assert not accepts('{"email":"a@b.co","tags":{"t1":"x"},"kind":"a"}')  # patternProperties
     assert not accepts('{"email":"a@b.co","kind":"c"}')  # oneOf
     assert not accepts('{"email":"a@b.co","kind":"a","ref":-1}')  # the $ref's minimum
+
+
+def test_every_strict_mode_keyword_is_one_the_grammar_keeps() -> None:
+    """A schema OpenAI's strict mode accepts is never then refused by the grammar's keyword
+    check (the two lists are kept apart: one is OpenAI's contract, one xgrammar's)."""
+    assert STRICT_KEYWORDS <= SUPPORTED, sorted(STRICT_KEYWORDS - SUPPORTED)

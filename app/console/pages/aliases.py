@@ -11,9 +11,10 @@ from app.aliases import service as aliases
 from app.aliases.models import Alias
 from app.aliases.schemas import AliasCreate, AliasTarget, AliasUpdate
 from app.console.session import ConsoleSession
-from app.console.variants import base_model_name, callable_models
+from app.console.variants import callable_models
 from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, render
 from app.db import SessionDep
+from app.dependencies import base_model_name
 from app.errors import APIError, BadRequest
 from app.routing.resolve import model_kinds
 

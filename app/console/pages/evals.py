@@ -14,9 +14,10 @@ from app.broker import EVALUATE_TASK, enqueue
 from app.charts.responses import svg_response
 from app.console.pages.aliases import point_alias
 from app.console.session import ConsoleSession
-from app.console.variants import base_model_name, callable_models
+from app.console.variants import callable_models
 from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, render
 from app.db import SessionDep
+from app.dependencies import base_model_name
 from app.errors import APIError, BadRequest
 from app.evals import service as evals
 from app.evals.charts import accuracy_cost_svg

@@ -15,9 +15,10 @@ from starlette.datastructures import FormData
 
 from app.charts.responses import svg_response
 from app.console.session import ConsoleSession, still_signed_in
-from app.console.variants import base_model_name
 from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, render
 from app.db import SessionDep, get_sessionmaker
+from app.dependencies import base_model_name
+from app.engine.protocol import InferenceEngine
 from app.errors import APIError
 from app.files import service as files
 from app.finetune import auto_settings
@@ -38,10 +39,8 @@ LIVE_INTERVAL_S = 1.0
 def _base_parameters(request: Request) -> int | None:
     """The base model's size, which the automatic learning rate depends on (the adapters'
     own LoRA weights, loaded into the same model, left out)."""
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
-        return None
-    return sum(p.numel() for n, p in engine.model.named_parameters() if "lora_" not in n)
+    engine: InferenceEngine | None = getattr(request.app.state, "engine", None)
+    return engine.base_parameters() if engine is not None else None
 
 
 def _auto_values(request: Request, n_examples: int) -> dict[str, Any]:

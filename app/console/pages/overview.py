@@ -4,9 +4,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.aliases import service as aliases
-from app.console.variants import base_model_name
 from app.console.web import ConsoleDep, ConsoleRoute, landing_page, redirect, render
 from app.db import SessionDep
+from app.dependencies import base_model_name
 from app.finetune import service as finetune
 from app.registry.repository import AdapterRepository
 from app.templates import service as templates

@@ -7,8 +7,8 @@ from pydantic import BaseModel, Field
 from app.console.variants import callable_models
 from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, render
 from app.db import SessionDep
+from app.dependencies import EngineDep
 from app.inference import router as inference
-from app.inference.dependencies import EngineDep
 from app.protocol.chat import ChatCompletionRequest
 
 router = APIRouter(route_class=ConsoleRoute)

@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 
 from app.console import forms
 from app.console.session import ConsoleSession
-from app.console.variants import base_and_adapters, base_model_name
+from app.console.variants import base_and_adapters
 from app.console.web import ConsoleDep, ConsoleRoute, FormConsoleDep, redirect, render
 from app.db import SessionDep
-from app.engine.engine import Engine
+from app.dependencies import EngineDep, base_model_name
+from app.engine.protocol import InferenceEngine
 from app.errors import APIError, BadRequest
-from app.inference.dependencies import EngineDep
 from app.routing.references import references_in
 from app.routing.resolve import model_kinds
 from app.templates import rendering
@@ -96,7 +96,7 @@ async def create_template(
         body = TemplateCreate(name=values["name"], **forms.template_body(values))
         spec = forms.template_spec(values)
         tenant = console.principal.tenant
-        kinds = model_kinds(session, tenant, engine.name)
+        kinds = model_kinds(session, tenant, base_model_name())
         return templates.create(session, tenant, engine, body.name, spec, kinds).name
 
     try:
@@ -118,7 +118,7 @@ async def add_version(
     def save() -> None:
         patch = TemplatePatch(**forms.template_body(values))
         templates.add_version(
-            session, tenant, engine, name, patch, model_kinds(session, tenant, engine.name)
+            session, tenant, engine, name, patch, model_kinds(session, tenant, base_model_name())
         )
 
     try:
@@ -153,10 +153,10 @@ def remove_tag(name: str, tag: str, console: FormConsoleDep, session: SessionDep
     return redirect(f"/templates/{name}")
 
 
-def _preview(values: dict, engine: Engine, session: Session, tenant: str) -> dict:
+def _preview(values: dict, engine: InferenceEngine, session: Session, tenant: str) -> dict:
     """What /v1/templates/{name}/render would answer for this draft, unsaved."""
     spec = forms.template_spec(values)
-    model = templates.validate(spec, engine, model_kinds(session, tenant, engine.name))
+    model = templates.validate(spec, engine, model_kinds(session, tenant, base_model_name()))
     session.close()
     draft = templates.draft_of(values["name"] or "draft", model, spec)
     # What the sample input would get as a chat request's one user message.

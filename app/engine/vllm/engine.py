@@ -28,9 +28,16 @@ from typing import Any, TypeVar
 
 import httpx
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+)
 
 from app.engine.adapters import AdapterRef
+from app.engine.checks import check_request
 from app.engine.errors import (
     AdapterLoadError,
     EngineBusy,
@@ -40,17 +47,12 @@ from app.engine.errors import (
     InvalidInput,
 )
 from app.engine.grammar_rules import GrammarLimits
-from app.engine.loader import model_name, resolve_source
+from app.engine.loader import end_of_sequence_ids, model_name, resolve_source, window_of
 from app.engine.lora_targets import lora_target_names
 from app.engine.metrics_snapshot import EngineMetrics
 from app.engine.requests import Event, Failed, Finished, RequestHandle, TokenLogprob
 from app.engine.sampling import SamplingParams
-from app.engine.structured import (
-    ConstraintError,
-    Grammars,
-    OutputConstraint,
-    invalid_response_format,
-)
+from app.engine.structured import EngineGrammars, Grammars, OutputConstraint
 from app.engine.vllm.client import (
     AdapterMissing,
     ServerDown,
@@ -110,6 +112,13 @@ class VllmHandle(RequestHandle):
             self.future.cancel()
 
 
+def _generation_config(source: str) -> GenerationConfig | None:
+    try:
+        return GenerationConfig.from_pretrained(source)
+    except OSError:  # no generation_config.json
+        return None
+
+
 class NoServer(EngineBusy):
     code = "engine_unavailable"
     retry_after_s = 5
@@ -130,12 +139,18 @@ class VllmEngine:
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self._model_config = AutoConfig.from_pretrained(source)
-        self.context_window = int(getattr(self._model_config, "max_position_embeddings", 2048))
+        self.context_window = window_of(self._model_config)
         self.vocab_size = int(self._model_config.vocab_size)
-        self.eos_ids = self._eos_ids(source)
+        self.eos_ids = end_of_sequence_ids(_generation_config(source), self.tokenizer)
         self._module_names: set[str] | None = None
-        self._grammars: Grammars | None = None
-        self._grammars_lock = threading.Lock()
+        self._meta_model: PreTrainedModel | None = None
+        # The same xgrammar compiler the built-in engine uses, here only to check a
+        # constraint before it is sent: both engines refuse the same schemas with the same
+        # 400. Checked only (compiled once, in the compile child): vLLM's own xgrammar
+        # backend compiles it on the server.
+        self.constraints = EngineGrammars(
+            self.tokenizer, self.vocab_size, self.eos_ids, config.grammar_limits, compile_here=False
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._http: httpx.AsyncClient | None = None
@@ -149,20 +164,6 @@ class VllmEngine:
     def from_settings(cls, settings: Settings) -> "VllmEngine":
         source = resolve_source(settings.base_model, settings.model_cache)
         return cls(source, model_name(settings.base_model), VllmConfig.from_settings(settings))
-
-    def _eos_ids(self, source: str) -> set[int]:
-        ids: set[int] = set()
-        try:
-            eos = GenerationConfig.from_pretrained(source).eos_token_id
-        except OSError:  # no generation_config.json
-            eos = None
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif eos:
-            ids.update(eos)
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -255,28 +256,14 @@ class VllmEngine:
     # -- structured outputs ------------------------------------------------------------------
     @property
     def grammars(self) -> Grammars:
-        """The same xgrammar compiler the built-in engine uses, here only to check a
-        constraint before it is sent: both engines refuse the same schemas with the same 400
-        (vLLM's own xgrammar backend then compiles it again on the server)."""
-        with self._grammars_lock:
-            if self._grammars is None:
-                self._grammars = Grammars(
-                    self.tokenizer,
-                    self.vocab_size,
-                    self.eos_ids,
-                    limits=self.config.grammar_limits,
-                )
-            return self._grammars
+        return self.constraints.grammars
 
     def check_constraint(
         self, constraint: OutputConstraint, cancelled: threading.Event | None = None
     ) -> None:
         # The same limits and deadline as the built-in engine: what passes here is what the
         # vLLM server then compiles (with the same xgrammar), so its cost is bounded alike.
-        try:
-            self.grammars.compile(constraint, cancelled)  # cached per constraint
-        except ConstraintError as exc:
-            raise invalid_response_format(exc) from None
+        self.constraints.check(constraint, cancelled)
 
     def forget_adapter(self, name: str) -> None:
         """Unloads the adapter from every server that answers (any API replica may have
@@ -284,12 +271,21 @@ class VllmEngine:
         if self.running:
             self._call(self._unload_everywhere(name), timeout=30)
 
+    def _structure(self) -> PreTrainedModel:
+        """The base model's modules without weights (on the meta device): what its module
+        names and parameter count are read from."""
+        if self._meta_model is None:
+            with torch.device("meta"):
+                self._meta_model = AutoModelForCausalLM.from_config(self._model_config)
+        return self._meta_model
+
     def lora_target_names(self) -> set[str]:
         if self._module_names is None:
-            with torch.device("meta"):  # the structure only, no weights
-                model = AutoModelForCausalLM.from_config(self._model_config)
-            self._module_names = lora_target_names(model)
+            self._module_names = lora_target_names(self._structure())
         return self._module_names
+
+    def base_parameters(self) -> int:
+        return sum(p.numel() for p in self._structure().parameters())
 
     def health(self) -> dict[str, Any]:
         servers = self.pool.report() if self.pool is not None else []
@@ -308,15 +304,7 @@ class VllmEngine:
     def _check(
         self, prompt_ids: list[int], params: SamplingParams, forced: list[int] | None
     ) -> None:
-        if not prompt_ids:
-            raise InvalidInput("The prompt is empty.", param="prompt", code="empty_prompt")
-        unknown = [t for t, _ in params.logit_bias if not 0 <= t < self.vocab_size]
-        if unknown:
-            raise InvalidInput(
-                f"logit_bias: token ids must be 0 to {self.vocab_size - 1}; got {unknown[0]}.",
-                param="logit_bias",
-                code="invalid_logit_bias",
-            )
+        check_request(prompt_ids, params, self.vocab_size)
         if forced is not None and (not forced or not all(0 <= t < self.vocab_size for t in forced)):
             raise InvalidInput(
                 f"Forced tokens must be 1 or more token ids from 0 to {self.vocab_size - 1}.",

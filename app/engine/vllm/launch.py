@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from transformers import AutoConfig
 
-from app.engine.loader import model_name, resolve_source
+from app.engine.loader import model_name, resolve_source, window_of
 from app.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,7 +35,7 @@ def server_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of a vLLM server for BASE_MODEL."""
     source = resolve_source(settings.base_model, settings.model_cache)
-    window = int(getattr(AutoConfig.from_pretrained(source), "max_position_embeddings", 2048))
+    window = window_of(AutoConfig.from_pretrained(source))  # the engines' own window
     argv = [
         str(vllm_python(settings)),
         "-m",
