@@ -24,7 +24,13 @@ import torch
 
 from app.background.periodic import PeriodicThread
 from app.db import get_sessionmaker
-from app.engine.loader import context_window, load_base_model, model_name, training_autocast
+from app.engine.loader import (
+    LoadedModel,
+    context_window,
+    load_base_model,
+    model_name,
+    training_autocast,
+)
 from app.files import service as files
 from app.files.models import File
 from app.finetune import lifecycle, parents
@@ -34,14 +40,14 @@ from app.registry.service import folder_bytes
 from app.settings import get_settings
 from app.status import TERMINAL, Status
 from workers.dpo import DpoObjective, tokenize_pair
-from workers.holdout import split_validation
+from workers.holdout import Split, split_validation
 from workers.training import (
     EpochMetrics,
-    ExampleError,
     ResumeState,
     SftObjective,
     StepMetrics,
     TrainConfig,
+    TrainingSetupError,
     TrainingStopped,
     TrainResult,
     adapter_shape,
@@ -94,6 +100,68 @@ def discard_epochs(adapters_dir: Path, job_id: str) -> None:
     shutil.rmtree(epochs_folder(adapters_dir, job_id), ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class SavedEpoch:
+    """An epoch's adapter saved in the job's epochs folder (not registered, not servable
+    until `EpochSaver.publish` moves it into place)."""
+
+    epoch: int
+    step: int
+    folder: Path
+    metrics: dict[str, Any]  # its last logged step's, with the epoch's validation loss
+
+    def index_entry(self) -> list[Any]:
+        """As index.json lists it: [epoch, step, folder name, metrics]."""
+        return [self.epoch, self.step, self.folder.name, self.metrics]
+
+    @classmethod
+    def from_index_entry(cls, staging: Path, entry: list[Any]) -> "SavedEpoch":
+        epoch, step, folder, metrics = entry
+        return cls(epoch, step, staging / folder, metrics)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an adapter is and how it was made: manifest.json beside its weights and the
+    adapter row's manifest. The final model's says which epoch it holds (`selected`); an
+    earlier epoch's checkpoint says which it is (`checkpoint`) instead."""
+
+    name: str
+    job_id: str
+    base_model: str
+    base_model_source: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    training_file: dict[str, str]
+    validation_file: dict[str, str] | None
+    data_sha256: str
+    metrics: dict[str, Any]
+    parent: dict[str, Any] | None
+    method: str
+    validation: dict[str, Any]
+    selected: dict[str, Any] | None = None
+    checkpoint: dict[str, int] | None = None
+
+    def for_checkpoint(self, name: str, saved: SavedEpoch) -> "Manifest":
+        """An earlier epoch's manifest: the final model's, with its own name and metrics."""
+        return replace(
+            self,
+            name=name,
+            metrics=saved.metrics,
+            selected=None,
+            checkpoint={"epoch": saved.epoch, "step": saved.step},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """As written to JSON: `selected` only on the final model, `checkpoint` only on an
+        earlier epoch's."""
+        out = asdict(self)
+        for key in ("selected", "checkpoint"):
+            if out[key] is None:
+                del out[key]
+        return out
+
+
 class EpochSaver:
     """Saves the adapter at the end of every epoch into the job's epochs folder, keeping the
     latest few, and beside the latest one the trainer's state (weights, optimizer moments,
@@ -109,11 +177,11 @@ class EpochSaver:
         self.staging = epochs_folder(adapters_dir, job_id)
         self.staging.mkdir(parents=True, exist_ok=True)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
-        self.saved: list[tuple[int, int, Path, dict[str, Any]]] = []  # epoch, step, folder
+        self.saved: list[SavedEpoch] = []
         self.resume_from: Path | None = None
         index = self._index()
         if index is not None and index.get("fingerprint") == self.fingerprint:
-            self.saved = [(e, s, self.staging / f, m) for e, s, f, m in index["saved"]]
+            self.saved = [SavedEpoch.from_index_entry(self.staging, e) for e in index["saved"]]
             self.resume_from = self.staging / index["resume"]
 
     def _index(self) -> dict[str, Any] | None:
@@ -141,10 +209,10 @@ class EpochSaver:
             "step": ended.step,
             "epoch_valid_loss": ended.valid_loss,
         }
-        self.saved.append((ended.epoch, ended.step, folder, metrics))
+        self.saved.append(SavedEpoch(ended.epoch, ended.step, folder, metrics))
         # One more than kept, in case the selected epoch is among the latest.
         while len(self.saved) > KEPT_EPOCH_CHECKPOINTS + 1:
-            shutil.rmtree(self.saved.pop(0)[2], ignore_errors=True)
+            shutil.rmtree(self.saved.pop(0).folder, ignore_errors=True)
 
     def checkpoint(self, state: ResumeState) -> None:
         """After __call__ for the same epoch: the trainer's state beside its adapter, then
@@ -153,35 +221,35 @@ class EpochSaver:
         state.save(folder / RESUME_FILE)
         index = {
             "fingerprint": self.fingerprint,
-            "saved": [[e, s, f.name, m] for e, s, f, m in self.saved],
+            "saved": [saved.index_entry() for saved in self.saved],
             "resume": folder.name,
         }
         tmp = self.staging / f"{INDEX_FILE}.tmp"
         tmp.write_text(json.dumps(index))
         os.replace(tmp, self.staging / INDEX_FILE)
-        for _, _, older, _ in self.saved:  # only the newest state is ever resumed from
-            if older != folder:
-                (older / RESUME_FILE).unlink(missing_ok=True)
+        for saved in self.saved:  # only the newest state is ever resumed from
+            if saved.folder != folder:
+                (saved.folder / RESUME_FILE).unlink(missing_ok=True)
 
     def publish(
-        self, final_name: str, manifest: dict[str, Any], selected_epoch: int | None
+        self, manifest: Manifest, selected_epoch: int | None
     ) -> list[lifecycle.AdapterFiles]:
-        kept = [s for s in self.saved if s[0] != selected_epoch][-KEPT_EPOCH_CHECKPOINTS:]
+        """The kept earlier epochs, in place beside the final model (`manifest` is its)."""
+        kept = [s for s in self.saved if s.epoch != selected_epoch][-KEPT_EPOCH_CHECKPOINTS:]
         published = []
-        for epoch, step, staged, metrics in kept:
-            name = f"{final_name}:ckpt-step-{step}"
-            own = {k: v for k, v in manifest.items() if k != "selected"}  # the final's
-            own.update(name=name, checkpoint={"epoch": epoch, "step": step})
-            own["metrics"] = metrics
-            final = _put_in_place(staged, own, self.adapters_dir / f"{self.job_id}-step-{step}")
+        for saved in kept:
+            own = manifest.for_checkpoint(f"{manifest.name}:ckpt-step-{saved.step}", saved)
+            final = _put_in_place(
+                saved.folder, own, self.adapters_dir / f"{self.job_id}-step-{saved.step}"
+            )
             published.append(
                 lifecycle.AdapterFiles(
-                    name=name,
+                    name=own.name,
                     path=final.name,
                     bytes=folder_bytes(final),
-                    step=step,
-                    metrics=metrics,
-                    manifest=own,
+                    step=saved.step,
+                    metrics=saved.metrics,
+                    manifest=own.as_dict(),
                 )
             )
         return published
@@ -221,11 +289,15 @@ def _run_claimed(claim: lifecycle.Claim) -> None:
                 )
             else:
                 log.warning("job %s attempt %s lost its lease", job_id, claim.attempt)
-        except ParentUnavailable as exc:
+        except ModelUnavailable as exc:
             lifecycle.fail(
                 job_id, "model_not_available", str(exc), param="model", attempt=claim.attempt
             )
-        except (ExampleError, ValueError) as exc:
+        except TrainingSetupError as exc:
+            # Only the trainer's own refusals of this job's data or settings (an example it
+            # cannot train on, a DPO job without preference pairs, LoRA target modules the
+            # model lacks): another attempt would fail the same way. Any other ValueError
+            # (a library's, a saved state of another shape) is a training_error below.
             lifecycle.fail(job_id, "invalid_training_setup", str(exc), attempt=claim.attempt)
         except (MemoryError, torch.OutOfMemoryError):
             # Another attempt would run out of memory the same way: fail now, not in a loop.
@@ -265,6 +337,30 @@ def _disk_full(exc: BaseException) -> bool:
 
 
 def _train_and_register(claim: lifecycle.Claim) -> None:
+    job = _prepare(claim)
+    saver = EpochSaver(get_settings().adapters_dir, claim.job_id, _fingerprint(claim, job))
+    result = _train(claim, job, saver)
+    _register(claim, job, saver, result)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A claimed job read and checked, ready for its first step: the base model, the
+    adapter it starts from, its data (tokenised into `objective`) and resolved settings."""
+
+    loaded: LoadedModel
+    parent: "ParentAdapter | None"
+    train_file: File
+    valid_file: File | None
+    split: Split
+    hp: dict[str, Any]  # resolved: no "auto" left
+    config: TrainConfig
+    objective: SftObjective | DpoObjective
+
+
+def _prepare(claim: lifecycle.Claim) -> PreparedJob:
+    """Load the files and the base model, resolve the settings, tokenise the data, and say
+    so in the job's events. Raises ModelUnavailable, TrainingSetupError."""
     settings = get_settings()
     train_file, train_examples = _load_file(claim.tenant, claim.training_file)
     valid_file, valid_examples = None, []
@@ -273,14 +369,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     loaded = load_base_model(settings.base_model, settings.model_cache, settings.device)
     parent = _parent_adapter(claim, loaded.name)
     if parent is None and claim.model != loaded.name:
-        lifecycle.fail(
-            claim.job_id,
-            "model_not_available",
-            f"This worker serves '{loaded.name}', not '{claim.model}'.",
-            param="model",
-            attempt=claim.attempt,
-        )
-        return
+        raise ModelUnavailable(f"This worker serves '{loaded.name}', not '{claim.model}'.")
     split = split_validation(train_examples, valid_examples, claim.seed)
     requested = dict(claim.hyperparameters)
     if parent is not None:  # the parent's LoRA shape (the API refused other values)
@@ -306,9 +395,8 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
     if config.autocast is not None:
         lifecycle.event(claim.job_id, "Forward passes run under bf16 autocast (TRAIN_AUTOCAST)")
     objective = _objective(claim.method, loaded, split, hp, window, config.microbatch_tokens)
-    valid = objective.valid
     lifecycle.event(claim.job_id, split.note)
-    if config.early_stopping_patience and not valid:
+    if config.early_stopping_patience and not objective.valid:
         lifecycle.event(
             claim.job_id,
             "early_stopping_patience is ignored: there are no validation examples",
@@ -321,6 +409,23 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         f"{config.batch_size}, learning rate {config.learning_rate:g}, LoRA r={config.r}"
         + (f" (auto: {hp['auto_reason']})" if hp.get("auto") else ""),
     )
+    return PreparedJob(loaded, parent, train_file, valid_file, split, hp, config, objective)
+
+
+def _train(claim: lifecycle.Claim, job: PreparedJob, saver: EpochSaver) -> TrainResult:
+    """Train, from the last finished epoch of an earlier attempt when `saver` holds one,
+    reporting steps and epochs as the job's events and saving every epoch while the job is
+    still this attempt's. Raises TrainingStopped when it no longer is (cancelled, lost)."""
+    config, n_valid = job.config, len(job.objective.valid)
+    resume = saver.resume_state()
+    if resume is not None:
+        lifecycle.event(
+            claim.job_id,
+            f"Resuming after epoch {resume.epoch}/{config.n_epochs} (step {resume.step}) from "
+            "its checkpoint: weights, optimizer state and schedule restored; the finished "
+            "epochs are not trained again",
+            data={"epoch": resume.epoch, "step": resume.step},
+        )
 
     def report(m: StepMetrics) -> bool:
         text = f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.4f}"
@@ -334,21 +439,6 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         lifecycle.event(claim.job_id, text, type="metrics", data=_metrics(m))
         return True
 
-    saver = EpochSaver(
-        settings.adapters_dir,
-        claim.job_id,
-        _fingerprint(config, claim, loaded.name, hp, train_file, valid_file, len(objective.train)),
-    )
-    resume = saver.resume_state()
-    if resume is not None:
-        lifecycle.event(
-            claim.job_id,
-            f"Resuming after epoch {resume.epoch}/{config.n_epochs} (step {resume.step}) from "
-            "its checkpoint: weights, optimizer state and schedule restored; the finished "
-            "epochs are not trained again",
-            data={"epoch": resume.epoch, "step": resume.step},
-        )
-
     def still_mine() -> bool:
         return lifecycle.should_continue(claim.job_id, claim.attempt)
 
@@ -357,7 +447,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             lifecycle.event(
                 claim.job_id,
                 f"Epoch {ended.epoch}/{config.n_epochs} (step {ended.step}): validation "
-                f"loss={ended.valid_loss:.4f} on {len(valid)} examples",
+                f"loss={ended.valid_loss:.4f} on {n_valid} examples",
                 data={
                     "epoch": ended.epoch,
                     "step": ended.step,
@@ -371,9 +461,9 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         if still_mine():  # a job handed back meanwhile may already be another attempt's
             saver.checkpoint(state)
 
-    result = train_objective(
-        loaded.model,
-        objective,
+    return train_objective(
+        job.loaded.model,
+        job.objective,
         config,
         report=report,
         should_continue=still_mine,
@@ -381,24 +471,17 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         on_checkpoint=on_checkpoint,
         resume=resume,
     )
-    name = adapter_name(loaded.name, claim.suffix, claim.job_id)
-    manifest = _manifest(name, claim, loaded.name, hp, train_file, valid_file, result)
-    manifest["parent"] = parent.lineage if parent is not None else None
-    manifest["method"] = claim.method
-    manifest["validation"] = {
-        "source": split.source,
-        "examples": len(valid),
-        "note": split.note,
-    }
+
+
+def _register(
+    claim: lifecycle.Claim, job: PreparedJob, saver: EpochSaver, result: TrainResult
+) -> None:
+    """Write the final adapter and the kept earlier epochs in place, then register them and
+    mark the job succeeded in one transaction; when the job stopped being this attempt's
+    meanwhile, remove them again and raise TrainingStopped."""
+    settings = get_settings()
+    manifest = _manifest(claim, job, result)
     selected = result.selected
-    manifest["selected"] = {
-        "epoch": selected.epoch if selected else None,
-        "step": selected.step if selected else None,
-        "valid_loss": selected.valid_loss if selected else None,
-        "reason": result.selection_reason,
-        "stopped_early": result.stopped_early,
-        "epochs": [asdict(e) for e in result.epochs],
-    }
     if selected is not None and result.epochs and selected.epoch != result.epochs[-1].epoch:
         lifecycle.event(
             claim.job_id,
@@ -407,7 +490,7 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         )
     folder = _write_adapter(result.model, manifest, settings.adapters_dir, claim.job_id)
     final = lifecycle.AdapterFiles(
-        name=name,
+        name=manifest.name,
         path=folder.name,
         bytes=folder_bytes(folder),
         step=selected.step if selected else result.steps,
@@ -417,16 +500,16 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
             "epoch": selected.epoch if selected else None,
             "step": selected.step if selected else result.steps,
         },
-        manifest=manifest,
+        manifest=manifest.as_dict(),
     )
-    earlier = saver.publish(name, manifest, selected.epoch if selected else None)
+    earlier = saver.publish(manifest, selected.epoch if selected else None)
     registered = lifecycle.succeed(
         claim,
         final=final,
-        base_model=loaded.name,
+        base_model=job.loaded.name,
         trained_tokens=result.trained_tokens,
         earlier=earlier,
-        parent=parent.name if parent is not None else None,
+        parent=job.parent.name if job.parent is not None else None,
     )
     if not registered:  # cancelled (or taken over) at the last moment: leave nothing
         for files in [final, *earlier]:
@@ -434,24 +517,16 @@ def _train_and_register(claim: lifecycle.Claim) -> None:
         raise TrainingStopped(result.steps)
 
 
-def _fingerprint(
-    config: TrainConfig,
-    claim: lifecycle.Claim,
-    base_model: str,
-    hp: dict[str, Any],
-    train_file: File,
-    valid_file: File | None,
-    n_train: int,
-) -> dict[str, Any]:
+def _fingerprint(claim: lifecycle.Claim, job: PreparedJob) -> dict[str, Any]:
     """What a saved training state is only valid for: the same training, on the same data."""
     return {
-        "config": asdict(config),
+        "config": asdict(job.config),
         "method": claim.method,
-        "beta": hp.get("beta"),
-        "base_model": base_model,
-        "training_file": train_file.sha256,
-        "validation_file": valid_file.sha256 if valid_file else None,
-        "train_items": n_train,
+        "beta": job.hp.get("beta"),
+        "base_model": job.loaded.name,
+        "training_file": job.train_file.sha256,
+        "validation_file": job.valid_file.sha256 if job.valid_file else None,
+        "train_items": len(job.objective.train),
     }
 
 
@@ -479,14 +554,19 @@ def _parent_adapter(claim: lifecycle.Claim, base_name: str) -> ParentAdapter | N
         return ParentAdapter(name=row.name, path=ref.path, lineage=parents.lineage(row))
 
 
-class ParentUnavailable(ValueError):
+class ModelUnavailable(Exception):
+    """The job's model is not one this worker can train: another base model, or a parent
+    adapter gone since the job was created. The job fails with model_not_available."""
+
+
+class ParentUnavailable(ModelUnavailable):
     """The job's starting adapter was deleted (or moved to another base) after creation."""
 
 
 def _objective(
     method: str,
-    loaded: Any,
-    split: Any,
+    loaded: LoadedModel,
+    split: Split,
     hp: dict[str, Any],
     window: int,
     microbatch_tokens: int | None,
@@ -497,7 +577,7 @@ def _objective(
     batch_size = int(hp["batch_size"])
     if method == "dpo":
         if any("preferred" not in e for e in split.train):
-            raise ValueError("a DPO job needs a file of preference pairs")
+            raise TrainingSetupError("a DPO job needs a file of preference pairs")
         return DpoObjective(
             [tokenize_pair(tok, e, window) for e in split.train],
             [tokenize_pair(tok, e, window) for e in split.valid][:MAX_VALID_EXAMPLES],
@@ -517,36 +597,44 @@ def _objective(
     )
 
 
-def _manifest(
-    name: str,
-    claim: lifecycle.Claim,
-    base_model: str,
-    hp: dict[str, Any],
-    train_file: File,
-    valid_file: File | None,
-    result: TrainResult,
-) -> dict[str, Any]:
-    """What the adapter is and how it was made, written beside its weights."""
+def _manifest(claim: lifecycle.Claim, job: PreparedJob, result: TrainResult) -> Manifest:
+    """The final model's manifest: what it is, how it was made, and which epoch it holds."""
+    train_file, valid_file, selected = job.train_file, job.valid_file, result.selected
     data = train_file.sha256 + (valid_file.sha256 if valid_file else "")
-    return {
-        "name": name,
-        "job_id": claim.job_id,
-        "base_model": base_model,
-        "base_model_source": get_settings().base_model,
-        "hyperparameters": hp,
-        "seed": claim.seed,
-        "training_file": {"id": train_file.id, "sha256": train_file.sha256},
-        "validation_file": (
+    return Manifest(
+        name=adapter_name(job.loaded.name, claim.suffix, claim.job_id),
+        job_id=claim.job_id,
+        base_model=job.loaded.name,
+        base_model_source=get_settings().base_model,
+        hyperparameters=job.hp,
+        seed=claim.seed,
+        training_file={"id": train_file.id, "sha256": train_file.sha256},
+        validation_file=(
             {"id": valid_file.id, "sha256": valid_file.sha256} if valid_file else None
         ),
-        "data_sha256": hashlib.sha256(data.encode()).hexdigest(),
-        "metrics": {
+        data_sha256=hashlib.sha256(data.encode()).hexdigest(),
+        metrics={
             **(_metrics(result.history[-1]) if result.history else {}),
             "steps": result.steps,
             "trained_tokens": result.trained_tokens,
             "train_seconds": round(result.train_seconds, 3),
         },
-    }
+        parent=job.parent.lineage if job.parent is not None else None,
+        method=claim.method,
+        validation={
+            "source": job.split.source,
+            "examples": len(job.objective.valid),
+            "note": job.split.note,
+        },
+        selected={
+            "epoch": selected.epoch if selected else None,
+            "step": selected.step if selected else None,
+            "valid_loss": selected.valid_loss if selected else None,
+            "reason": result.selection_reason,
+            "stopped_early": result.stopped_early,
+            "epochs": [asdict(e) for e in result.epochs],
+        },
+    )
 
 
 def _metrics(m: StepMetrics) -> dict[str, Any]:
@@ -563,7 +651,7 @@ def _metrics(m: StepMetrics) -> dict[str, Any]:
     }
 
 
-def _write_adapter(model: Any, manifest: dict[str, Any], adapters_dir: Path, job_id: str) -> Path:
+def _write_adapter(model: Any, manifest: Manifest, adapters_dir: Path, job_id: str) -> Path:
     """safetensors + adapter_config.json + manifest.json, complete before it is visible."""
     adapters_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-", dir=adapters_dir))
@@ -574,10 +662,10 @@ def _write_adapter(model: Any, manifest: dict[str, Any], adapters_dir: Path, job
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _put_in_place(folder: Path, manifest: dict[str, Any], final: Path) -> Path:
+def _put_in_place(folder: Path, manifest: Manifest, final: Path) -> Path:
     """Adds manifest.json to a folder of saved weights and renames it to `final` in one step,
     replacing what an earlier attempt that died before registering may have left there."""
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (folder / "manifest.json").write_text(json.dumps(manifest.as_dict(), indent=2, sort_keys=True))
     if final.exists():
         shutil.rmtree(final)
     os.replace(folder, final)

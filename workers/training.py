@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,7 +37,12 @@ class TrainingStopped(Exception):
         self.step = step
 
 
-class ExampleError(ValueError):
+class TrainingSetupError(ValueError):
+    """The job's data or settings cannot be trained as asked: another attempt would fail
+    the same way (the worker fails the job with invalid_training_setup)."""
+
+
+class ExampleError(TrainingSetupError):
     """An example that cannot be trained on (e.g. a chat template that does not extend)."""
 
 
@@ -148,32 +153,46 @@ class TrainResult:
 
 
 @dataclass
-class ResumeState:
-    """Where the loop stood at the end of an epoch, with the best epoch chosen so far: enough
-    for another process to go on from the next epoch as if it had never stopped (the
+class LoopState:
+    """What the training loop carries from one epoch to the next: counters, the metrics so
+    far and the best epoch chosen so far. The model, optimiser and schedule hold the rest."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0
+    tokens: int = 0  # non-padding tokens trained on
+    elapsed: float = 0.0  # seconds in training steps (validation excluded)
+    last_loss: float = math.nan  # the last logged training loss
+    last_valid: float | None = None  # the last logged (sampled) validation loss
+    history: list[StepMetrics] = field(default_factory=list)
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    best: EpochMetrics | None = None  # the epoch of lowest validation loss so far
+    best_loss: float = math.inf  # its unrounded validation loss
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # its LoRA weights
+    since_best: int = 0  # epochs since the best one, for early stopping
+    stopped_early: bool = False
+
+    def copy(self) -> "LoopState":
+        """A state of its own: the metric lists copied (the tensors are never changed in
+        place, only replaced)."""
+        plain = {f.name: getattr(self, f.name) for f in fields(LoopState)}
+        return LoopState(**{**plain, "history": list(self.history), "epochs": list(self.epochs)})
+
+
+@dataclass(kw_only=True)
+class ResumeState(LoopState):
+    """The loop's state at the end of an epoch with what else the next epoch depends on:
+    enough for another process to go on from the next epoch as if it had never stopped (the
     optimizer's moments, the schedule, the dropout RNG; the batch order is replayed from
     the seed)."""
 
-    epoch: int  # epochs finished
-    step: int
-    tokens: int
-    elapsed: float
-    last_loss: float
-    last_valid: float | None
     weights: dict[str, torch.Tensor]  # the trainable (LoRA) parameters
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     torch_rng: torch.Tensor
-    history: list[StepMetrics]
-    epochs: list[EpochMetrics]
-    best: EpochMetrics | None
-    best_loss: float
-    best_weights: dict[str, torch.Tensor]
-    since_best: int
-    stopped_early: bool
 
     def save(self, path: Path) -> None:
-        """Written whole or not at all (a temporary file renamed into place)."""
+        """Written whole or not at all (a temporary file renamed into place). One flat dict
+        of plain values and tensors, so it loads with `weights_only=True`."""
         plain = {**self.__dict__}
         plain["history"] = [asdict(m) for m in self.history]
         plain["epochs"] = [asdict(e) for e in self.epochs]
@@ -385,7 +404,7 @@ def evaluate_loss(
 
 def wrap_lora(model: PreTrainedModel, config: TrainConfig) -> PeftModel:
     """LoRA adapters on the named modules, fresh or loaded from `config.init_adapter`;
-    raises ValueError naming target modules LoRA cannot take."""
+    raises TrainingSetupError naming target modules LoRA cannot take."""
     if config.init_adapter is not None:
         saved = LoraConfig.from_pretrained(config.init_adapter)
         saved.lora_dropout = config.dropout  # the one LoRA setting a continued job may change
@@ -394,7 +413,7 @@ def wrap_lora(model: PreTrainedModel, config: TrainConfig) -> PeftModel:
         )
     problem = unusable_targets(config.target_modules, lora_target_names(model))
     if problem:  # before peft, which would fail on the first such module it met
-        raise ValueError(problem)
+        raise TrainingSetupError(problem)
     torch.manual_seed(config.seed)  # LoRA initialisation is random
     lora = LoraConfig(
         r=config.r,
@@ -520,147 +539,187 @@ def train_objective(
     lowest (optionally stopping early). With `resume` (a state an earlier run handed to
     `on_checkpoint`, same config and data), training goes on from the epoch after it.
     """
-    peft_model = wrap_lora(model, config)
-    objective.prepare(peft_model)
-    peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    lengths = objective.lengths()
-    steps_per_epoch = math.ceil(len(lengths) / config.batch_size)
-    total_steps = steps_per_epoch * config.n_epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1.0 - step / total_steps)
-    )
-    log_every = log_every or max(1, total_steps // 100)
-    rng = random.Random(config.seed)
-    torch.manual_seed(config.seed)  # dropout
-
-    step, tokens, elapsed = 0, 0, 0.0
-    # Summed on the device and read at log steps only: a read every step would make the host
-    # wait for each step to finish before it could build the next batch.
-    window_loss: torch.Tensor | float = 0.0
-    window_extra: dict[str, torch.Tensor | float] = {}
-    window_n = 0
-    history: list[StepMetrics] = []
-    last_loss, last_valid, last_extra = float("nan"), None, {}
-    epochs: list[EpochMetrics] = []
-    best: EpochMetrics | None = None
-    best_weights: dict[str, torch.Tensor] = {}
-    best_loss, since_best, stopped_early = math.inf, 0, False
-    first_epoch = 1
+    loop = _Loop(model, objective, config, log_every)
     if resume is not None:
-        _load_trainable(peft_model, resume.weights)
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
+        loop.restore(resume)
+    state = loop.state
+    while state.epoch < config.n_epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        loop.train_epoch(epoch, report, should_continue)
+        loop.end_epoch(epoch, on_epoch_end)
+        if on_checkpoint is not None:
+            on_checkpoint(loop.resume_state())
+    return loop.result()
+
+
+class _LogWindow:
+    """The losses of the steps since the last logged one, summed on the device and read at
+    logged steps only: a read every step would make the host wait for each step to finish
+    before it could build the next batch."""
+
+    def __init__(self) -> None:
+        self.loss: torch.Tensor | float = 0.0
+        self.extra: dict[str, torch.Tensor | float] = {}
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, extra: dict[str, torch.Tensor]) -> None:
+        self.loss = self.loss + loss.detach()
+        for key, value in extra.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
+        self.steps += 1
+
+    def take(self) -> tuple[float, dict[str, float]]:
+        """The window's mean loss and extra metrics (waits for the device), and a new window."""
+        loss = float(self.loss) / self.steps
+        extra = {k: round(float(v) / self.steps, 6) for k, v in self.extra.items()}
+        self.loss, self.extra, self.steps = 0.0, {}, 0
+        return loss, extra
+
+
+class _Loop:
+    """One training run: the wrapped model, its optimiser and schedule, the batch order's
+    RNG and the LoopState; train_objective drives it an epoch at a time."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        objective: Objective,
+        config: TrainConfig,
+        log_every: int | None,
+    ) -> None:
+        self.objective, self.config = objective, config
+        self.model = wrap_lora(model, config)
+        objective.prepare(self.model)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=0.0)
+        self.lengths = objective.lengths()
+        steps_per_epoch = math.ceil(len(self.lengths) / config.batch_size)
+        self.total_steps = total_steps = steps_per_epoch * config.n_epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: max(0.0, 1.0 - step / total_steps)
+        )
+        self.log_every = log_every or max(1, total_steps // 100)
+        self.rng = random.Random(config.seed)  # the batch order
+        torch.manual_seed(config.seed)  # dropout
+        self.state = LoopState()
+        self.window = _LogWindow()
+
+    def restore(self, resume: ResumeState) -> None:
+        """Back to where `resume` was taken, as if the finished epochs had just run here."""
+        _load_trainable(self.model, resume.weights)
+        self.optimizer.load_state_dict(resume.optimizer)
+        self.scheduler.load_state_dict(resume.scheduler)
         for _ in range(resume.epoch):  # the batch orders of the finished epochs, replayed
-            length_grouped_batches(lengths, config.batch_size, rng, config.bucket_batches)
+            self._batches()
         torch.set_rng_state(resume.torch_rng)
-        step, tokens, elapsed = resume.step, resume.tokens, resume.elapsed
-        last_loss, last_valid = resume.last_loss, resume.last_valid
-        history, epochs = list(resume.history), list(resume.epochs)
-        best, best_loss, best_weights = resume.best, resume.best_loss, resume.best_weights
-        since_best, stopped_early = resume.since_best, resume.stopped_early
-        first_epoch = resume.epoch + 1
-    for epoch in range(first_epoch, config.n_epochs + 1):
-        if stopped_early:
-            break
-        for batch_ids in length_grouped_batches(
-            lengths, config.batch_size, rng, config.bucket_batches
-        ):
+        self.state = resume.copy()
+
+    def resume_state(self) -> ResumeState:
+        """The state after the last finished epoch (the optimizer's tensors are the live
+        ones: save it before the next step)."""
+        return ResumeState(
+            **vars(self.state.copy()),
+            weights=_trainable(self.model),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+        )
+
+    def _batches(self) -> list[list[int]]:
+        config = self.config
+        return length_grouped_batches(
+            self.lengths, config.batch_size, self.rng, config.bucket_batches
+        )
+
+    def train_epoch(
+        self, epoch: int, report: StepReporter | None, should_continue: ShouldContinue | None
+    ) -> None:
+        state = self.state
+        for batch_ids in self._batches():
             if should_continue is not None and not should_continue():
-                raise TrainingStopped(step)
+                raise TrainingStopped(state.step)
             started = time.perf_counter()
             loss, batch_tokens, extra = _accumulate(
-                peft_model, objective, config, batch_ids, lengths
+                self.model, self.objective, self.config, batch_ids, self.lengths
             )
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens += batch_tokens
-            window_loss = window_loss + loss.detach()
-            for key, value in extra.items():
-                window_extra[key] = window_extra.get(key, 0.0) + value
-            window_n += 1
-            logged = step % log_every == 0 or step == total_steps
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.tokens += batch_tokens
+            self.window.add(loss, extra)
+            logged = state.step % self.log_every == 0 or state.step == self.total_steps
             if logged:  # reading the loss waits for the device, so the step's time is whole
-                last_loss = float(window_loss) / window_n
-                last_extra = {k: round(float(v) / window_n, 6) for k, v in window_extra.items()}
-                window_loss, window_extra, window_n = 0.0, {}, 0
-            elapsed += time.perf_counter() - started
+                state.last_loss, last_extra = self.window.take()
+            state.elapsed += time.perf_counter() - started
             if logged:
-                last_valid = objective.valid_loss(peft_model, sample=True)
-                metrics = StepMetrics(
-                    step=step,
-                    total_steps=total_steps,
-                    epoch=epoch,
-                    train_loss=round(last_loss, 6),
-                    learning_rate=scheduler.get_last_lr()[0],
-                    tokens_per_second=round(tokens / elapsed, 2) if elapsed else 0.0,
-                    eta_seconds=round(elapsed / step * (total_steps - step), 2),
-                    valid_loss=None if last_valid is None else round(last_valid, 6),
-                    extra=last_extra,
-                )
-                history.append(metrics)
+                metrics = self._logged(epoch, last_extra)
+                state.history.append(metrics)
                 if report is not None and report(metrics) is False:
-                    raise TrainingStopped(step)
-        epoch_valid = objective.valid_loss(peft_model, sample=False)
-        ended = EpochMetrics(epoch, step, round(last_loss, 6), _rounded(epoch_valid))
-        epochs.append(ended)
+                    raise TrainingStopped(state.step)
+
+    def _logged(self, epoch: int, extra: dict[str, float]) -> StepMetrics:
+        """A logged step's metrics, with the validation loss on a sample."""
+        state = self.state
+        state.last_valid = self.objective.valid_loss(self.model, sample=True)
+        return StepMetrics(
+            step=state.step,
+            total_steps=self.total_steps,
+            epoch=epoch,
+            train_loss=round(state.last_loss, 6),
+            learning_rate=self.scheduler.get_last_lr()[0],
+            tokens_per_second=round(state.tokens / state.elapsed, 2) if state.elapsed else 0.0,
+            eta_seconds=round(state.elapsed / state.step * (self.total_steps - state.step), 2),
+            valid_loss=_rounded(state.last_valid),
+            extra=extra,
+        )
+
+    def end_epoch(self, epoch: int, on_epoch_end: EpochEnd | None) -> None:
+        """The epoch's validation loss over all examples, then the best epoch so far and
+        whether to stop early."""
+        state, config = self.state, self.config
+        epoch_valid = self.objective.valid_loss(self.model, sample=False)
+        ended = EpochMetrics(epoch, state.step, round(state.last_loss, 6), _rounded(epoch_valid))
+        state.epochs.append(ended)
+        state.epoch = epoch
         if on_epoch_end is not None:
-            on_epoch_end(ended, peft_model, history[-1] if history else None)
-        if epoch_valid is not None:
-            if epoch_valid < best_loss:
-                best, best_loss, since_best = ended, epoch_valid, 0
-                best_weights = _trainable(peft_model)
-            else:
-                since_best += 1
-                patience = config.early_stopping_patience
-                stopped_early = bool(
-                    patience and since_best >= patience and epoch < config.n_epochs
-                )
-        if on_checkpoint is not None:
-            on_checkpoint(
-                ResumeState(
-                    epoch=epoch,
-                    step=step,
-                    tokens=tokens,
-                    elapsed=elapsed,
-                    last_loss=last_loss,
-                    last_valid=last_valid,
-                    weights=_trainable(peft_model),
-                    optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
-                    torch_rng=torch.get_rng_state(),
-                    history=list(history),
-                    epochs=list(epochs),
-                    best=best,
-                    best_loss=best_loss,
-                    best_weights=best_weights,
-                    since_best=since_best,
-                    stopped_early=stopped_early,
-                )
+            on_epoch_end(ended, self.model, state.history[-1] if state.history else None)
+        if epoch_valid is None:
+            return
+        if epoch_valid < state.best_loss:
+            state.best, state.best_loss, state.since_best = ended, epoch_valid, 0
+            state.best_weights = _trainable(self.model)
+        else:
+            state.since_best += 1
+            patience = config.early_stopping_patience
+            state.stopped_early = bool(
+                patience and state.since_best >= patience and epoch < config.n_epochs
             )
-    selected = best or (epochs[-1] if epochs else None)
-    if best is not None and best.epoch != epochs[-1].epoch:
-        with torch.no_grad():
-            for name, p in peft_model.named_parameters():
-                if name in best_weights:
-                    p.copy_(best_weights[name])
-    peft_model.eval()
-    return TrainResult(
-        model=peft_model,
-        steps=step,
-        trained_tokens=tokens,
-        train_seconds=elapsed,
-        final_train_loss=last_loss,
-        final_valid_loss=last_valid,
-        history=history,
-        epochs=epochs,
-        selected=selected,
-        stopped_early=stopped_early,
-    )
+
+    def result(self) -> TrainResult:
+        """The model with the selected epoch's weights, in eval mode, and the run's metrics."""
+        state = self.state
+        selected = state.best or (state.epochs[-1] if state.epochs else None)
+        if state.best is not None and state.best.epoch != state.epochs[-1].epoch:
+            with torch.no_grad():
+                for name, p in self.model.named_parameters():
+                    if name in state.best_weights:
+                        p.copy_(state.best_weights[name])
+        self.model.eval()
+        return TrainResult(
+            model=self.model,
+            steps=state.step,
+            trained_tokens=state.tokens,
+            train_seconds=state.elapsed,
+            final_train_loss=state.last_loss,
+            final_valid_loss=state.last_valid,
+            history=state.history,
+            epochs=state.epochs,
+            selected=selected,
+            stopped_early=state.stopped_early,
+        )
 
 
 def _accumulate(

@@ -14,6 +14,7 @@ from workers.training import (
     IGNORE,
     ResumeState,
     TrainConfig,
+    TrainingSetupError,
     TrainingStopped,
     adapter_shape,
     length_grouped_batches,
@@ -142,7 +143,8 @@ def test_reports_metrics_and_stops_when_told(loaded):
 def test_unknown_target_module_is_a_clear_error(loaded):
     exs = [tokenize_chat(loaded.tokenizer, r["messages"], 256) for r in chat_rows(2)]
     config = TrainConfig(n_epochs=1, batch_size=2, learning_rate=1e-3, target_modules=("nope",))
-    with pytest.raises(ValueError, match="nope"):
+    # A setup error (the job fails with invalid_training_setup), not any ValueError.
+    with pytest.raises(TrainingSetupError, match="nope"):
         train_lora(loaded.model, loaded.tokenizer, exs, config)
 
 
@@ -151,7 +153,7 @@ def test_a_module_lora_cannot_take_is_refused_before_training(loaded, module):
     config = TrainConfig(
         n_epochs=1, batch_size=2, learning_rate=1e-3, target_modules=("v_proj", module)
     )
-    with pytest.raises(ValueError, match=f"not found: {module} "):
+    with pytest.raises(TrainingSetupError, match=f"not found: {module} "):
         wrap_lora(loaded.model, config)
 
 
