@@ -62,7 +62,7 @@ def difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[
 # --- the worker's own loop ------------------------------------------------------------------
 
 
-def own_examples(tokenizer, rows: list[dict], config: TrainConfig) -> list:  # noqa: ANN001
+def own_examples(tokenizer, rows: list[dict], config: TrainConfig) -> list:
     return [
         tokenize_chat(
             tokenizer,
@@ -73,7 +73,7 @@ def own_examples(tokenizer, rows: list[dict], config: TrainConfig) -> list:  # n
     ]
 
 
-def own_train(rows: list[dict], config: TrainConfig, **loop) -> tuple:  # noqa: ANN003
+def own_train(rows: list[dict], config: TrainConfig, **loop) -> tuple:
     loaded = fresh_model()
     result = train_lora(
         loaded.model, loaded.tokenizer, own_examples(loaded.tokenizer, rows, config), config, **loop
@@ -97,7 +97,7 @@ def own_resume(rows: list[dict], config: TrainConfig, folder: Path) -> tuple[boo
 # --- TRL ------------------------------------------------------------------------------------
 
 
-def trl_trainer(rows: list[dict], config: TrainConfig, out: Path, save_steps: int | None):  # noqa: ANN201
+def trl_trainer(rows: list[dict], config: TrainConfig, out: Path, save_steps: int | None):
     from datasets import Dataset
     from datasets.table import InMemoryTable
     from peft import LoraConfig
