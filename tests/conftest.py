@@ -14,7 +14,6 @@ processes, fault injection, PostgreSQL and the real model; `make test` runs ever
 import itertools
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from alembic.config import Config
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from tests.processes import free_port
 from tests.tiny_model import build_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,12 +302,6 @@ def make_tenant_key(client: TestClient, tenant: str) -> str:
 @pytest.fixture
 def tenant_key(client: TestClient) -> str:
     return make_tenant_key(client, "acme")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
