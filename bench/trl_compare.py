@@ -41,7 +41,7 @@ from bench.train import (
     messages,
     warm_up,
 )
-from workers.training import ResumeState, TrainConfig, tokenize_chat, train_lora
+from workers.training import ResumeState, TrainConfig, lora_config, tokenize_chat, train_lora
 
 
 def lora_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -100,7 +100,6 @@ def own_resume(rows: list[dict], config: TrainConfig, folder: Path) -> tuple[boo
 def trl_trainer(rows: list[dict], config: TrainConfig, out: Path, save_steps: int | None):
     from datasets import Dataset
     from datasets.table import InMemoryTable
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     loaded = fresh_model()
@@ -141,13 +140,7 @@ def trl_trainer(rows: list[dict], config: TrainConfig, out: Path, save_steps: in
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    lora = LoraConfig(
-        r=config.r,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    lora = lora_config(config)
     trainer = SFTTrainer(
         model=loaded.model,
         args=args,

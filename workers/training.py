@@ -415,14 +415,18 @@ def wrap_lora(model: PreTrainedModel, config: TrainConfig) -> PeftModel:
     if problem:  # before peft, which would fail on the first such module it met
         raise TrainingSetupError(problem)
     torch.manual_seed(config.seed)  # LoRA initialisation is random
-    lora = LoraConfig(
+    return get_peft_model(model, lora_config(config))
+
+
+def lora_config(config: TrainConfig) -> LoraConfig:
+    """The job's LoRA shape, as peft takes it."""
+    return LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=list(config.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
 
 
 class Objective(Protocol):
