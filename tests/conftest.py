@@ -138,7 +138,7 @@ TIER_BY_PATH = {
     "engine/test_http.py::test_adapter_and_base_stream_the_same_text_as_whole": "slow",
     "engine/test_prefix_cache.py::test_cached_prefix_answers_equal_uncached": "slow",
     "observability/test_metrics.py::test_counters_move_by_exactly_the_traffic_sent": "slow",
-    "security/test_hostile_values.py::test_lone_surrogates_are_refused_wherever": "slow",
+    "protocol/test_edge_values.py::test_lone_surrogates_are_refused_wherever": "slow",
     "aliases/test_aliases.py::test_weighted_split_is_close_to_even": "slow",  # 1000 picks
     "aliases/test_aliases.py::test_repoint_under_concurrent_traffic_loses_no_request": "slow",
 }

@@ -92,15 +92,3 @@ def test_what_an_unfinished_evaluation_names_cannot_be_deleted(client) -> None:
     _set_status(ev["id"], "failed")
     for url in deletes:
         assert client.delete(url).status_code in (200, 204), url
-
-
-@pytest.mark.both_databases
-def test_an_adapter_an_unfinished_job_trains_on_cannot_be_deleted(client) -> None:
-    ft = register_random_adapter("default", "parent")
-    training = upload(client, jsonl(chat_rows(12))).json()["id"]
-    job = client.post("/v1/fine_tuning/jobs", json={"model": ft, "training_file": training})
-    assert job.status_code == 200, job.text
-    r = client.delete(f"/v1/models/{ft}")
-    assert r.status_code == 409 and job.json()["id"] in r.json()["error"]["message"]
-    client.post(f"/v1/fine_tuning/jobs/{job.json()['id']}/cancel")
-    assert client.delete(f"/v1/models/{ft}").status_code == 200

@@ -1,12 +1,11 @@
 """Secrets at rest and in logs: keys only as hashes, no key, prompt or training text in logs
-at INFO, adapters loaded only from the registry folder."""
+at INFO."""
 
 import logging
 
 from sqlalchemy import text
 
-from app.db import get_engine, get_sessionmaker
-from app.registry.models import Adapter
+from app.db import get_engine
 from tests.conftest import make_tenant_key
 from tests.files.data import jsonl
 
@@ -53,30 +52,3 @@ def test_keys_are_stored_only_as_hashes(client) -> None:
     with get_engine().connect() as conn:
         dump = " ".join(str(v) for row in conn.execute(text("SELECT * FROM api_keys")) for v in row)
     assert key not in dump and key[14:] not in dump  # at most the display prefix is kept
-
-
-def test_adapter_rows_pointing_outside_the_registry_are_refused(client) -> None:
-    with get_sessionmaker()() as s:
-        s.add(
-            Adapter(
-                id="adapter_evil",
-                tenant="default",
-                name="ft:x:evil:1",
-                job_id=None,
-                base_model="x",
-                path="../../etc",
-                bytes=0,
-                manifest={},
-            )
-        )
-        s.commit()
-    r = client.post(
-        "/v1/chat/completions",
-        json={
-            "model": "ft:x:evil:1",
-            "max_tokens": 1,
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    )
-    assert r.status_code >= 400 and r.status_code != 200
-    assert "registry" in r.json()["error"]["message"]

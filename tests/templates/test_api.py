@@ -132,19 +132,6 @@ def test_delete(client) -> None:
 
 
 @pytest.mark.both_databases
-def test_delete_refused_while_an_alias_points_to_it(client) -> None:
-    assert create(client).status_code == 201
-    r = client.post(
-        "/v1/aliases", json={"name": "prod", "targets": [{"model": "tmpl:sentiment@1"}]}
-    )
-    assert r.status_code == 201, r.text
-    r = client.delete("/v1/templates/sentiment")
-    assert r.status_code == 409
-    assert "prod" in error_of(r)["message"]
-    assert client.get("/v1/templates/sentiment").status_code == 200
-
-
-@pytest.mark.both_databases
 def test_other_tenants_see_404(client) -> None:
     assert create(client).status_code == 201
     other = {"Authorization": f"Bearer {make_tenant_key(client, 'other')}"}
