@@ -161,6 +161,9 @@ def test_two_servers_one_killed_mid_traffic(
         default_source, [vllm_server.url, second_server.url], data_root, vllm_view
     )
     try:
+        # Both healthy before anything is sent, or every request goes to the one seen first
+        # (the second may still be coming back from the previous test's restart).
+        wait_until(lambda: all(s.healthy for s in engine.pool.servers), "both servers healthy")
         params = SamplingParams(max_tokens=40, temperature=0)
         ids = prompts(engine, 8)
         # What each prompt gives on the server that stays up, undisturbed.
@@ -185,10 +188,12 @@ def test_two_servers_one_killed_mid_traffic(
                 for h, first in zip(handles, first_tokens, strict=True)
             ]
             victim = engine.pool.servers[1]
-            # Mid-generation: every request has its first tokens and the victim still has
-            # requests to finish (40 tokens each take far longer than the kill).
-            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in first_tokens)), HANG)
-            assert victim.in_flight > 0, "the victim had finished before it was killed"
+            # Mid-generation: answers are under way (a first token came back) while the victim
+            # still has requests in flight; killed at once, not after a guessed delay.
+            deadline = time.monotonic() + HANG
+            while not (victim.in_flight > 0 and any(f.is_set() for f in first_tokens)):
+                assert time.monotonic() < deadline, "no answer got under way on the victim"
+                await asyncio.sleep(0.01)
             await asyncio.to_thread(second_server.kill)
             return await asyncio.wait_for(asyncio.gather(*outcomes), HANG)
 
