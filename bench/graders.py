@@ -185,6 +185,18 @@ def check_scores(name: str, graded: list) -> None:
         raise SystemExit(f"{name}: {len(failed)} items graded with errors, e.g. {failed[0]}")
 
 
+async def grade_both_ways(table: Table, label: str, grader, cases, warmup: int) -> list:
+    """`grade` over `cases` one at a time, then all under one gather, each timed into the
+    table under `label`; the sequential run's results, checked free of errors."""
+    await sequential(grader, cases[:warmup])
+    seconds, graded = await timed(lambda: sequential(grader, cases))
+    check_scores(label, graded)
+    table.add(label, "grade, sequential", len(cases), seconds)
+    seconds, _ = await timed(lambda: gathered(grader, cases))
+    table.add(label, "grade, gather", len(cases), seconds)
+    return graded
+
+
 def error_count(graded: list) -> int:
     return sum(g.errors.any() for g in graded)
 
@@ -197,12 +209,7 @@ async def cheap(table: Table, items: list[dict], warmup: int) -> None:
     n = len(items)
     labels, texts = label_cases(items), text_cases(items)
     grader = validate_grader(STRING_CHECK)
-    await sequential(grader, labels[:warmup])
-    seconds, graded = await timed(lambda: sequential(grader, labels))
-    check_scores("string_check", graded)
-    table.add("string_check ilike", "grade, sequential", n, seconds)
-    seconds, _ = await timed(lambda: gathered(grader, labels))
-    table.add("string_check ilike", "grade, gather", n, seconds)
+    graded = await grade_both_ways(table, "string_check ilike", grader, labels, warmup)
     started = time.perf_counter()
     bare = [string_check("ilike", s["output_text"], it["label"]) for s, it in labels]
     table.add("string_check ilike", "bare function", n, time.perf_counter() - started)
@@ -211,12 +218,7 @@ async def cheap(table: Table, items: list[dict], warmup: int) -> None:
 
     for metric in ("fuzzy_match", "rouge_l"):
         grader = validate_grader(similarity_grader(metric))
-        await sequential(grader, texts[:warmup])
-        seconds, graded = await timed(lambda grader=grader: sequential(grader, texts))
-        check_scores(metric, graded)
-        table.add(f"text_similarity {metric}", "grade, sequential", n, seconds)
-        seconds, _ = await timed(lambda grader=grader: gathered(grader, texts))
-        table.add(f"text_similarity {metric}", "grade, gather", n, seconds)
+        graded = await grade_both_ways(table, f"text_similarity {metric}", grader, texts, warmup)
         started = time.perf_counter()
         bare = [similarity.similarity(metric, s["output_text"], it["text"]) for s, it in texts]
         table.add(f"text_similarity {metric}", "bare metric", n, time.perf_counter() - started)
@@ -233,12 +235,8 @@ async def cosine(table: Table, items: list[dict], warmup: int) -> None:
     n = len(items)
     texts = text_cases(items)
     grader = validate_grader(similarity_grader("cosine"))
-    await sequential(grader, texts[:warmup])  # loads the encoder
-    seconds, graded = await timed(lambda: sequential(grader, texts))
-    check_scores("cosine", graded)
-    table.add("text_similarity cosine", "grade, sequential", n, seconds)
-    seconds, _ = await timed(lambda: gathered(grader, texts))
-    table.add("text_similarity cosine", "grade, gather", n, seconds)
+    # The warm-up loads the encoder.
+    graded = await grade_both_ways(table, "text_similarity cosine", grader, texts, warmup)
     started = time.perf_counter()
     answers = embed([s["output_text"] for s, _ in texts])
     references = embed([it["text"] for _, it in texts])
